@@ -1,0 +1,221 @@
+"""Loading and validating config/config.yaml and config/filters.yaml.
+
+Both files are checked against the JSON schemas in ``workflow/schemas/`` through
+``snakemake.utils.validate`` (which also fills in the schema defaults), then by the
+checks a schema cannot express (duplicate names, square kernels, fractions that sum
+below one, a URL list that exists and has its url column). Every error names the file,
+the entry and the field, and is raised before Snakemake schedules a single job.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+CONFIG_SCHEMA = SCHEMA_DIR / "config.schema.yaml"
+FILTERS_SCHEMA = SCHEMA_DIR / "filters.schema.yaml"
+URL_LIST_FORMATS = {".txt": "txt", ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet"}
+
+
+class ConfigError(ValueError):
+    """A configuration value is wrong; the message names file, entry and field."""
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise ConfigError(f"line {key_node.start_mark.line + 1}: key {key!r} is given twice")
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(path: str | Path) -> Any:
+    """Safe-load a YAML file; duplicate keys and syntax errors name the file."""
+    path = Path(path)
+    try:
+        with open(path) as handle:
+            return yaml.load(handle, Loader=_UniqueKeyLoader)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+
+
+def _describe_location(document: Any, path: list, file_label: str) -> str:
+    """'config/filters.yaml: filter 'sobel_x' (entry 3)' or 'config/config.yaml: data'."""
+    if len(path) >= 2 and path[0] == "filters" and isinstance(path[1], int):
+        entry = document["filters"][path[1]] if isinstance(document, dict) else None
+        name = entry.get("name") if isinstance(entry, dict) else None
+        label = f"filter {name!r} (entry {path[1] + 1})" if isinstance(name, str) else f"filter entry {path[1] + 1}"
+        return f"{file_label}: {label}"
+    if path:
+        return f"{file_label}: section {path[0]!r}"
+    return file_label
+
+
+def _field_of(error) -> str:
+    """The field a jsonschema error is about, including required/unexpected property names."""
+    path = [str(p) for p in error.absolute_path]
+    if path and path[0] == "filters" and len(path) >= 2:
+        path = path[2:]
+    if error.validator == "required":
+        missing = error.message.split("'")[1] if "'" in error.message else "?"
+        path = path + [missing]
+    elif error.validator in ("additionalProperties", "unevaluatedProperties") and "'" in error.message:
+        path = path + [error.message.split("'")[1]]
+    return ".".join(path) if path else "(top level)"
+
+
+def format_schema_error(error, document: Any, file_label: str) -> str:
+    """Turn a jsonschema ValidationError into one line: file, entry, field, what was wrong."""
+    path = list(error.absolute_path)
+    where = _describe_location(document, path, file_label)
+    return f"{where}: field {_field_of(error)!r}: {error.message}"
+
+
+def validate_with_schema(document: Any, schema: str | Path, file_label: str) -> Any:
+    """Validate (and fill defaults into) ``document`` with snakemake.utils.validate.
+
+    Raises ConfigError with file, entry and field on the first (best-matching) error.
+    """
+    import jsonschema
+    from snakemake.exceptions import WorkflowError
+    from snakemake.utils import validate
+
+    try:
+        validate(document, str(Path(schema).resolve()), set_default=True)
+    except WorkflowError as err:
+        cause = next((a for a in err.args if isinstance(a, jsonschema.ValidationError)), None)
+        cause = cause or err.__context__
+        if isinstance(cause, jsonschema.ValidationError):
+            raise ConfigError(format_schema_error(cause, document, file_label)) from None
+        raise ConfigError(f"{file_label}: {err}") from None
+    return document
+
+
+def canonical_json(value: Any) -> str:
+    """One stable text for a value: sorted keys, no whitespace. Used as Snakemake params."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+# ----------------------------------------------------------------------------- config.yaml
+
+
+def check_config(config: dict, file_label: str, base_dir: str | Path = ".") -> dict:
+    """Schema-validate config.yaml (defaults filled in place) and run the cross-field checks."""
+    validate_with_schema(config, CONFIG_SCHEMA, file_label)
+    data, split = config["data"], config["split"]
+    if split["val"] + split["test"] >= 1:
+        raise ConfigError(
+            f"{file_label}: section 'split': fields 'val' + 'test' must sum below 1 "
+            f"(got {split['val']} + {split['test']}), or nothing is left to train on"
+        )
+    if data["urls"] != "sample":
+        check_url_list(Path(base_dir) / data["urls"], data["url_col"], file_label)
+    return config
+
+
+def url_list_format(path: str | Path) -> str:
+    """img2dataset's input_format for a URL list, from its extension."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in URL_LIST_FORMATS:
+        raise ConfigError(f"{path}: unknown URL list format {suffix!r}; use one of {sorted(URL_LIST_FORMATS)}")
+    return URL_LIST_FORMATS[suffix]
+
+
+def check_url_list(path: Path, url_col: str, file_label: str) -> None:
+    """The URL list exists, has a known format and, for tables, the url column."""
+    where = f"{file_label}: section 'data': field 'urls'"
+    if not path.is_file():
+        raise ConfigError(f"{where}: URL list {str(path)!r} does not exist")
+    try:
+        fmt = url_list_format(path)
+    except ConfigError as err:
+        raise ConfigError(f"{where}: {err}") from None
+    if fmt == "txt":
+        return
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        columns = pq.read_schema(path).names
+    else:
+        with open(path, newline="") as handle:
+            header = handle.readline().rstrip("\r\n")
+        columns = [c.strip().strip('"') for c in header.split("\t" if fmt == "tsv" else ",")]
+    if url_col not in columns:
+        raise ConfigError(
+            f"{file_label}: section 'data': field 'url_col': column {url_col!r} not in {str(path)!r} "
+            f"(columns: {', '.join(columns) or 'none'})"
+        )
+
+
+# ----------------------------------------------------------------------------- filters.yaml
+
+
+def check_filters(document: Any, file_label: str, train_defaults: dict | None = None) -> list[dict]:
+    """Schema-validate filters.yaml and check what the schema cannot; returns the filter specs.
+
+    Each returned spec has its schema defaults filled in. Kernel-level checks (square,
+    odd, finite, a random kernel that can be normalised) come from the filter registry.
+    """
+    from .filters import FilterSpecError, build_filter
+
+    if document is None:
+        raise ConfigError(f"{file_label}: file is empty; it needs a 'filters:' list with at least one filter")
+    validate_with_schema(document, FILTERS_SCHEMA, file_label)
+    specs = document["filters"]
+    seen: dict[str, int] = {}
+    for i, spec in enumerate(specs):
+        where = f"{file_label}: filter {spec['name']!r} (entry {i + 1})"
+        if spec["name"] in seen:
+            raise ConfigError(f"{where}: field 'name': {spec['name']!r} is already used by entry {seen[spec['name']] + 1}")
+        seen[spec["name"]] = i
+        try:
+            build_filter(spec)
+        except FilterSpecError as err:
+            raise ConfigError(f"{where}: field {err.field!r}: {err}") from None
+        if train_defaults is not None:
+            settings = training_settings(train_defaults, spec)
+            ksize = model_ksize(spec, settings)
+            if settings["crop_size"] < ksize:
+                raise ConfigError(
+                    f"{where}: field 'train.crop_size': crop size {settings['crop_size']} is smaller "
+                    f"than the kernel ({ksize}x{ksize})"
+                )
+    return specs
+
+
+def target_spec(spec: dict) -> dict:
+    """The part of a filter's spec that determines its targets (no training overrides)."""
+    return {k: v for k, v in spec.items() if k != "train"}
+
+
+def training_settings(train_defaults: dict, spec: dict) -> dict:
+    """config.yaml's training defaults with the filter's own ``train:`` overrides on top."""
+    settings = copy.deepcopy(train_defaults)
+    settings.update(spec.get("train", {}))
+    return settings
+
+
+def model_ksize(spec: dict, settings: dict) -> int:
+    """The model's kernel size: the training override, else the filter's own size."""
+    from .filters import build_filter
+
+    return int(settings.get("ksize") or build_filter(spec).ksize)
+
+
+def is_finite_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

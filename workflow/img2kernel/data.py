@@ -1,0 +1,230 @@
+"""The data stage: URL lists, img2dataset downloads, and the grayscale inputs store.
+
+The embedded default is every photo that ships inside scikit-image's wheel, listed as
+``file://`` URLs, so the pipeline runs with no network. img2dataset downloads into
+webdataset shards with lossless settings (PNG, no re-encode of a PNG unless resizing);
+the inputs store then holds each image as grayscale float32, same keys and shard
+numbers as img2dataset's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tarfile
+from collections import Counter
+from pathlib import Path
+from typing import Iterator
+
+import cv2
+import numpy as np
+
+from .config import url_list_format
+from .store import ShardWriter, split_for_keys
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
+
+
+class DownloadError(RuntimeError):
+    """Not a single image downloaded: there is nothing to learn from."""
+
+
+def sample_image_paths() -> list[Path]:
+    """The photos inside scikit-image's wheel (``skimage/data/*.png|*.jpg``), sorted by name."""
+    import skimage.data
+
+    root = Path(skimage.data.__file__).parent
+    return sorted(p for p in root.iterdir() if p.suffix.lower() in (".png", ".jpg"))
+
+
+def write_sample_url_list(path: str | Path) -> int:
+    """Write the sample photos as ``file://`` URLs, one per line; returns how many."""
+    urls = [p.resolve().as_uri() for p in sample_image_paths()]
+    if not urls:
+        raise RuntimeError("scikit-image ships no sample photos in this install (skimage/data is empty)")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text("\n".join(urls) + "\n")
+    return len(urls)
+
+
+def download(
+    url_list: str | Path,
+    output_folder: str | Path,
+    *,
+    url_col: str = "url",
+    max_side: int | None = None,
+    min_side: int = 1,
+    shard_size: int = 10000,
+    timeout: float = 10,
+    retries: int = 2,
+    processes: int = 1,
+    threads: int = 8,
+) -> dict:
+    """Download a URL list with img2dataset into webdataset shards; returns the summary.
+
+    Pixels stay lossless: PNG output, a PNG input is kept byte for byte unless resized,
+    and anything else is decoded once and re-encoded as PNG. ``max_side`` downscales
+    only images whose longest side is larger. Failures are counted by reason, never
+    fatal; the summary is also written to ``<output_folder>/summary.json``.
+    """
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    os.environ.setdefault("WANDB_MODE", "disabled")
+    from img2dataset import download as img2dataset_download
+
+    output_folder = Path(output_folder)
+    output_folder.parent.mkdir(parents=True, exist_ok=True)
+    img2dataset_download(
+        url_list=str(url_list),
+        output_folder=str(output_folder),
+        input_format=url_list_format(url_list),
+        url_col=url_col,
+        output_format="webdataset",
+        encode_format="png",
+        encode_quality=1,  # PNG compression level: lossless at any level, 1 is fast
+        skip_reencode=True,
+        resize_mode="no" if max_side is None else "keep_ratio_largest",
+        image_size=max_side or 256,
+        resize_only_if_bigger=True,
+        min_image_size=min_side,
+        number_sample_per_shard=shard_size,
+        processes_count=max(1, processes),
+        thread_count=max(1, threads),
+        timeout=timeout,
+        retries=retries,
+        extract_exif=False,
+        compute_hash=None,
+        enable_wandb=False,
+        incremental_mode="incremental",
+    )
+    summary = summarize_download(output_folder)
+    (output_folder / "summary.json").write_text(json.dumps(summary, indent=2))
+    if summary["downloaded"] == 0:
+        raise DownloadError(
+            f"{url_list}: none of {summary['attempted']} URLs downloaded; "
+            f"failures by reason: {json.dumps(summary['failed_by_reason'])}"
+        )
+    return summary
+
+
+def summarize_download(folder: str | Path) -> dict:
+    """Count attempts, successes and failures by reason from img2dataset's parquet files."""
+    import pandas as pd
+
+    folder = Path(folder)
+    tables = [pd.read_parquet(p) for p in sorted(folder.glob("*.parquet"))]
+    table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=["status", "error_message"])
+    failed = table[table["status"] != "success"]
+    reasons = Counter(
+        f"{row.status}: {row.error_message}" if row.error_message else str(row.status)
+        for row in failed.itertuples(index=False)
+    )
+    return {
+        "attempted": int(len(table)),
+        "downloaded": int((table["status"] == "success").sum()),
+        "failed": int(len(failed)),
+        "failed_by_reason": dict(sorted(reasons.items())),
+        "shards": sorted(p.name for p in folder.glob("*.tar")),
+    }
+
+
+def to_grayscale_float32(image: np.ndarray) -> np.ndarray:
+    """Decode result (H, W[, C]) of any depth to grayscale float32 (H, W).
+
+    OpenCV's colour conversion (0.299 R + 0.587 G + 0.114 B, rounded in the source
+    depth); 16-bit values are divided by 256, a power of two, so values stay exact
+    in float32 and on the same 0..255 scale as 8-bit images.
+    """
+    if image.ndim == 3:
+        channels = image.shape[2]
+        if channels == 1:
+            image = image[:, :, 0]
+        elif channels == 3:
+            image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+        elif channels == 4:
+            image = cv2.cvtColor(image, cv2.COLOR_BGRA2GRAY)
+        else:
+            raise ValueError(f"unsupported channel count {channels}")
+    elif image.ndim != 2:
+        raise ValueError(f"unsupported image shape {image.shape}")
+    if image.dtype == np.uint8:
+        return image.astype(np.float32)
+    if image.dtype == np.uint16:
+        return image.astype(np.float32) / np.float32(256)
+    if image.dtype.kind == "f":
+        return image.astype(np.float32)
+    raise ValueError(f"unsupported pixel type {image.dtype}")
+
+
+def _image_members(tar: tarfile.TarFile) -> Iterator[tuple[str, tarfile.TarInfo]]:
+    for member in tar:
+        stem, _, ext = member.name.rpartition(".")
+        if member.isfile() and f".{ext.lower()}" in IMAGE_EXTENSIONS:
+            yield Path(stem).name, member
+
+
+def webdataset_image_keys(shard: Path) -> list[str]:
+    """The keys of the image members of an img2dataset shard (reads headers only)."""
+    with tarfile.open(shard, "r") as tar:
+        return [key for key, _ in _image_members(tar)]
+
+
+def iter_webdataset_images(shard: Path) -> Iterator[tuple[str, bytes]]:
+    """(key, encoded image bytes) for every image member of an img2dataset shard."""
+    with tarfile.open(shard, "r") as tar:
+        for key, member in _image_members(tar):
+            yield key, tar.extractfile(member).read()
+
+
+def build_inputs_store(
+    images_folder: str | Path,
+    store_folder: str | Path,
+    *,
+    val_fraction: float,
+    test_fraction: float,
+    split_seed: int,
+    dtype: str = "float32",
+    min_side: int = 1,
+) -> dict:
+    """Decode every downloaded image to grayscale into ``store_folder/{shard}.tar``.
+
+    One store shard per img2dataset shard, same keys. The split comes from the keys
+    (see :func:`img2kernel.store.split_for_keys`). Images that fail to decode or are
+    smaller than ``min_side`` are skipped and counted. Writes and returns
+    ``store_folder/manifest.json``.
+    """
+    images_folder, store_folder = Path(images_folder), Path(store_folder)
+    shards = sorted(images_folder.glob("*.tar"))
+    keys = [key for shard in shards for key in webdataset_image_keys(shard)]
+    split = split_for_keys(keys, val_fraction, test_fraction, split_seed)
+    store_folder.mkdir(parents=True, exist_ok=True)
+    skipped: Counter = Counter()
+    counts: Counter = Counter()
+    written = []
+    for shard in shards:
+        with ShardWriter(store_folder / shard.name, dtype=dtype, meta={"source": shard.name}) as writer:
+            for key, payload in iter_webdataset_images(shard):
+                decoded = cv2.imdecode(np.frombuffer(payload, np.uint8), cv2.IMREAD_UNCHANGED)
+                if decoded is None:
+                    skipped["could not decode"] += 1
+                    continue
+                try:
+                    gray = to_grayscale_float32(decoded)
+                except ValueError as err:
+                    skipped[str(err)] += 1
+                    continue
+                if min(gray.shape) < min_side:
+                    skipped[f"smaller than min_side {min_side}"] += 1
+                    continue
+                writer.add(key, gray, split[key])
+                counts[split[key]] += 1
+        written.append(shard.name)
+    manifest = {
+        "images": int(sum(counts.values())),
+        "splits": {s: int(counts[s]) for s in ("train", "val", "test")},
+        "skipped": dict(skipped),
+        "shards": written,
+        "dtype": dtype,
+    }
+    (store_folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return manifest
+

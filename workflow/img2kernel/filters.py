@@ -1,0 +1,232 @@
+"""The filters to learn: a registry of kinds, their exact kernels, and OpenCV to apply them.
+
+Every kind builds a :class:`Filter` from its spec (one entry of config/filters.yaml).
+A linear kind exposes its true kernel(s) in correlation orientation, the orientation of
+both ``cv2.filter2D`` and ``torch.nn.functional.conv2d``, so a learned kernel compares
+with it tap for tap. Targets are computed by OpenCV with its default border
+(BORDER_REFLECT_101), which torch's ``padding_mode="reflect"`` reproduces exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import cv2
+import numpy as np
+
+COMBINES = ("none", "magnitude")
+
+
+class FilterSpecError(ValueError):
+    """A filter spec is valid by schema but not as a filter; ``field`` names the culprit."""
+
+    def __init__(self, field_name: str, message: str):
+        super().__init__(message)
+        self.field = field_name
+
+
+@dataclass(frozen=True)
+class Filter:
+    """A filter ready to apply.
+
+    Attributes:
+        name: the entry's name (a path component).
+        kind: registry key, e.g. ``sobel``.
+        ksize: side of the (square) true kernel, or the window of a nonlinear filter.
+        kernels: true kernels, float64 (ksize, ksize) in correlation orientation, or
+            None when no kernel reproduces the filter (median).
+        combine: ``none`` (one kernel) or ``magnitude`` (sqrt of the sum of squares of two).
+        output: ``float`` or ``uint8`` (saturated absolute value, as ``cv2.convertScaleAbs``).
+        spec: the spec it was built from.
+    """
+
+    name: str
+    kind: str
+    ksize: int
+    kernels: tuple[np.ndarray, ...] | None
+    combine: str
+    output: str
+    spec: dict = field(repr=False)
+    _apply: Callable[[np.ndarray], np.ndarray] = field(repr=False, compare=False)
+
+    @property
+    def linear(self) -> bool:
+        """True when the target is exactly one correlation of the input with one kernel."""
+        return self.kernels is not None and self.combine == "none" and self.output == "float"
+
+    def apply(self, image: np.ndarray) -> np.ndarray:
+        """Filter a 2-D float32 image (H, W) with OpenCV; returns float32 (H, W)."""
+        if image.ndim != 2:
+            raise ValueError(f"filter {self.name!r}: expected a 2-D image (H, W), got shape {image.shape}")
+        result = self._apply(np.ascontiguousarray(image, dtype=np.float32))
+        if self.output == "uint8":
+            result = cv2.convertScaleAbs(result)
+        return result.astype(np.float32, copy=False)
+
+
+def _centered(kernel: np.ndarray, size: int) -> np.ndarray:
+    """Zero-pad a (h, w) kernel with odd sides to (size, size), keeping its centre."""
+    out = np.zeros((size, size), dtype=np.float64)
+    h, w = kernel.shape
+    top, left = (size - h) // 2, (size - w) // 2
+    out[top : top + h, left : left + w] = kernel
+    return out
+
+
+def deriv_kernel(dx: int, dy: int, ksize: int) -> np.ndarray:
+    """The 2-D kernel of ``cv2.Sobel(dx, dy, ksize)`` (ksize=-1: Scharr), correlation orientation."""
+    kx, ky = cv2.getDerivKernels(dx, dy, ksize, normalize=False, ktype=cv2.CV_64F)
+    kernel = np.outer(ky.ravel(), kx.ravel())  # rows follow y, columns follow x
+    return _centered(kernel, max(kernel.shape))
+
+
+def _require_order(spec: dict, ksize: int) -> tuple[int, int]:
+    dx, dy = int(spec["dx"]), int(spec["dy"])
+    if dx + dy < 1:
+        raise FilterSpecError("dx", "dx + dy must be at least 1 (a derivative of order zero is no filter)")
+    if ksize == 1:
+        if dx and dy:
+            raise FilterSpecError("dy", "with ksize 1 only one of dx, dy may be non-zero (cv2.Sobel's rule)")
+        if max(dx, dy) > 2:
+            raise FilterSpecError("dx" if dx > 2 else "dy", "with ksize 1 the derivative order must be 1 or 2")
+    else:
+        for name, order in (("dx", dx), ("dy", dy)):
+            if order >= ksize:
+                raise FilterSpecError(name, f"{name}={order} must be smaller than ksize={ksize} (cv2.Sobel's rule)")
+    return dx, dy
+
+
+def _sobel(spec: dict) -> tuple:
+    ksize = int(spec["ksize"])
+    dx, dy = _require_order(spec, ksize)
+    kernel = deriv_kernel(dx, dy, ksize)
+    return (kernel,), "none", lambda img: cv2.Sobel(img, cv2.CV_32F, dx, dy, ksize=ksize)
+
+
+def _sobel_magnitude(spec: dict) -> tuple:
+    ksize = int(spec["ksize"])
+    kx, ky = deriv_kernel(1, 0, ksize), deriv_kernel(0, 1, ksize)
+
+    def apply(img):
+        gx = cv2.Sobel(img, cv2.CV_32F, 1, 0, ksize=ksize)
+        gy = cv2.Sobel(img, cv2.CV_32F, 0, 1, ksize=ksize)
+        return cv2.magnitude(gx, gy)
+
+    return (kx, ky), "magnitude", apply
+
+
+def _scharr(spec: dict) -> tuple:
+    dx, dy = int(spec["dx"]), int(spec["dy"])
+    if (dx, dy) not in ((1, 0), (0, 1)):
+        raise FilterSpecError("dx", f"Scharr takes (dx, dy) = (1, 0) or (0, 1), got ({dx}, {dy})")
+    return (deriv_kernel(dx, dy, cv2.FILTER_SCHARR),), "none", lambda img: cv2.Scharr(img, cv2.CV_32F, dx, dy)
+
+
+def _laplacian(spec: dict) -> tuple:
+    ksize = int(spec["ksize"])
+    if ksize == 1:
+        kernel = np.array([[0, 1, 0], [1, -4, 1], [0, 1, 0]], dtype=np.float64)
+    else:
+        kernel = deriv_kernel(2, 0, ksize) + deriv_kernel(0, 2, ksize)
+    return (kernel,), "none", lambda img: cv2.Laplacian(img, cv2.CV_32F, ksize=ksize)
+
+
+def _gaussian(spec: dict) -> tuple:
+    ksize, sigma = int(spec["ksize"]), float(spec["sigma"])
+    # OpenCV filters float32 images with a float32 kernel: the true kernel is that one.
+    taps = cv2.getGaussianKernel(ksize, sigma, ktype=cv2.CV_32F).astype(np.float64).ravel()
+    return (np.outer(taps, taps),), "none", lambda img: cv2.GaussianBlur(img, (ksize, ksize), sigma, sigmaY=sigma)
+
+
+def _box(spec: dict) -> tuple:
+    ksize, normalized = int(spec["ksize"]), bool(spec["normalized"])
+    kernel = np.full((ksize, ksize), 1.0 / (ksize * ksize) if normalized else 1.0)
+    return (kernel,), "none", lambda img: cv2.boxFilter(img, cv2.CV_32F, (ksize, ksize), normalize=normalized)
+
+
+def random_kernel(ksize: int, seed: int, distribution: str, normalization: str) -> np.ndarray:
+    """A seeded random kernel, rounded to float32 (the precision OpenCV applies it in)."""
+    rng = np.random.default_rng(seed)
+    if distribution == "normal":
+        kernel = rng.standard_normal((ksize, ksize))
+    elif distribution == "uniform":
+        kernel = rng.uniform(-1.0, 1.0, (ksize, ksize))
+    else:
+        raise FilterSpecError("distribution", f"unknown distribution {distribution!r}; use normal or uniform")
+    if normalization == "sum":
+        total = kernel.sum()
+        if abs(total) < 1e-3 * np.abs(kernel).sum():
+            raise FilterSpecError(
+                "normalization", f"seed {seed} gives a kernel that sums to {total:.2e}; pick another seed"
+            )
+        kernel = kernel / total
+    elif normalization == "unit_norm":
+        kernel = kernel / np.linalg.norm(kernel)
+    elif normalization != "none":
+        raise FilterSpecError("normalization", f"unknown normalization {normalization!r}")
+    return kernel.astype(np.float32).astype(np.float64)
+
+
+def _filter2d(kernel: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    kernel32 = kernel.astype(np.float32)
+    return lambda img: cv2.filter2D(img, cv2.CV_32F, kernel32)
+
+
+def _random(spec: dict) -> tuple:
+    kernel = random_kernel(int(spec["ksize"]), int(spec["seed"]), spec["distribution"], spec["normalization"])
+    return (kernel,), "none", _filter2d(kernel)
+
+
+def _custom(spec: dict) -> tuple:
+    rows = spec["kernel"]
+    if not rows or not all(isinstance(r, list) and r for r in rows):
+        raise FilterSpecError("kernel", "kernel must be a non-empty list of non-empty rows")
+    size = len(rows)
+    if any(len(r) != size for r in rows):
+        raise FilterSpecError("kernel", f"kernel must be square: {size} rows of lengths {[len(r) for r in rows]}")
+    if size % 2 == 0:
+        raise FilterSpecError("kernel", f"kernel side must be odd (it has a centre tap), got {size}x{size}")
+    values = [v for r in rows for v in r]
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values):
+        raise FilterSpecError("kernel", "every kernel entry must be a finite number")
+    kernel = np.asarray(rows, dtype=np.float32).astype(np.float64)
+    return (kernel,), "none", _filter2d(kernel)
+
+
+def _median(spec: dict) -> tuple:
+    ksize = int(spec["ksize"])
+    return None, "none", lambda img: cv2.medianBlur(img, ksize)
+
+
+KINDS: dict[str, Callable[[dict], tuple]] = {
+    "sobel": _sobel,
+    "sobel_magnitude": _sobel_magnitude,
+    "scharr": _scharr,
+    "laplacian": _laplacian,
+    "gaussian": _gaussian,
+    "box": _box,
+    "random": _random,
+    "custom": _custom,
+    "median": _median,
+}
+
+
+def build_filter(spec: dict) -> Filter:
+    """Build a Filter from one (schema-validated) entry of config/filters.yaml."""
+    kind = spec.get("kind")
+    if kind not in KINDS:
+        raise FilterSpecError("kind", f"unknown kind {kind!r}; known kinds: {', '.join(sorted(KINDS))}")
+    kernels, combine, apply = KINDS[kind](spec)
+    ksize = kernels[0].shape[0] if kernels is not None else int(spec["ksize"])
+    return Filter(
+        name=spec["name"],
+        kind=kind,
+        ksize=ksize,
+        kernels=kernels,
+        combine=combine,
+        output=spec.get("output", "float"),
+        spec=dict(spec),
+        _apply=apply,
+    )

@@ -1,0 +1,403 @@
+"""The sharded array store (DESIGN.md, "The store").
+
+A shard is one uncompressed tar of ``<key>.npy`` members (webdataset's layout, so
+``tar``, ``tarfile`` and webdataset read it) plus a sidecar ``<shard>.tar.index.json``
+that records, per member, the byte offset of the array data inside the tar, its
+shape, its split and a CRC-32 of the member. Readers memory-map the tar once and hand
+out array views at those offsets: no decode and no copy of whole images.
+
+Writers stream array by array into a hidden temporary file beside the shard and
+``os.replace`` it into place only when the shard is complete, so a shard on disk is
+either whole or absent. Readers check every shard against its index (size and
+checksums) before handing out a single pixel.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import tarfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+FORMAT = "img2kernel-store/1"
+INDEX_SUFFIX = ".index.json"
+SPLITS = ("train", "val", "test")
+_KEY_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+
+
+class StoreError(RuntimeError):
+    """A shard is missing, truncated, corrupted or does not match its index."""
+
+
+def index_path(shard_path: str | os.PathLike) -> Path:
+    """The sidecar index of a shard: ``00000.tar`` -> ``00000.tar.index.json``."""
+    return Path(str(shard_path) + INDEX_SUFFIX)
+
+
+def rebuild_hint(path: Path) -> str:
+    return (
+        f"delete {path} (and its {INDEX_SUFFIX} index) and run snakemake again to rebuild it, "
+        "or run `snakemake --cores 8 --forcerun <rule>` for the stage that wrote it"
+    )
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One array of a shard, as its index records it."""
+
+    key: str
+    member_offset: int  # first byte of the member's content (the .npy header)
+    offset: int  # first byte of the array data
+    shape: tuple[int, ...]
+    split: str
+    crc32: int  # over the member's content: .npy header and data
+
+    def to_json(self) -> dict:
+        return {
+            "key": self.key,
+            "member_offset": self.member_offset,
+            "offset": self.offset,
+            "shape": list(self.shape),
+            "split": self.split,
+            "crc32": self.crc32,
+        }
+
+
+class _ChunkReader(io.RawIOBase):
+    """A read-only file over a list of byte buffers, so tarfile streams an array without copying it whole."""
+
+    def __init__(self, chunks: Sequence[memoryview]):
+        self._chunks = list(chunks)
+        self._index = 0
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        out = []
+        while self._index < len(self._chunks) and (size < 0 or size > 0):
+            chunk = self._chunks[self._index]
+            take = len(chunk) - self._pos if size < 0 else min(size, len(chunk) - self._pos)
+            out.append(chunk[self._pos : self._pos + take])
+            self._pos += take
+            if size > 0:
+                size -= take
+            if self._pos == len(chunk):
+                self._index += 1
+                self._pos = 0
+        return b"".join(out)
+
+
+def _npy_header(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, np.lib.format.header_data_from_array_1_0(array))
+    return buffer.getvalue()
+
+
+class ShardWriter:
+    """Streams arrays into one shard; the shard appears on disk only when closed.
+
+    Use as a context manager: on an exception the partial file is removed and any
+    previous shard at ``path`` is left as it was.
+
+    Args:
+        path: the shard's tar path, e.g. ``results/store/inputs/00000.tar``.
+        dtype: the dtype every array is stored in (``float32`` or ``float16``).
+        meta: JSON-serialisable facts about the shard, kept in the index.
+    """
+
+    def __init__(self, path: str | os.PathLike, dtype: str = "float32", meta: dict | None = None):
+        self.path = Path(path)
+        self.dtype = np.dtype(dtype).newbyteorder("<")
+        if self.dtype.kind != "f":
+            raise ValueError(f"store dtype must be a float type, got {dtype!r}")
+        self.meta = dict(meta or {})
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # A hidden name in the same directory: os.replace is then atomic, and globs for *.tar skip it.
+        self._tmp_path = self.path.with_name(f".{self.path.name}.{os.getpid()}.partial")
+        self._file = open(self._tmp_path, "wb")
+        self._tar = tarfile.open(fileobj=self._file, mode="w", format=tarfile.USTAR_FORMAT)
+        self._entries: list[Entry] = []
+        self._keys: set[str] = set()
+        self._closed = False
+
+    def add(self, key: str, array: np.ndarray, split: str = "train") -> Entry:
+        """Append one array (any shape) under ``key``; returns its index entry."""
+        if not _KEY_PATTERN.match(key):
+            raise ValueError(f"{self.path}: key {key!r} must match {_KEY_PATTERN.pattern}")
+        if key in self._keys:
+            raise ValueError(f"{self.path}: key {key!r} written twice")
+        if split not in SPLITS:
+            raise ValueError(f"{self.path}: key {key!r}: split {split!r} is not one of {SPLITS}")
+        array = np.ascontiguousarray(array, dtype=self.dtype)
+        header = _npy_header(array)
+        data = memoryview(array).cast("B")
+        info = tarfile.TarInfo(f"{key}.npy")
+        info.size = len(header) + array.nbytes
+        info.mode = 0o444
+        info.mtime = 0  # identical inputs give identical bytes
+        member_offset = self._tar.offset + len(info.tobuf(self._tar.format, self._tar.encoding, self._tar.errors))
+        self._tar.addfile(info, _ChunkReader([memoryview(header), data]))
+        crc = zlib.crc32(data, zlib.crc32(header))
+        entry = Entry(key, member_offset, member_offset + len(header), tuple(array.shape), split, crc)
+        self._entries.append(entry)
+        self._keys.add(key)
+        return entry
+
+    def close(self) -> Path:
+        """Finish the tar, write the index, and move both into place (index first, tar last)."""
+        if self._closed:
+            return self.path
+        self._tar.close()
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        tar_bytes = self._file.tell()
+        self._file.close()
+        index = {
+            "format": FORMAT,
+            "dtype": self.dtype.str,
+            "tar_bytes": tar_bytes,
+            "meta": self.meta,
+            "entries": [e.to_json() for e in self._entries],
+        }
+        final_index = index_path(self.path)
+        tmp_index = final_index.with_name(f".{final_index.name}.{os.getpid()}.partial")
+        tmp_index.write_text(json.dumps(index, indent=1))
+        # The tar is the commit point: an index without its tar (or beside an older tar)
+        # fails the size and checksum checks of every reader.
+        os.replace(tmp_index, final_index)
+        os.replace(self._tmp_path, self.path)
+        self._closed = True
+        return self.path
+
+    def abort(self) -> None:
+        """Drop the partial shard; an existing shard at ``path`` is untouched."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._file.close()
+        finally:
+            self._tmp_path.unlink(missing_ok=True)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __enter__(self) -> "ShardWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+class Shard:
+    """A read-only view of one shard: arrays are memory-mapped views into the tar.
+
+    Args:
+        path: the shard's tar path.
+        verify: check every member's CRC-32 against the index (reads the shard once).
+    """
+
+    def __init__(self, path: str | os.PathLike, verify: bool = True):
+        self.path = Path(path)
+        idx_path = index_path(self.path)
+        if not self.path.is_file():
+            raise StoreError(f"{self.path}: shard is missing; {rebuild_hint(self.path)}")
+        try:
+            index = json.loads(idx_path.read_text())
+            if index.get("format") != FORMAT:
+                raise ValueError(f"format is {index.get('format')!r}, expected {FORMAT!r}")
+            self.dtype = np.dtype(index["dtype"])
+            self.meta = index.get("meta", {})
+            self.entries = [
+                Entry(e["key"], e["member_offset"], e["offset"], tuple(e["shape"]), e["split"], e["crc32"])
+                for e in index["entries"]
+            ]
+            tar_bytes = int(index["tar_bytes"])
+        except FileNotFoundError:
+            raise StoreError(f"{self.path}: index {idx_path.name} is missing; {rebuild_hint(self.path)}") from None
+        except (ValueError, KeyError, TypeError) as err:
+            raise StoreError(f"{idx_path}: unreadable index ({err}); {rebuild_hint(self.path)}") from None
+        size = self.path.stat().st_size
+        if size != tar_bytes:
+            raise StoreError(
+                f"{self.path}: shard is {size} bytes but its index says {tar_bytes} "
+                f"(truncated or overwritten); {rebuild_hint(self.path)}"
+            )
+        self._by_key = {e.key: e for e in self.entries}
+        self._mmap = np.memmap(self.path, dtype=np.uint8, mode="r") if size else np.zeros(0, np.uint8)
+        if verify:
+            self.verify()
+
+    def verify(self) -> None:
+        """Raise StoreError naming the shard and member if any member's bytes changed."""
+        for e in self.entries:
+            end = e.offset + self.dtype.itemsize * int(np.prod(e.shape))
+            if end > len(self._mmap) or zlib.crc32(self._mmap[e.member_offset : end]) != e.crc32:
+                raise StoreError(
+                    f"{self.path}: member {e.key}.npy does not match its checksum "
+                    f"(the shard is corrupted); {rebuild_hint(self.path)}"
+                )
+
+    def keys(self, split: str | None = None) -> list[str]:
+        return [e.key for e in self.entries if split is None or e.split == split]
+
+    def array(self, key: str) -> np.ndarray:
+        """The stored array as a read-only view (no copy)."""
+        e = self._by_key[key]
+        return np.ndarray(e.shape, dtype=self.dtype, buffer=self._mmap, offset=e.offset)
+
+    def split_of(self, key: str) -> str:
+        return self._by_key[key].split
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._by_key
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+
+class Store:
+    """All shards of one array kind in a directory (``results/store/inputs``, a filter's targets).
+
+    Args:
+        root: the directory holding ``*.tar`` shards and their indexes.
+        verify: checksum every shard on open (see :class:`Shard`).
+    """
+
+    def __init__(self, root: str | os.PathLike, verify: bool = True):
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise StoreError(f"{self.root}: store directory is missing; run snakemake to build it")
+        self.shards = [Shard(p, verify=verify) for p in sorted(self.root.glob("*.tar"))]
+        self._shard_of = {key: shard for shard in self.shards for key in shard.keys()}
+
+    def keys(self, split: str | None = None) -> list[str]:
+        return [k for shard in self.shards for k in shard.keys(split)]
+
+    def array(self, key: str) -> np.ndarray:
+        return self._shard_of[key].array(key)
+
+    def split_of(self, key: str) -> str:
+        return self._shard_of[key].split_of(key)
+
+    def shard_name(self, key: str) -> str:
+        return self._shard_of[key].path.name
+
+    def items(self, split: str | None = None) -> Iterator[tuple[str, np.ndarray]]:
+        for shard in self.shards:
+            for key in shard.keys(split):
+                yield key, shard.array(key)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._shard_of
+
+    def __len__(self) -> int:
+        return len(self._shard_of)
+
+
+def split_for_keys(keys: Sequence[str], val_fraction: float, test_fraction: float, seed: int) -> dict[str, str]:
+    """A deterministic train/val/test split decided by a seeded hash of each key.
+
+    Keys are ordered by ``crc32(seed:key)``; the first ``round(test * n)`` go to test, the
+    next ``round(val * n)`` to val, the rest to train. With three or more keys, a non-zero
+    fraction always gets at least one. Adding keys moves few existing ones.
+    """
+    ordered = sorted(keys, key=lambda k: (zlib.crc32(f"{seed}:{k}".encode()), k))
+    n = len(ordered)
+
+    def count(fraction: float) -> int:
+        c = round(fraction * n)
+        return max(c, 1) if fraction > 0 and n >= 3 else c
+
+    n_test, n_val = count(test_fraction), count(val_fraction)
+    split = {}
+    for i, key in enumerate(ordered):
+        split[key] = "test" if i < n_test else "val" if i < n_test + n_val else "train"
+    return split
+
+
+class CropSampler:
+    """Uniformly random crops, over every valid crop position of a set of 2-D arrays.
+
+    Each input crop is ``size + 2 * halo`` pixels square; the paired target crop is the
+    ``size`` square interior, so a valid (unpadded) correlation of the input crop with a
+    kernel of size ``2 * halo + 1`` lines up with the target crop pixel for pixel.
+
+    Args:
+        inputs: 2-D arrays (H_i, W_i), e.g. store views.
+        size: side of the target crop.
+        halo: extra pixels on every side of the input crop.
+        targets: arrays of the same shapes as ``inputs``, or None.
+        seed: seed of the crop positions.
+    """
+
+    def __init__(
+        self,
+        inputs: Sequence[np.ndarray],
+        size: int,
+        halo: int = 0,
+        targets: Sequence[np.ndarray] | None = None,
+        seed: int = 0,
+    ):
+        if size < 1 or halo < 0:
+            raise ValueError(f"crop size must be >= 1 and halo >= 0, got size={size}, halo={halo}")
+        if targets is not None and len(targets) != len(inputs):
+            raise ValueError(f"{len(inputs)} inputs but {len(targets)} targets")
+        side = size + 2 * halo
+        self.size, self.halo, self.side = size, halo, side
+        self._input_windows, self._target_windows, weights = [], [], []
+        for i, image in enumerate(inputs):
+            if image.ndim != 2:
+                raise ValueError(f"input {i}: expected a 2-D array (H, W), got shape {image.shape}")
+            if targets is not None and targets[i].shape != image.shape:
+                raise ValueError(f"input {i}: shape {image.shape} but its target is {targets[i].shape}")
+            if image.shape[0] < side or image.shape[1] < side:
+                continue  # too small for one crop: skipped, see `skipped`
+            self._input_windows.append(sliding_window_view(image, (side, side)))
+            if targets is not None:
+                self._target_windows.append(sliding_window_view(targets[i], (size, size)))
+            weights.append((image.shape[0] - side + 1) * (image.shape[1] - side + 1))
+        self.skipped = len(inputs) - len(self._input_windows)
+        if not weights:
+            raise ValueError(f"no image is at least {side}x{side} pixels (crop {size} + halo {halo} on each side)")
+        self._cumulative = np.cumsum(np.asarray(weights, dtype=np.float64))
+        self._has_targets = targets is not None
+        self.rng = np.random.default_rng(seed)
+
+    def sample(self, n: int, dtype: np.dtype | str = np.float32) -> tuple[np.ndarray, np.ndarray | None]:
+        """Draw ``n`` crops: inputs (n, side, side) and targets (n, size, size) or None."""
+        total = self._cumulative[-1]
+        which = np.searchsorted(self._cumulative, self.rng.random(n) * total, side="right")
+        order = np.argsort(which, kind="stable")
+        which = which[order]
+        # Uniform position within the chosen image.
+        heights = np.array([w.shape[0] for w in self._input_windows])[which]
+        widths = np.array([w.shape[1] for w in self._input_windows])[which]
+        ys = (self.rng.random(n) * heights).astype(np.int64)
+        xs = (self.rng.random(n) * widths).astype(np.int64)
+        inputs = np.empty((n, self.side, self.side), dtype=dtype)
+        targets = np.empty((n, self.size, self.size), dtype=dtype) if self._has_targets else None
+        bounds = np.flatnonzero(np.diff(which)) + 1
+        starts = [0, *bounds.tolist()]
+        ends = [*bounds.tolist(), n]
+        h = self.halo
+        # One fancy-indexing copy per image (C loop), not one Python step per crop.
+        for s, e in zip(starts, ends):
+            image = which[s]
+            inputs[s:e] = self._input_windows[image][ys[s:e], xs[s:e]]
+            if targets is not None:
+                targets[s:e] = self._target_windows[image][ys[s:e] + h, xs[s:e] + h]
+        return inputs, targets

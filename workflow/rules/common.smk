@@ -1,0 +1,77 @@
+# Helpers shared by the rules. Settings reach jobs through params: in one canonical
+# JSON form, so Snakemake's params trigger reruns exactly the jobs whose settings changed.
+import os
+import sys
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+
+# The package lives in workflow/img2kernel. Scripts (and cluster jobs, which re-read
+# this file) import it from here, so the code that runs is the code in this checkout.
+PACKAGE_PARENT = str(Path(workflow.basedir) / "workflow")
+if PACKAGE_PARENT not in sys.path:
+    sys.path.insert(0, PACKAGE_PARENT)
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (PACKAGE_PARENT, os.environ.get("PYTHONPATH")) if p
+)
+
+from img2kernel.config import (
+    ConfigError,
+    canonical_json,
+    check_config,
+    check_filters,
+    load_yaml,
+    target_spec,
+)
+
+FILTER_NAME = "[a-z][a-z0-9_]{0,63}"
+
+
+wildcard_constraints:
+    filter=FILTER_NAME,
+
+
+def config_label():
+    """The config file a user would edit, for error messages."""
+    return str(workflow.configfiles[-1]) if workflow.configfiles else "config/config.yaml"
+
+
+def validated_filters():
+    """Validate config.yaml and the filter list; returns {name: spec} with defaults filled."""
+    try:
+        check_config(config, config_label())
+        filters_file = config["filters"]
+        specs = check_filters(load_yaml(filters_file), filters_file, config["train"])
+    except ConfigError as err:
+        raise WorkflowError(f"invalid configuration: {err}") from None
+    return {spec["name"]: spec for spec in specs}
+
+
+def url_list():
+    """The URL list the download reads: the sample list, or the user's file."""
+    urls = config["data"]["urls"]
+    return "results/urls/sample.txt" if urls == "sample" else urls
+
+
+def download_settings():
+    data = config["data"]
+    keys = ("url_col", "max_side", "min_side", "shard_size", "timeout", "retries")
+    return canonical_json({k: data[k] for k in keys})
+
+
+def inputs_store_settings():
+    return canonical_json(
+        {"split": config["split"], "dtype": config["store"]["dtype"], "min_side": config["data"]["min_side"]}
+    )
+
+
+def filter_target_spec(wildcards):
+    return canonical_json(target_spec(FILTERS[wildcards.filter]))
+
+
+def final_outputs():
+    """What `snakemake` with no target builds: every stage for every filter."""
+    return [
+        "results/store/inputs",
+        *expand("results/store/targets/{filter}", filter=FILTERS),
+    ]

@@ -1,0 +1,44 @@
+# Data stage: URL list -> img2dataset shards -> grayscale float32 inputs store.
+
+
+rule sample_urls:
+    output:
+        "results/urls/sample.txt",
+    log:
+        "results/logs/urls/sample.log",
+    benchmark:
+        "results/benchmarks/urls/sample.tsv"
+    localrule: True
+    script:
+        "../scripts/sample_urls.py"
+
+
+rule download:
+    input:
+        urls=url_list(),
+    output:
+        directory("results/images"),
+    params:
+        settings=download_settings(),
+    threads: 8
+    log:
+        "results/logs/images/download.log",
+    benchmark:
+        "results/benchmarks/images/download.tsv"
+    script:
+        "../scripts/download.py"
+
+
+rule inputs_store:
+    input:
+        images="results/images",
+    output:
+        directory("results/store/inputs"),
+    params:
+        settings=inputs_store_settings(),
+    log:
+        "results/logs/store/inputs.log",
+    benchmark:
+        "results/benchmarks/store/inputs.tsv"
+    script:
+        "../scripts/inputs_store.py"

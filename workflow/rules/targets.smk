@@ -1,0 +1,17 @@
+# Targets stage: one job per filter applies it with OpenCV to every stored input.
+
+
+rule targets:
+    input:
+        inputs="results/store/inputs",
+    output:
+        directory("results/store/targets/{filter}"),
+    params:
+        spec=filter_target_spec,
+        dtype=config["store"]["dtype"],
+    log:
+        "results/logs/targets/{filter}.log",
+    benchmark:
+        "results/benchmarks/targets/{filter}.tsv"
+    script:
+        "../scripts/targets.py"

@@ -1,0 +1,17 @@
+"""Snakemake entry point: download the URL list with img2dataset (guarded: its workers re-import this file)."""
+import json
+
+if __name__ == "__main__":
+    from img2kernel.data import download
+    from img2kernel.logs import log_to
+
+    settings = json.loads(snakemake.params.settings)
+    with log_to(snakemake.log[0]) as log:
+        summary = download(
+            snakemake.input.urls,
+            snakemake.output[0],
+            processes=snakemake.threads,
+            threads=4 * snakemake.threads,
+            **settings,
+        )
+        log.info("download summary: %s", json.dumps(summary))
