@@ -3,7 +3,7 @@
 A shard is one uncompressed tar of ``<key>.npy`` members (webdataset's layout, so
 ``tar``, ``tarfile`` and webdataset read it) plus a sidecar ``<shard>.tar.index.json``
 that records, per member, the byte offset of the array data inside the tar, its
-shape, its split and a CRC-32 of the member. Readers memory-map the tar once and hand
+shape, its split and an xxh3-64 checksum of the member. Readers memory-map the tar once and hand
 out array views at those offsets: no decode and no copy of whole images.
 
 Writers stream array by array into a hidden temporary file beside the shard and
@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
+import xxhash
 
 FORMAT = "img2kernel-store/1"
 INDEX_SUFFIX = ".index.json"
@@ -58,7 +58,7 @@ class Entry:
     offset: int  # first byte of the array data
     shape: tuple[int, ...]
     split: str
-    crc32: int  # over the member's content: .npy header and data
+    checksum: int  # xxh3-64 of the member's content: .npy header and data
 
     def to_json(self) -> dict:
         return {
@@ -67,34 +67,8 @@ class Entry:
             "offset": self.offset,
             "shape": list(self.shape),
             "split": self.split,
-            "crc32": self.crc32,
+            "xxh3": self.checksum,
         }
-
-
-class _ChunkReader(io.RawIOBase):
-    """A read-only file over a list of byte buffers, so tarfile streams an array without copying it whole."""
-
-    def __init__(self, chunks: Sequence[memoryview]):
-        self._chunks = list(chunks)
-        self._index = 0
-        self._pos = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int = -1) -> bytes:
-        out = []
-        while self._index < len(self._chunks) and (size < 0 or size > 0):
-            chunk = self._chunks[self._index]
-            take = len(chunk) - self._pos if size < 0 else min(size, len(chunk) - self._pos)
-            out.append(chunk[self._pos : self._pos + take])
-            self._pos += take
-            if size > 0:
-                size -= take
-            if self._pos == len(chunk):
-                self._index += 1
-                self._pos = 0
-        return b"".join(out)
 
 
 def _npy_header(array: np.ndarray) -> bytes:
@@ -125,7 +99,7 @@ class ShardWriter:
         # A hidden name in the same directory: os.replace is then atomic, and globs for *.tar skip it.
         self._tmp_path = self.path.with_name(f".{self.path.name}.{os.getpid()}.partial")
         self._file = open(self._tmp_path, "wb")
-        self._tar = tarfile.open(fileobj=self._file, mode="w", format=tarfile.USTAR_FORMAT)
+        self._offset = 0
         self._entries: list[Entry] = []
         self._keys: set[str] = set()
         self._closed = False
@@ -145,22 +119,37 @@ class ShardWriter:
         info.size = len(header) + array.nbytes
         info.mode = 0o444
         info.mtime = 0  # identical inputs give identical bytes
-        member_offset = self._tar.offset + len(info.tobuf(self._tar.format, self._tar.encoding, self._tar.errors))
-        self._tar.addfile(info, _ChunkReader([memoryview(header), data]))
-        crc = zlib.crc32(data, zlib.crc32(header))
-        entry = Entry(key, member_offset, member_offset + len(header), tuple(array.shape), split, crc)
+        # The tar is written directly (a ustar header, then header and data straight
+        # from the array's buffer): tarfile's addfile copies through 16 KiB reads.
+        member_offset = self._write(info.tobuf(tarfile.USTAR_FORMAT, "utf-8", "strict"))
+        self._write(header)
+        self._write(data)
+        self._write(tarfile.NUL * (-info.size % tarfile.BLOCKSIZE))
+        digest = xxhash.xxh3_64(header)
+        digest.update(data)
+        checksum = digest.intdigest()
+        entry = Entry(key, member_offset, member_offset + len(header), tuple(array.shape), split, checksum)
         self._entries.append(entry)
         self._keys.add(key)
         return entry
 
+    def _write(self, chunk: bytes | memoryview) -> int:
+        """Append to the tar; returns the offset just after the chunk."""
+        self._file.write(chunk)
+        self._offset += len(chunk)
+        return self._offset
+
     def close(self) -> Path:
-        """Finish the tar, write the index, and move both into place (index first, tar last)."""
+        """Finish the tar, write the index, and move both into place (index first, tar last).
+
+        No fsync: a killed process cannot leave a partial shard in place (the rename is
+        atomic), and a file torn by a power loss fails the readers' size and checksum
+        checks, so it is rebuilt, never read.
+        """
         if self._closed:
             return self.path
-        self._tar.close()
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        tar_bytes = self._file.tell()
+        self._write(tarfile.NUL * (2 * tarfile.BLOCKSIZE))  # end-of-archive marker
+        tar_bytes = self._offset
         self._file.close()
         index = {
             "format": FORMAT,
@@ -207,7 +196,7 @@ class Shard:
 
     Args:
         path: the shard's tar path.
-        verify: check every member's CRC-32 against the index (reads the shard once).
+        verify: check every member's checksum against the index (reads the shard once).
     """
 
     def __init__(self, path: str | os.PathLike, verify: bool = True):
@@ -222,7 +211,7 @@ class Shard:
             self.dtype = np.dtype(index["dtype"])
             self.meta = index.get("meta", {})
             self.entries = [
-                Entry(e["key"], e["member_offset"], e["offset"], tuple(e["shape"]), e["split"], e["crc32"])
+                Entry(e["key"], e["member_offset"], e["offset"], tuple(e["shape"]), e["split"], e["xxh3"])
                 for e in index["entries"]
             ]
             tar_bytes = int(index["tar_bytes"])
@@ -245,7 +234,7 @@ class Shard:
         """Raise StoreError naming the shard and member if any member's bytes changed."""
         for e in self.entries:
             end = e.offset + self.dtype.itemsize * int(np.prod(e.shape))
-            if end > len(self._mmap) or zlib.crc32(self._mmap[e.member_offset : end]) != e.crc32:
+            if end > len(self._mmap) or xxhash.xxh3_64_intdigest(self._mmap[e.member_offset : end]) != e.checksum:
                 raise StoreError(
                     f"{self.path}: member {e.key}.npy does not match its checksum "
                     f"(the shard is corrupted); {rebuild_hint(self.path)}"
@@ -358,7 +347,7 @@ class CropSampler:
             raise ValueError(f"{len(inputs)} inputs but {len(targets)} targets")
         side = size + 2 * halo
         self.size, self.halo, self.side = size, halo, side
-        self._input_windows, self._target_windows, weights = [], [], []
+        self._inputs, self._targets, weights = [], [], []
         for i, image in enumerate(inputs):
             if image.ndim != 2:
                 raise ValueError(f"input {i}: expected a 2-D array (H, W), got shape {image.shape}")
@@ -366,38 +355,43 @@ class CropSampler:
                 raise ValueError(f"input {i}: shape {image.shape} but its target is {targets[i].shape}")
             if image.shape[0] < side or image.shape[1] < side:
                 continue  # too small for one crop: skipped, see `skipped`
-            self._input_windows.append(sliding_window_view(image, (side, side)))
+            self._inputs.append(image)
             if targets is not None:
-                self._target_windows.append(sliding_window_view(targets[i], (size, size)))
+                self._targets.append(targets[i])
             weights.append((image.shape[0] - side + 1) * (image.shape[1] - side + 1))
-        self.skipped = len(inputs) - len(self._input_windows)
+        self.skipped = len(inputs) - len(self._inputs)
         if not weights:
             raise ValueError(f"no image is at least {side}x{side} pixels (crop {size} + halo {halo} on each side)")
         self._cumulative = np.cumsum(np.asarray(weights, dtype=np.float64))
         self._has_targets = targets is not None
+        # Number of valid top-left positions along each axis, per image.
+        self._rows = np.array([a.shape[0] - side + 1 for a in self._inputs])
+        self._cols = np.array([a.shape[1] - side + 1 for a in self._inputs])
         self.rng = np.random.default_rng(seed)
 
-    def sample(self, n: int, dtype: np.dtype | str = np.float32) -> tuple[np.ndarray, np.ndarray | None]:
-        """Draw ``n`` crops: inputs (n, side, side) and targets (n, size, size) or None."""
+    def sample(
+        self, n: int, out: np.ndarray | None = None, out_targets: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Draw ``n`` crops: inputs (n, side, side) and targets (n, size, size) or None.
+
+        Pass ``out`` / ``out_targets`` (float arrays of those shapes) to fill reused
+        buffers: a fresh multi-megabyte array per batch costs more than the copies.
+        """
         total = self._cumulative[-1]
         which = np.searchsorted(self._cumulative, self.rng.random(n) * total, side="right")
-        order = np.argsort(which, kind="stable")
-        which = which[order]
         # Uniform position within the chosen image.
-        heights = np.array([w.shape[0] for w in self._input_windows])[which]
-        widths = np.array([w.shape[1] for w in self._input_windows])[which]
-        ys = (self.rng.random(n) * heights).astype(np.int64)
-        xs = (self.rng.random(n) * widths).astype(np.int64)
-        inputs = np.empty((n, self.side, self.side), dtype=dtype)
-        targets = np.empty((n, self.size, self.size), dtype=dtype) if self._has_targets else None
-        bounds = np.flatnonzero(np.diff(which)) + 1
-        starts = [0, *bounds.tolist()]
-        ends = [*bounds.tolist(), n]
-        h = self.halo
-        # One fancy-indexing copy per image (C loop), not one Python step per crop.
-        for s, e in zip(starts, ends):
-            image = which[s]
-            inputs[s:e] = self._input_windows[image][ys[s:e], xs[s:e]]
+        ys = (self.rng.random(n) * self._rows[which]).astype(np.int64).tolist()
+        xs = (self.rng.random(n) * self._cols[which]).astype(np.int64).tolist()
+        which = which.tolist()
+        inputs = np.empty((n, self.side, self.side), np.float32) if out is None else out
+        targets = None
+        if self._has_targets:
+            targets = np.empty((n, self.size, self.size), np.float32) if out_targets is None else out_targets
+        side, size, h = self.side, self.size, self.halo
+        images, target_images = self._inputs, self._targets
+        for j in range(n):
+            y, x = ys[j], xs[j]
+            inputs[j] = images[which[j]][y : y + side, x : x + side]
             if targets is not None:
-                targets[s:e] = self._target_windows[image][ys[s:e] + h, xs[s:e] + h]
+                targets[j] = target_images[which[j]][y + h : y + h + size, x + h : x + h + size]
         return inputs, targets
