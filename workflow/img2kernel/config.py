@@ -59,7 +59,7 @@ def _describe_location(document: Any, path: list, file_label: str) -> str:
     if len(path) >= 2 and path[0] == "filters" and isinstance(path[1], int):
         entry = document["filters"][path[1]] if isinstance(document, dict) else None
         name = entry.get("name") if isinstance(entry, dict) else None
-        label = f"filter {name!r} (entry {path[1] + 1})" if isinstance(name, str) else f"filter entry {path[1] + 1}"
+        label = f"filter {name!r} (entry {path[1] + 1})" if isinstance(name, str) else f"filter (entry {path[1] + 1}, no valid name)"
         return f"{file_label}: {label}"
     if path:
         return f"{file_label}: section {path[0]!r}"

@@ -1,0 +1,129 @@
+"""Schemas and cross-field checks: every bad value is rejected naming file, entry and field."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pandas as pd
+import pytest
+
+from img2kernel.config import ConfigError, check_config, check_filters, load_yaml
+from conftest import REPO
+
+FILTERS = load_yaml(REPO / "config" / "filters.yaml")
+LABEL = "config/filters.yaml"
+
+
+def bad_filters(index: int, **changes) -> dict:
+    document = copy.deepcopy(FILTERS)
+    for field, value in changes.items():
+        if value is KeyError:
+            del document["filters"][index][field]
+        else:
+            document["filters"][index][field] = value
+    return document
+
+
+def test_repository_configs_are_valid():
+    config = load_yaml(REPO / "config" / "config.yaml")
+    check_config(config, "config/config.yaml", REPO)
+    specs = check_filters(copy.deepcopy(FILTERS), LABEL, config["train"])
+    assert len(specs) == 12
+    assert specs[0]["output"] == "float"  # schema default filled in
+
+
+@pytest.mark.parametrize(
+    "index, changes, field, message",
+    [
+        (0, {"kind": "sobol"}, "kind", "is not one of"),
+        (0, {"ksize": 4}, "ksize", "is not one of"),
+        (0, {"ksize": -3}, "ksize", "is not one of"),
+        (6, {"ksize": 4}, "ksize", "multipleOf"),
+        (6, {"ksize": "5"}, "ksize", "is not of type"),
+        (0, {"dx": KeyError}, "dx", "required"),
+        (0, {"dx": 0, "dy": 0}, "dx", "at least 1"),
+        (0, {"dx": 3, "ksize": 3}, "dx", "smaller than ksize"),
+        (0, {"colour": "red"}, "colour", "unexpected"),
+        (9, {"kernel": [[1, 2], [3, 4]]}, "kernel", "odd"),
+        (9, {"kernel": [[1, 2, 3], [4, 5, 6]]}, "kernel", "square"),
+        (9, {"kernel": [[1, 2, 3], [4, math.nan, 6], [7, 8, 9]]}, "kernel", "finite"),
+        (9, {"kernel": [[1, 2, 3], [4, math.inf, 6], [7, 8, 9]]}, "kernel", "finite"),
+        (9, {"kernel": []}, "kernel", "should be non-empty"),
+        (9, {"kernel": [[]]}, "kernel", "should be non-empty"),
+        (1, {"name": "sobel/y"}, "name", "does not match"),
+        (1, {"name": "..sobel"}, "name", "does not match"),
+        (1, {"name": "Sobel"}, "name", "does not match"),
+        (1, {"name": "sobel_x"}, "name", "already used by entry 1"),
+        (1, {"name": KeyError}, "name", "required"),
+        (10, {"ksize": 7}, "ksize", "is not one of"),
+        (7, {"distribution": "cauchy"}, "distribution", "is not one of"),
+        (11, {"output": "uint16"}, "output", "is not one of"),
+    ],
+)
+def test_bad_filter_values_name_file_entry_and_field(index, changes, field, message):
+    with pytest.raises(ConfigError) as err:
+        check_filters(bad_filters(index, **changes), LABEL)
+    text = str(err.value)
+    assert text.startswith(f"{LABEL}: filter")
+    assert f"(entry {index + 1}" in text
+    assert f"field '{field}" in text  # 'kernel' or 'kernel.0'
+    assert message in text
+
+
+def test_empty_filter_list_and_empty_file():
+    with pytest.raises(ConfigError, match=r"field 'filters'.*should be non-empty"):
+        check_filters({"filters": []}, LABEL)
+    with pytest.raises(ConfigError, match="file is empty"):
+        check_filters(None, LABEL)
+
+
+def test_duplicate_yaml_key_is_refused(tmp_path):
+    path = tmp_path / "filters.yaml"
+    path.write_text("filters:\n  - name: a\n    kind: sobel\n    kind: median\n")
+    with pytest.raises(ConfigError, match=r"filters\.yaml: line 4: key 'kind' is given twice"):
+        load_yaml(path)
+
+
+def test_crop_smaller_than_kernel_is_refused():
+    document = bad_filters(8, train={"crop_size": 5})
+    with pytest.raises(ConfigError, match=r"'random_7' \(entry 9\): field 'train.crop_size'.*7x7"):
+        check_filters(document, LABEL, {"crop_size": 64, "ksize": None})
+
+
+def config_with(**sections) -> dict:
+    config = load_yaml(REPO / "config" / "config.yaml")
+    for section, values in sections.items():
+        config[section].update(values) if isinstance(values, dict) else config.__setitem__(section, values)
+    return config
+
+
+@pytest.mark.parametrize(
+    "sections, match",
+    [
+        ({"device": "tpu"}, r"section 'device': field 'device': 'tpu' is not one of"),
+        ({"split": {"val": 0.6, "test": 0.5}}, r"section 'split': fields 'val' \+ 'test' must sum below 1"),
+        ({"split": {"val": -0.1}}, r"section 'split': field 'split.val'"),
+        ({"store": {"dtype": "int8"}}, r"field 'store.dtype'"),
+        ({"data": {"urls": "nowhere/urls.parquet"}}, r"field 'urls': URL list .*nowhere/urls.parquet' does not exist"),
+        ({"data": {"shard_size": 0}}, r"field 'data.shard_size'"),
+        ({"train": {"optimizer": "sgd"}}, r"field 'train.optimizer'"),
+        ({"train": {"crop_size": "big"}}, r"field 'train.crop_size'"),
+        ({"data": {"typo": 1}}, r"field 'data.typo'.*unexpected"),
+    ],
+)
+def test_bad_config_values_name_file_and_field(sections, match):
+    with pytest.raises(ConfigError, match=r"^config/config\.yaml: (section .*)?" + match):
+        check_config(config_with(**sections), "config/config.yaml", REPO)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_url_list_needs_its_url_column(tmp_path, suffix):
+    path = tmp_path / f"urls{suffix}"
+    table = pd.DataFrame({"link": ["http://127.0.0.1/a.png"]})
+    table.to_csv(path, index=False) if suffix == ".csv" else table.to_parquet(path)
+    config = config_with(data={"urls": str(path)})
+    with pytest.raises(ConfigError, match=r"field 'url_col': column 'url' not in .*columns: link"):
+        check_config(config, "config/config.yaml")
+    config = config_with(data={"urls": str(path), "url_col": "link"})
+    check_config(config, "config/config.yaml")

@@ -1,0 +1,72 @@
+"""The data stage end to end: img2dataset from a loopback server into the inputs store."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from img2kernel.store import Store
+from conftest import planned_jobs, real_images, snakemake, write_workdir
+
+pytestmark = pytest.mark.workflow
+
+
+def serve_test_images(folder):
+    """Four good images (gray, colour, RGBA, 16-bit), a 1x1 image, and a text file posing as PNG."""
+    gray, colour_base, other = real_images(3, size=(48, 40))
+    cv2.imwrite(str(folder / "gray.png"), gray)
+    cv2.imwrite(str(folder / "colour.jpg"), cv2.cvtColor(colour_base, cv2.COLOR_GRAY2BGR))
+    cv2.imwrite(str(folder / "rgba.png"), np.dstack([cv2.cvtColor(other, cv2.COLOR_GRAY2BGR), np.full_like(other, 255)]))
+    cv2.imwrite(str(folder / "deep.png"), gray.astype(np.uint16) * 257)
+    cv2.imwrite(str(folder / "dot.png"), np.zeros((1, 1), np.uint8))
+    (folder / "not_an_image.png").write_text("this is not a PNG")
+    return ["gray.png", "colour.jpg", "rgba.png", "deep.png", "dot.png", "not_an_image.png", "missing.png"]
+
+
+def test_download_to_store_counts_failures_and_is_idempotent(tmp_path, image_server):
+    base_url, folder = image_server
+    names = serve_test_images(folder)
+    (tmp_path / "urls.txt").write_text("".join(f"{base_url}/{n}\n" for n in names))
+    workdir = write_workdir(tmp_path, [{"name": "sobel_x", "kind": "sobel", "dx": 1, "dy": 0, "ksize": 3}], "urls.txt")
+
+    snakemake(workdir, "results/store/inputs")
+
+    summary = json.loads((workdir / "results/images/summary.json").read_text())
+    assert summary["attempted"] == 7
+    assert summary["downloaded"] == 4
+    assert summary["failed"] == 3
+    reasons = summary["failed_by_reason"]
+    assert sum(reasons.values()) == 3
+    assert any("404" in r for r in reasons), reasons
+    assert any("too small" in r for r in reasons), reasons  # the 1x1 image, below min_side
+    assert any("decod" in r.lower() for r in reasons), reasons  # the text file
+
+    store = Store(workdir / "results/store/inputs")
+    assert len(store) == 4
+    manifest = json.loads((workdir / "results/store/inputs/manifest.json").read_text())
+    assert sum(manifest["splits"].values()) == 4 and all(manifest["splits"].values())
+    shapes = sorted(store.array(k).shape for k in store.keys())
+    assert shapes == [(48, 40)] * 4
+    arrays = [store.array(k) for k in store.keys()]
+    assert all(a.dtype == np.float32 for a in arrays)
+    # The gray PNG and its 16-bit copy decode to the same values: lossless, same scale.
+    gray = real_images(1, size=(48, 40))[0].astype(np.float32)
+    matches = [a for a in arrays if np.array_equal(a, gray)]
+    assert len(matches) >= 1
+    assert any(np.allclose(a, gray * 257 / 256) for a in arrays)
+
+    assert planned_jobs(workdir, "results/store/inputs") == {}
+
+
+def test_nothing_downloaded_fails_clearly(tmp_path, image_server):
+    base_url, _ = image_server
+    (tmp_path / "urls.txt").write_text(f"{base_url}/missing.png\n")
+    workdir = write_workdir(tmp_path, [{"name": "sobel_x", "kind": "sobel", "dx": 1, "dy": 0, "ksize": 3}], "urls.txt")
+    result = snakemake(workdir, "results/store/inputs", check=False)
+    assert result.returncode != 0
+    log = (workdir / "results/logs/images/download.log").read_text()
+    assert "none of 1 URLs downloaded" in log and "404" in log
+    assert not (workdir / "results/store/inputs").exists()
