@@ -19,6 +19,7 @@ FILTERS = validated_filters()
 
 include: "workflow/rules/data.smk"
 include: "workflow/rules/targets.smk"
+include: "workflow/rules/train.smk"
 
 
 rule all:

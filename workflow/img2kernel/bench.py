@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import shutil
 import tempfile
@@ -112,3 +113,133 @@ def _timed(fn) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
+
+
+THRESHOLDS = (1e-2, 1e-3, 1e-4)
+
+
+class _ThresholdProbe:
+    """Records when the kernel error (relative max-abs, aligned) first falls below each threshold."""
+
+    def __init__(self, true: np.ndarray, combine: str, output: str):
+        self.true, self.combine, self.output = true, combine, output
+        self.reached: dict[float, tuple[float, int]] = {}
+        self.error = math.inf
+
+    def __call__(self, step: int, seconds: float, kernels: np.ndarray) -> bool:
+        from .kernels import compare
+
+        self.error = compare(kernels, self.true, self.combine, self.output)["rel_max_abs_error"]
+        for threshold in THRESHOLDS:
+            if self.error <= threshold and threshold not in self.reached:
+                self.reached[threshold] = (seconds, step)
+        return len(self.reached) == len(THRESHOLDS)
+
+
+def public_recipe(data, budget_seconds: float, seed: int = 0, batch: int = 16, lr: float = 1e-3) -> _ThresholdProbe:
+    """The common recipe: Adam lr 1e-3 on fresh batches of 16 zero-padded 128x128 crops, plain MSE.
+
+    ``data`` must sample crops without a halo (input and target crops cover the same pixels).
+    """
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    filt = data.filter
+    probe = _ThresholdProbe(np.stack(filt.kernels), filt.combine, filt.output)
+    torch.manual_seed(seed)
+    conv = nn.Conv2d(1, 1, data.ksize, padding=data.ksize // 2, bias=False)  # zeros padding, default init
+    optimizer = torch.optim.Adam(conv.parameters(), lr=lr)
+    elapsed, step = 0.0, 0
+    while elapsed < budget_seconds:
+        started = time.perf_counter()
+        inputs, targets = data.train.sample(batch)
+        x, y = torch.from_numpy(inputs)[:, None], torch.from_numpy(targets)[:, None]
+        optimizer.zero_grad()
+        loss = F.mse_loss(conv(x), y)
+        loss.backward()
+        optimizer.step()
+        step += 1
+        elapsed += time.perf_counter() - started
+        if probe(step, elapsed, conv.weight.detach().double().numpy()[:, 0]):
+            break
+    probe.steps, probe.seconds = step, elapsed
+    return probe
+
+
+def bench_training(
+    inputs_folder: str | Path,
+    targets_root: str | Path,
+    config_file: str | Path,
+    budget_seconds: float = 30.0,
+    names: list[str] | None = None,
+    threads: int = 2,
+) -> tuple[list[dict], list[dict]]:
+    """Our default next to the public recipe, per linear filter; then sobel_magnitude over 5 seeds.
+
+    Returns (comparison rows, magnitude rows). Times are training seconds (crop sampling
+    and optimisation; the error probe itself is not counted).
+    """
+    import torch
+
+    from .config import check_config, training_settings
+    from .train import configure_torch, prepare_data, train_filter
+
+    config = check_config(load_yaml(config_file), str(config_file))
+    specs = check_filters(load_yaml(config["filters"]), config["filters"], config["train"])
+    configure_torch(torch.device("cpu"), threads)
+    rows, magnitude_rows = [], []
+    for spec in specs:
+        if names and spec["name"] not in names:
+            continue
+        filt = build_filter(spec)
+        settings = training_settings(config["train"], spec)
+        targets = Path(targets_root) / spec["name"]
+        if filt.linear:
+            ours = _ThresholdProbe(np.stack(filt.kernels), filt.combine, filt.output)
+            outcome = train_filter(inputs_folder, targets, spec, settings, device="cpu", threads=threads,
+                                   probe=lambda step, seconds, model: ours(step, seconds, model.kernels()) and False)
+            public_data = prepare_data(inputs_folder, targets, spec, {**settings, "crop_size": 128}, halo=0)
+            public = public_recipe(public_data, budget_seconds, seed=settings["seed"])
+            row = {"filter": spec["name"]}
+            for threshold in THRESHOLDS:
+                row[f"ours_{threshold:.0e}_s"] = _reached(ours, threshold)
+            row["ours_steps"] = outcome.info["steps"]
+            row["ours_final_error"] = outcome.info["kernel_errors"]["rel_max_abs_error"]
+            row["oracle_error"] = outcome.info["oracle_errors"]["rel_max_abs_error"]
+            for threshold in THRESHOLDS:
+                row[f"public_{threshold:.0e}_s"] = _reached(public, threshold, budget_seconds)
+            row["public_steps"] = public.steps
+            row["public_final_error"] = public.error
+            row["speedup_at_1e-4"] = _speedup(ours, public, budget_seconds)
+            rows.append(row)
+        elif filt.combine == "magnitude":
+            for seed in range(5):
+                outcome = train_filter(inputs_folder, targets, spec, {**settings, "seed": seed}, device="cpu", threads=threads)
+                errors = outcome.info["kernel_errors"]
+                magnitude_rows.append(
+                    {
+                        "filter": spec["name"],
+                        "seed": seed,
+                        "seconds": outcome.info["seconds"],
+                        "steps": outcome.info["steps"],
+                        "aligned_rel_error": errors["rel_max_abs_error"],
+                        "within_1e-3": errors["rel_max_abs_error"] <= 1e-3,
+                    }
+                )
+    return rows, magnitude_rows
+
+
+def _reached(probe: _ThresholdProbe, threshold: float, budget: float | None = None) -> str:
+    if threshold in probe.reached:
+        return f"{probe.reached[threshold][0]:.2f}"
+    return f"not in {budget:.0f}" if budget else "not reached"
+
+
+def _speedup(ours: _ThresholdProbe, public: _ThresholdProbe, budget: float) -> str:
+    if 1e-4 not in ours.reached:
+        return "ours not reached"
+    mine = ours.reached[1e-4][0]
+    if 1e-4 in public.reached:
+        return f"{public.reached[1e-4][0] / mine:.0f}x"
+    return f">{budget / mine:.0f}x"

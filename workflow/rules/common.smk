@@ -1,6 +1,7 @@
 # Helpers shared by the rules. Settings reach jobs through params: in one canonical
 # JSON form, so Snakemake's params trigger reruns exactly the jobs whose settings changed.
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from img2kernel.config import (
     check_filters,
     load_yaml,
     target_spec,
+    training_settings,
 )
 
 FILTER_NAME = "[a-z][a-z0-9_]{0,63}"
@@ -69,9 +71,25 @@ def filter_target_spec(wildcards):
     return canonical_json(target_spec(FILTERS[wildcards.filter]))
 
 
+def filter_training_settings(wildcards):
+    """config.yaml's training defaults with this filter's overrides: only its own edits rerun it."""
+    return canonical_json(training_settings(config["train"], FILTERS[wildcards.filter]))
+
+
+def training_gpus():
+    """1 when training will use a GPU, else 0. Checked without importing torch (slow at parse time)."""
+    device = config["device"]
+    if device == "cpu":
+        return 0
+    if device == "cuda":
+        return 1
+    return int(Path("/dev/nvidiactl").exists() or shutil.which("nvidia-smi") is not None)
+
+
 def final_outputs():
     """What `snakemake` with no target builds: every stage for every filter."""
     return [
         "results/store/inputs",
         *expand("results/store/targets/{filter}", filter=FILTERS),
+        *expand("results/models/{filter}.safetensors", filter=FILTERS),
     ]
