@@ -14,7 +14,7 @@ from conftest import clone_workdir, planned_jobs, real_images, snakemake, write_
 pytestmark = pytest.mark.workflow
 
 # Rules that run once per filter, and those that run once over all filters.
-PER_FILTER_RULES = {"targets"}
+PER_FILTER_RULES = {"targets", "train"}
 AGGREGATE_RULES: set[str] = set()
 
 FILTERS = [

@@ -86,7 +86,13 @@ class Crops:
 
     @classmethod
     def draw(cls, sampler: CropSampler, n: int, device: torch.device, dtype: torch.dtype) -> "Crops":
-        inputs, targets = sampler.sample(n)
+        return cls.from_arrays(*sampler.sample(n), device=device, dtype=dtype)
+
+    @classmethod
+    def from_arrays(
+        cls, inputs: np.ndarray, targets: np.ndarray, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+    ) -> "Crops":
+        """From (N, S + 2h, S + 2h) input and (N, S, S) target crops."""
         x = torch.from_numpy(inputs)[:, None].to(device=device, dtype=dtype)
         y = torch.from_numpy(targets)[:, None].to(device=device, dtype=dtype)
         power = float(np.mean(targets.astype(np.float64) ** 2)) or 1.0
