@@ -20,6 +20,8 @@ FILTERS = validated_filters()
 include: "workflow/rules/data.smk"
 include: "workflow/rules/targets.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:

@@ -215,3 +215,24 @@ def test_center_and_compare_handle_sizes():
     small = np.arange(9.0).reshape(1, 3, 3)
     assert center(small, 5).shape == (1, 5, 5) and center(small, 5)[0, 2, 2] == 4
     assert compare(center(small, 5), small, "none", "float")["max_abs_error"] == 0
+
+
+def test_whitening_is_exact_for_linear_models_and_better_conditioned(gray_images):
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    from img2kernel.train import laplacian_valid
+
+    filt = build_filter(spec(kind="random", ksize=5, seed=4, distribution="normal", normalization="none"))
+    inputs, targets = crops_for(filt, gray_images, 5, size=34)
+    crops = Crops.from_arrays(inputs, targets, dtype=torch.float64, whiten=True)
+    assert tuple(crops.inputs.shape[-2:]) == (36, 36) and tuple(crops.targets.shape[-2:]) == (32, 32)
+    model = LearnableKernel.from_kernels(np.stack(filt.kernels), dtype=torch.float64)
+    with torch.no_grad():  # the true kernel still fits the whitened pairs exactly
+        assert float(torch.nn.functional.mse_loss(model.forward_valid(crops.inputs), crops.targets)) < 1e-8
+
+    def condition(batch):
+        patches = sliding_window_view(batch.astype(np.float64), (5, 5), axis=(1, 2)).reshape(-1, 25)
+        eigenvalues = np.linalg.eigvalsh(patches.T @ patches)
+        return eigenvalues[-1] / eigenvalues[0]
+
+    assert condition(laplacian_valid(inputs)) < condition(inputs) / 100

@@ -14,8 +14,8 @@ from conftest import clone_workdir, planned_jobs, real_images, snakemake, write_
 pytestmark = pytest.mark.workflow
 
 # Rules that run once per filter, and those that run once over all filters.
-PER_FILTER_RULES = {"targets", "train"}
-AGGREGATE_RULES: set[str] = set()
+PER_FILTER_RULES = {"targets", "train", "evaluate"}
+AGGREGATE_RULES = {"summary", "report"}
 
 FILTERS = [
     {"name": "sobel_x", "kind": "sobel", "dx": 1, "dy": 0, "ksize": 3},

@@ -85,18 +85,39 @@ class Crops:
     raw_targets: np.ndarray  # (N, S, S)
 
     @classmethod
-    def draw(cls, sampler: CropSampler, n: int, device: torch.device, dtype: torch.dtype) -> "Crops":
-        return cls.from_arrays(*sampler.sample(n), device=device, dtype=dtype)
+    def draw(
+        cls, sampler: CropSampler, n: int, device: torch.device, dtype: torch.dtype, whiten: bool = False
+    ) -> "Crops":
+        return cls.from_arrays(*sampler.sample(n), device=device, dtype=dtype, whiten=whiten)
 
     @classmethod
     def from_arrays(
-        cls, inputs: np.ndarray, targets: np.ndarray, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+        cls,
+        inputs: np.ndarray,
+        targets: np.ndarray,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+        whiten: bool = False,
     ) -> "Crops":
-        """From (N, S + 2h, S + 2h) input and (N, S, S) target crops."""
-        x = torch.from_numpy(inputs)[:, None].to(device=device, dtype=dtype)
-        y = torch.from_numpy(targets)[:, None].to(device=device, dtype=dtype)
-        power = float(np.mean(targets.astype(np.float64) ** 2)) or 1.0
+        """From (N, S + 2h, S + 2h) input and (N, S, S) target crops.
+
+        ``whiten``: correlate both with the 3x3 Laplacian first (valid, float64), so the
+        model sees (N, S + 2h - 2, ...) inputs and (N, S - 2, ...) targets. Exact for a
+        linear model, because correlations commute: L * (k * x) = k * (L * x). It
+        flattens the 1/f spectrum of natural images: the patch covariance's condition
+        number drops from ~3e4 to ~7 on the sample photos, and L-BFGS needs far fewer steps.
+        """
+        x, y = (laplacian_valid(inputs), laplacian_valid(targets)) if whiten else (inputs, targets)
+        power = float(np.mean(np.square(y, dtype=np.float64))) or 1.0
+        x = torch.from_numpy(np.ascontiguousarray(x))[:, None].to(device=device, dtype=dtype)
+        y = torch.from_numpy(np.ascontiguousarray(y))[:, None].to(device=device, dtype=dtype)
         return cls(x, y, power, inputs, targets)
+
+
+def laplacian_valid(batch: np.ndarray) -> np.ndarray:
+    """Valid correlation of (N, H, W) with [[0,-1,0],[-1,4,-1],[0,-1,0]], in float64: (N, H-2, W-2)."""
+    b = batch.astype(np.float64, copy=False)
+    return 4 * b[:, 1:-1, 1:-1] - b[:, :-2, 1:-1] - b[:, 2:, 1:-1] - b[:, 1:-1, :-2] - b[:, 1:-1, 2:]
 
 
 def relative_mse(model: LearnableKernel, crops: Crops) -> torch.Tensor:
@@ -282,13 +303,19 @@ class TrainingData:
     val: CropSampler
     train_images: int
     val_images: int
+    whiten: bool
 
 
 def prepare_data(
     inputs_folder: str | Path, targets_folder: str | Path, spec: dict, settings: dict, halo: int | None = None
 ) -> TrainingData:
-    """Open the stores (checksums verified) and build crop samplers; ``halo`` defaults to K // 2."""
+    """Open the stores (checksums verified) and build crop samplers; ``halo`` defaults to K // 2.
+
+    With whitening (see :meth:`Crops.from_arrays`), crops are sampled one pixel larger on
+    every side, so the whitened target crops are exactly ``crop_size``.
+    """
     filt = build_filter(spec)
+    whiten = whitens(filt, settings)
     ksize = int(settings.get("ksize") or filt.ksize)
     halo = ksize // 2 if halo is None else halo
     inputs, targets = Store(inputs_folder), Store(targets_folder)
@@ -300,11 +327,21 @@ def prepare_data(
         raise TrainingError(f"{inputs_folder}: no images in the val split; raise split.val or add images")
     seed = int(settings["seed"])
     try:
-        train = CropSampler(train_in, settings["crop_size"], halo, train_out, seed=seed)
-        val = CropSampler(val_in, settings["crop_size"], halo, val_out, seed=seed + 1)
+        size = settings["crop_size"] + (2 if whiten else 0)
+        train = CropSampler(train_in, size, halo, train_out, seed=seed)
+        val = CropSampler(val_in, size, halo, val_out, seed=seed + 1)
     except ValueError as err:
         raise TrainingError(f"{spec['name']}: {err}; lower train.crop_size") from None
-    return TrainingData(filt, ksize, train, val, len(train_in) - train.skipped, len(val_in) - val.skipped)
+    return TrainingData(filt, ksize, train, val, len(train_in) - train.skipped, len(val_in) - val.skipped, whiten)
+
+
+def whitens(filt: Filter, settings: dict) -> bool:
+    """Whitening is exact only for a linear filter (one kernel, no magnitude, no saturation).
+
+    For a nonlinear filter (a median) it would change which kernel is the best fit:
+    the learned kernel is then the least-squares fit of the raw pixels, as the oracle's is.
+    """
+    return bool(settings.get("whiten", True)) and filt.linear
 
 
 def train_filter(
@@ -326,8 +363,8 @@ def train_filter(
     seed = int(settings["seed"])
     torch.manual_seed(seed)
     started = time.perf_counter()  # training time: crop sampling and optimisation
-    train_crops = Crops.draw(train_sampler, settings["crops"], torch_device, dtype)
-    val_crops = Crops.draw(val_sampler, settings["val_crops"], torch_device, dtype)
+    train_crops = Crops.draw(train_sampler, settings["crops"], torch_device, dtype, data.whiten)
+    val_crops = Crops.draw(val_sampler, settings["val_crops"], torch_device, dtype, data.whiten)
     n_kernels = len(filt.kernels) if filt.kernels is not None else 1
     model = LearnableKernel(
         ksize, n_kernels, filt.combine, saturate=filt.output == "uint8", seed=seed, dtype=dtype
@@ -340,7 +377,7 @@ def train_filter(
         settings,
         true_kernels=true,
         filt=filt,
-        resample=lambda: Crops.draw(train_sampler, settings["crops"], torch_device, dtype),
+        resample=lambda: Crops.draw(train_sampler, settings["crops"], torch_device, dtype, data.whiten),
         probe=probe,
         progress=progress,
         label=spec["name"],
@@ -380,7 +417,10 @@ def train_filter(
         "val_images": data.val_images,
         "crops": settings["crops"],
         "crop_size": settings["crop_size"],
-        "learned_val_residual": math.sqrt(max(result.final_val_loss, 0.0)),
+        "whiten": data.whiten,
+        "learned_val_residual": relative_residual(xv, yv, result.kernels, filt.combine)
+        if filt.output == "float"
+        else math.sqrt(max(result.final_val_loss, 0.0)),
         # Best *linear* fit on held-out crops: large for a filter no kernel reproduces.
         "linear_residual": relative_residual(
             xv, yv, least_squares_kernel(x, y, ksize)[None] if filt.combine == "magnitude" else oracle

@@ -86,10 +86,15 @@ def training_gpus():
     return int(Path("/dev/nvidiactl").exists() or shutil.which("nvidia-smi") is not None)
 
 
+def benchmark_files():
+    """Every benchmark file of the jobs the report covers (time and memory per stage)."""
+    per_filter = expand("results/benchmarks/{stage}/{filter}.tsv", stage=["targets", "train", "eval"], filter=FILTERS)
+    data = ["results/benchmarks/images/download.tsv", "results/benchmarks/store/inputs.tsv"]
+    if config["data"]["urls"] == "sample":
+        data.insert(0, "results/benchmarks/urls/sample.tsv")
+    return data + per_filter + ["results/benchmarks/summary.tsv"]
+
+
 def final_outputs():
-    """What `snakemake` with no target builds: every stage for every filter."""
-    return [
-        "results/store/inputs",
-        *expand("results/store/targets/{filter}", filter=FILTERS),
-        *expand("results/models/{filter}.safetensors", filter=FILTERS),
-    ]
+    """What `snakemake` with no target builds: every stage for every filter, and the report."""
+    return ["results/report.html"]

@@ -1,0 +1,123 @@
+"""Evaluation metrics, kernel alignment, and the report renderer (escaping, embedded images)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+
+import numpy as np
+import pytest
+
+from img2kernel.evaluate import evaluate_filter, image_metrics, predict, verdict
+from img2kernel.filters import build_filter
+from img2kernel.kernels import align, compare
+from img2kernel.store import ShardWriter
+
+
+@pytest.fixture
+def tiny_store(tmp_path, gray_images):
+    """Inputs and sobel_x targets; every image in the test split."""
+    filt = build_filter({"name": "sobel_x", "kind": "sobel", "dx": 1, "dy": 0, "ksize": 3, "output": "float"})
+    with ShardWriter(tmp_path / "in" / "00000.tar") as inputs, ShardWriter(tmp_path / "tg" / "00000.tar") as targets:
+        for i, image in enumerate(gray_images):
+            inputs.add(f"{i:03d}", image, "test")
+            targets.add(f"{i:03d}", filt.apply(image), "test")
+    return tmp_path / "in", tmp_path / "tg", filt
+
+
+def info_for(filt, **extra):
+    return {"filter": filt.spec, "linear_residual": 1e-15, "learned_val_residual": 0.0, "seconds": 0.1, "steps": 5,
+            "stop_reason": "converged", "device": "cpu", **extra}
+
+
+def test_perfect_kernel_gives_psnr_above_100_db_and_zero_error(tiny_store):
+    inputs, targets, filt = tiny_store
+    true = np.stack(filt.kernels)
+    result = evaluate_filter(inputs, targets, true, true, info_for(filt))
+    assert result["test_psnr"] > 100
+    assert result["test_ssim"] == pytest.approx(1.0)
+    assert result["kernel_max_abs_error"] == 0 and result["oracle_max_abs_error"] == 0
+    assert result["verdict"] == "recovered"
+    assert result["test_psnr_zeros_border"] < 60  # the same kernel with the wrong border loses the edges
+
+
+def test_perturbed_kernel_error_equals_the_perturbation(tiny_store):
+    inputs, targets, filt = tiny_store
+    perturbed = np.stack(filt.kernels).copy()
+    perturbed[0, 0, 2] += 0.01
+    result = evaluate_filter(inputs, targets, perturbed, None, info_for(filt))
+    assert result["kernel_max_abs_error"] == pytest.approx(0.01, rel=1e-12)
+    assert result["kernel_rel_max_abs_error"] == pytest.approx(0.005, rel=1e-12)
+    assert result["test_psnr"] < 100
+    assert result["verdict"].startswith("approximate")
+
+
+def test_procrustes_aligns_a_rotated_and_reflected_pair():
+    filt = build_filter({"name": "m", "kind": "sobel_magnitude", "ksize": 3})
+    true = np.stack(filt.kernels)
+    angle = 0.7
+    rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]]) @ np.diag([1, -1])
+    rotated = np.einsum("ij,jkl->ikl", rotation, true)
+    assert compare(rotated, true, "none", "float")["max_abs_error"] > 1
+    np.testing.assert_allclose(align(rotated, true, "magnitude", "float"), true, atol=1e-12)
+    image = np.random.default_rng(0).uniform(0, 255, (20, 24))
+    np.testing.assert_allclose(predict(rotated, image, "magnitude"), predict(true, image, "magnitude"), rtol=1e-9)
+
+
+def test_sign_is_aligned_only_for_uint8_outputs():
+    kernel = np.arange(9.0).reshape(1, 3, 3) - 4
+    assert compare(-kernel, kernel, "none", "uint8")["max_abs_error"] == 0
+    assert compare(-kernel, kernel, "none", "float")["max_abs_error"] == 8
+
+
+def test_metrics_and_verdicts():
+    target = np.linspace(0, 100, 400).reshape(20, 20)
+    assert image_metrics(target.copy(), target)["psnr"] == float("inf")
+    assert image_metrics(target + 1, target)["mse"] == pytest.approx(1)
+    assert verdict(False, None, 0.04, "none", "float").startswith("not a linear filter")
+    assert verdict(True, 1e-6, 1.0, "magnitude", "float") == (
+        "recovered up to rotation of the pair; not one linear kernel (two kernels and a magnitude)"
+    )
+    assert verdict(True, 0.5, 1e-12, "none", "float").startswith("not recovered")
+
+
+def test_report_escapes_names_and_embeds_every_image(tmp_path, tiny_store):
+    """The schema allows no HTML in names, so the renderer is tested directly with one."""
+    from img2kernel import plots
+    from img2kernel.report import render_report
+    from img2kernel.summary import write_summary
+
+    inputs, targets, filt = tiny_store
+    true = np.stack(filt.kernels)
+    evaluation = evaluate_filter(inputs, targets, true, true, info_for(filt))
+    evil = '<script>alert("x")</script>&'
+    evaluation["filter"] = evil
+    evaluation["spec"] = {**evaluation["spec"], "name": evil}
+    eval_path = tmp_path / "eval" / "f.json"
+    eval_path.parent.mkdir()
+    eval_path.write_text(json.dumps(evaluation))
+    plot_dir = tmp_path / "plots" / "f"
+    plot_dir.mkdir(parents=True)
+    history = tmp_path / "history.csv"
+    history.write_text("step,seconds,train_loss,val_loss,kernel_max_abs_error,kernel_rel_error,kernel_change,lr\n5,0.1,1e-3,2e-3,0.1,0.05,0.1,1\n10,0.2,1e-9,2e-9,1e-5,5e-6,1e-6,1\n")
+    plots.kernels_figure(evaluation, plot_dir / "kernels.png")
+    plots.training_figure(history, evil, plot_dir / "training.png")
+    plots.images_figure([("000", np.ones((8, 8)), np.ones((8, 8)), np.ones((8, 8)))], evil, plot_dir / "images.png")
+    write_summary([eval_path], tmp_path / "t.csv", tmp_path / "t.md", tmp_path / "summary.png")
+    (tmp_path / "download.json").write_text(json.dumps({"attempted": 3, "downloaded": 2, "failed": 1, "failed_by_reason": {"<b>404</b>": 1}}))
+    (tmp_path / "manifest.json").write_text(json.dumps({"images": 2, "splits": {"train": 1, "val": 0, "test": 1}, "skipped": {}, "dtype": "float32"}))
+    bench = tmp_path / "benchmarks" / "train" / "f.tsv"
+    bench.parent.mkdir(parents=True)
+    bench.write_text("s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n1.5\t0:00:01\t100.0\t1\t1\t1\t0\t0\t1\t1\n")
+    out = tmp_path / "report.html"
+    html = render_report([eval_path], [plot_dir], tmp_path / "t.csv", tmp_path / "summary.png",
+                         tmp_path / "download.json", tmp_path / "manifest.json", [bench], out)
+    assert evil not in html and "<b>404</b>" not in html
+    assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;&amp;" in html
+    sources = re.findall(r'<img src="([^"]+)"', html)
+    assert len(sources) == 4
+    for source in sources:
+        assert source.startswith("data:image/png;base64,")
+        assert base64.b64decode(source.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "http://" not in html and "https://" not in html  # opens without a network

@@ -1,0 +1,123 @@
+"""Plots for the report (matplotlib, Agg, PNG): kernels, training curves, test images, summary."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+DPI = 110
+
+
+def _annotated(ax, kernel: np.ndarray, vmax: float, title: str) -> None:
+    image = ax.imshow(kernel, cmap="RdBu_r", vmin=-vmax, vmax=vmax)
+    size = kernel.shape[0]
+    fontsize = max(5, 11 - size)
+    for (row, col), value in np.ndenumerate(kernel):
+        text = "0" if value == 0 else f"{value:.3g}" if abs(value) >= 1e-3 else f"{value:.0e}"
+        ax.text(col, row, text, ha="center", va="center", fontsize=fontsize,
+                color="white" if abs(value) > 0.6 * vmax else "black")
+    ax.set_title(title, fontsize=10)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return image
+
+
+def kernels_figure(evaluation: dict, path: str | Path) -> None:
+    """True, learned and difference kernels, one row per kernel, one colour scale."""
+    learned = np.asarray(evaluation["learned_kernels"])
+    true = np.asarray(evaluation["true_kernels"]) if evaluation["true_kernels"] is not None else None
+    oracle = np.asarray(evaluation["oracle_kernels"]) if evaluation["oracle_kernels"] is not None else None
+    rows = learned.shape[0]
+    panels = [("learned", learned)]
+    if true is not None:
+        panels = [("true", true), ("learned (aligned)" if evaluation["n_kernels"] > 1 or evaluation["spec"].get("output") == "uint8" else "learned", learned), ("learned - true", learned - true)]
+    elif oracle is not None:
+        panels.append(("least-squares fit", oracle))
+    vmax = max(float(np.max(np.abs(p))) for _, p in panels) or 1.0
+    fig, axes = plt.subplots(rows, len(panels), figsize=(2.6 * len(panels) + 0.8, 2.6 * rows + 0.4), squeeze=False)
+    for r in range(rows):
+        for c, (title, stack) in enumerate(panels):
+            image = _annotated(axes[r, c], stack[r], vmax, title + (f" #{r + 1}" if rows > 1 else ""))
+    fig.colorbar(image, ax=axes, shrink=0.8)
+    fig.suptitle(f"{evaluation['filter']}: {evaluation['verdict']}", fontsize=10)
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+
+
+def training_figure(history_csv: str | Path, name: str, path: str | Path) -> None:
+    """Train and val loss and kernel error against steps and seconds, log scale."""
+    history = pd.read_csv(history_csv)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for ax, x in zip(axes, ("step", "seconds")):
+        for column, label in (("train_loss", "train loss"), ("val_loss", "val loss"), ("kernel_rel_error", "kernel error / max tap")):
+            values = history[column].where(history[column] > 0)
+            if values.notna().any():
+                ax.plot(history[x], values, marker=".", label=label)
+        ax.set_yscale("log")
+        ax.set_xlabel(x)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].set_ylabel("relative MSE / relative error")
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"{name}: training (loss relative to target power)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+
+
+def images_figure(rows: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]], name: str, path: str | Path) -> None:
+    """Per test image: input, target, prediction, absolute error."""
+    fig, axes = plt.subplots(len(rows), 4, figsize=(12, 3 * len(rows)), squeeze=False)
+    for r, (key, image, target, prediction) in enumerate(rows):
+        error = np.abs(prediction - target)
+        low, high = float(np.min(target)), float(np.max(target))
+        panels = [
+            (f"input {key} {image.shape[1]}x{image.shape[0]}", image, "gray", None),
+            ("target", target, "gray", (low, high)),
+            ("prediction", prediction, "gray", (low, high)),
+            (f"|error| (max {error.max():.2g})", error, "magma", None),
+        ]
+        for c, (title, array, cmap, limits) in enumerate(panels):
+            ax = axes[r, c]
+            shown = ax.imshow(array, cmap=cmap, vmin=limits[0] if limits else None, vmax=limits[1] if limits else None)
+            ax.set_title(title, fontsize=9)
+            ax.axis("off")
+            if c == 3:
+                fig.colorbar(shown, ax=ax, shrink=0.8)
+    fig.suptitle(f"{name}: test images", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+
+
+def summary_figure(table: pd.DataFrame, path: str | Path) -> None:
+    """Kernel error per filter, learned beside the least-squares oracle, log scale."""
+    table = table[table["kernel_rel_max_abs_error"].notna()]
+    fig, ax = plt.subplots(figsize=(max(6, 0.7 * len(table) + 2), 4))
+    positions = np.arange(len(table))
+    floor = 1e-16  # an exact zero has no place on a log axis
+    learned = np.maximum(table["kernel_rel_max_abs_error"].astype(float), floor)
+    oracle = np.maximum(table["oracle_rel_max_abs_error"].astype(float), floor)
+    ax.bar(positions - 0.2, learned, 0.4, label="learned (trained)")
+    ax.bar(positions + 0.2, oracle, 0.4, label="least-squares oracle")
+    ax.axhline(1e-4, color="red", linestyle="--", linewidth=1, label="1e-4 target")
+    ax.set_yscale("log")
+    ax.set_xticks(positions)
+    ax.set_xticklabels(table["filter"], rotation=30, ha="right")
+    ax.set_ylabel("max |learned - true| / max |true|")
+    ax.legend(fontsize=8)
+    ax.grid(True, axis="y", which="major", alpha=0.3)
+    ax.set_title("Kernel error per filter")
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+
+
+def finite_or_none(value):
+    return value if isinstance(value, (int, float)) and math.isfinite(value) else None

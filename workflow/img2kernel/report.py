@@ -1,0 +1,114 @@
+"""results/report.html: one self-contained page (images embedded, no network), Jinja2, autoescaped."""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import json
+import math
+import platform
+from importlib import metadata
+from pathlib import Path
+from typing import Sequence
+
+import jinja2
+import pandas as pd
+
+PACKAGES = ("img2kernel", "torch", "numpy", "opencv-python-headless", "scikit-image", "scipy", "snakemake", "img2dataset")
+
+
+def data_uri(path: str | Path) -> str:
+    """A PNG as a data: URI, so the page needs no other file."""
+    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
+
+
+def read_benchmarks(files: Sequence[str | Path], root: str | Path = "results/benchmarks") -> list[dict]:
+    """Snakemake's benchmark TSVs as rows: stage, job, seconds, peak RSS (MB)."""
+    rows = []
+    for path in files:
+        path = Path(path)
+        table = pd.read_csv(path, sep="\t")
+        relative = path.relative_to(root) if path.is_relative_to(root) else path
+        rows.append(
+            {
+                "stage": relative.parts[0] if len(relative.parts) > 1 else relative.stem,
+                "job": relative.stem if len(relative.parts) > 1 else "",
+                "seconds": float(table["s"].iloc[-1]),
+                "max_rss_mb": float(table["max_rss"].iloc[-1]) if table["max_rss"].iloc[-1] != "-" else math.nan,
+            }
+        )
+    return rows
+
+
+def versions() -> dict:
+    found = {"python": platform.python_version(), "platform": platform.platform()}
+    for name in PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def _fmt(value, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if isinstance(value, float):
+        if math.isinf(value):
+            return "∞"
+        if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e5):
+            return f"{value:.{digits - 1}e}"
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def render_report(
+    evaluation_files: Sequence[str | Path],
+    plot_dirs: Sequence[str | Path],
+    table_csv: str | Path,
+    summary_png: str | Path,
+    download_summary: str | Path,
+    store_manifest: str | Path,
+    benchmark_files: Sequence[str | Path],
+    output: str | Path,
+) -> str:
+    """Render the report; every name from the config is escaped by Jinja2's autoescape."""
+    evaluations = [json.loads(Path(p).read_text()) for p in evaluation_files]
+    filters = []
+    for evaluation, plot_dir in zip(evaluations, plot_dirs):
+        plot_dir = Path(plot_dir)
+        filters.append(
+            {
+                **evaluation,
+                "spec_json": json.dumps(evaluation["spec"], indent=1, sort_keys=True),
+                "images_uri": {name: data_uri(plot_dir / f"{name}.png") for name in ("kernels", "training", "images")},
+            }
+        )
+    table = pd.read_csv(table_csv)
+    benchmarks = read_benchmarks(benchmark_files)
+    stage_totals = (
+        pd.DataFrame(benchmarks).groupby("stage", sort=False).agg(jobs=("job", "size"), seconds=("seconds", "sum"), max_rss_mb=("max_rss_mb", "max")).reset_index().to_dict("records")
+        if benchmarks
+        else []
+    )
+    environment = jinja2.Environment(
+        loader=jinja2.PackageLoader("img2kernel", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    environment.filters["fmt"] = _fmt
+    html = environment.get_template("report.html.j2").render(
+        generated=datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
+        filters=filters,
+        table=table.to_dict("records"),
+        summary_uri=data_uri(summary_png),
+        download=json.loads(Path(download_summary).read_text()),
+        store=json.loads(Path(store_manifest).read_text()),
+        benchmarks=benchmarks,
+        stage_totals=stage_totals,
+        versions=versions(),
+        devices=sorted({e["device"] for e in evaluations}),
+    )
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    Path(output).write_text(html)
+    return html

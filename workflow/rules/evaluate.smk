@@ -1,0 +1,52 @@
+# Evaluation stage: one job per filter on the test split, then one summary over all filters.
+
+
+rule evaluate:
+    input:
+        inputs="results/store/inputs",
+        targets="results/store/targets/{filter}",
+        model="results/models/{filter}.safetensors",
+        oracle="results/models/{filter}.oracle.safetensors",
+        info="results/models/{filter}.json",
+        history="results/train/{filter}.csv",
+    output:
+        result="results/eval/{filter}.json",
+        kernels=report(
+            "results/plots/{filter}/kernels.png",
+            caption="../report/kernels.rst",
+            category="Kernels",
+            labels={"filter": "{filter}", "figure": "kernels"},
+        ),
+        training=report(
+            "results/plots/{filter}/training.png",
+            caption="../report/training.rst",
+            category="Training",
+            labels={"filter": "{filter}", "figure": "training curves"},
+        ),
+        images=report(
+            "results/plots/{filter}/images.png",
+            caption="../report/images.rst",
+            category="Test images",
+            labels={"filter": "{filter}", "figure": "test images"},
+        ),
+    log:
+        "results/logs/eval/{filter}.log",
+    benchmark:
+        "results/benchmarks/eval/{filter}.tsv"
+    script:
+        "../scripts/evaluate.py"
+
+
+rule summary:
+    input:
+        evaluations=expand("results/eval/{filter}.json", filter=FILTERS),
+    output:
+        csv=report("results/tables/kernels.csv", caption="../report/table.rst", category="Summary"),
+        markdown="results/tables/kernels.md",
+        plot=report("results/plots/summary.png", caption="../report/summary.rst", category="Summary"),
+    log:
+        "results/logs/summary.log",
+    benchmark:
+        "results/benchmarks/summary.tsv"
+    script:
+        "../scripts/summary.py"

@@ -1,0 +1,20 @@
+# Report stage: results/report.html, one self-contained page built from every stage's outputs.
+
+
+rule report:
+    input:
+        evaluations=expand("results/eval/{filter}.json", filter=FILTERS),
+        plots=expand("results/plots/{filter}/{figure}.png", filter=FILTERS, figure=["kernels", "training", "images"]),
+        table="results/tables/kernels.csv",
+        summary_plot="results/plots/summary.png",
+        images="results/images",
+        store="results/store/inputs",
+        benchmarks=benchmark_files(),
+    output:
+        "results/report.html",
+    log:
+        "results/logs/report.log",
+    benchmark:
+        "results/benchmarks/report.tsv"
+    script:
+        "../scripts/report.py"

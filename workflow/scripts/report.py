@@ -1,0 +1,20 @@
+"""Snakemake entry point: render results/report.html."""
+from pathlib import Path
+
+from img2kernel.logs import log_to
+from img2kernel.report import render_report
+
+if __name__ == "__main__":
+    with log_to(snakemake.log[0]) as log:
+        evaluations = snakemake.input.evaluations
+        render_report(
+            evaluations,
+            [Path(snakemake.input.table).parent.parent / "plots" / Path(e).stem for e in evaluations],
+            snakemake.input.table,
+            snakemake.input.summary_plot,
+            Path(snakemake.input.images) / "summary.json",
+            Path(snakemake.input.store) / "manifest.json",
+            snakemake.input.benchmarks,
+            snakemake.output[0],
+        )
+        log.info("report written to %s", snakemake.output[0])
