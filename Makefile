@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CORES ?= 8
 
-.PHONY: run test bench report clean-venv
+.PHONY: run test bench bench-train report clean-venv
 
 $(STAMP): envs/requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,3 +27,6 @@ bench: $(STAMP)
 
 clean-venv:
 	rm -rf $(VENV)
+
+bench-train: run
+	$(BIN)/img2kernel bench train

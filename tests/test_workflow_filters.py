@@ -97,3 +97,25 @@ def test_bad_filter_stops_before_any_job_and_touches_nothing(built, tmp_path):
     assert "config/filters.yaml: filter 'sobel_x' (entry 1): field 'ksize': 4 is not one of" in result.stderr + result.stdout
     after = {p: p.stat().st_mtime_ns for p in (workdir / "results").rglob("*")}
     assert after == before
+
+
+def test_report_names_every_filter_and_loads_in_headless_chromium(built, tmp_path):
+    from browser import chromium, image_check, screenshot
+
+    report = built / "results" / "report.html"
+    html = report.read_text()
+    for spec in FILTERS:
+        assert spec["name"] in html
+    table = (built / "results" / "tables" / "kernels.csv").read_text().splitlines()
+    assert table[0].startswith("filter,kind,ksize,model_size,kernel_max_abs_error,kernel_rel_error,oracle_max_abs_error")
+    assert len(table) == 1 + len(FILTERS)
+    assert planned_jobs(built, "results/report.html") == {}
+
+    binary = chromium()
+    if binary is None:
+        pytest.skip("no Chromium on this machine (Debian package 'chromium'; .ci/run installs it): "
+                    "report not checked in a browser")
+    images, failed = image_check(binary, report)
+    assert images == 3 * len(FILTERS) + 1 and failed == 0
+    shot = screenshot(binary, report, tmp_path / "report.png")
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
