@@ -78,9 +78,9 @@ def write_workdir(workdir: Path, filters: list[dict], urls: str, **config_overri
     return workdir
 
 
-def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+def snakemake(workdir: Path, *args: str, check: bool = True, snakefile: Path = SNAKEFILE) -> subprocess.CompletedProcess:
     """Run this repository's workflow in ``workdir`` (the default profile applies)."""
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "-d", str(workdir), "--cores", "2", *args]
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(snakefile), "-d", str(workdir), "--cores", "2", *args]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}")
@@ -91,9 +91,9 @@ _JOB = re.compile(r"^(?:local)?rule (\w+):\s*$")
 _WILDCARDS = re.compile(r"^\s+wildcards: (.*)$")
 
 
-def planned_jobs(workdir: Path, *targets: str) -> Counter:
+def planned_jobs(workdir: Path, *targets: str, snakefile: Path = SNAKEFILE) -> Counter:
     """Jobs a dry run schedules, as Counter{(rule, filter or None): n}; `all` is left out."""
-    out = snakemake(workdir, "-n", *targets).stdout
+    out = snakemake(workdir, "-n", *targets, snakefile=snakefile).stdout
     jobs: Counter = Counter()
     rule = None
     for line in out.splitlines() + ["rule _end:"]:

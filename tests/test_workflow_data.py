@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import http.server
 import json
+import threading
+import time
+from collections import Counter
 
 import cv2
 import numpy as np
@@ -70,3 +74,57 @@ def test_nothing_downloaded_fails_clearly(tmp_path, image_server):
     log = (workdir / "results/logs/images/download.log").read_text()
     assert "none of 1 URLs downloaded" in log and "404" in log
     assert not (workdir / "results/store/inputs").exists()
+
+
+class FaultyHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves a folder, except: /slow.png answers after the timeout, /error.png is a 500,
+    /flaky.png is a 500 on the first request only, /drop.png closes the connection unanswered."""
+
+    hits: Counter = Counter()
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        FaultyHandler.hits[self.path] += 1
+        if self.path == "/slow.png":
+            time.sleep(2.5)
+        elif self.path == "/error.png" or (self.path == "/flaky.png" and FaultyHandler.hits[self.path] == 1):
+            self.send_error(500, "boom")
+            return
+        elif self.path == "/drop.png":
+            self.close_connection = True
+            return
+        if self.path in ("/slow.png", "/flaky.png"):
+            self.path = "/good.png"
+        super().do_GET()
+
+
+def test_download_faults_are_retried_counted_and_survived(tmp_path):
+    folder = tmp_path / "served"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "good.png"), real_images(1, size=(48, 40))[0])
+    FaultyHandler.hits.clear()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), lambda *a, **k: FaultyHandler(*a, directory=str(folder), **k))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        names = ["good.png", "flaky.png", "slow.png", "error.png", "drop.png"]
+        (tmp_path / "urls.txt").write_text("".join(f"{base}/{n}\n" for n in names))
+        workdir = write_workdir(
+            tmp_path,
+            [{"name": "sobel_x", "kind": "sobel", "dx": 1, "dy": 0, "ksize": 3}],
+            "urls.txt",
+            data={"retries": 1, "timeout": 1},
+        )
+        snakemake(workdir, "results/store/inputs")
+    finally:
+        server.shutdown()
+        server.server_close()
+    summary = json.loads((workdir / "results/images/summary.json").read_text())
+    assert (summary["attempted"], summary["downloaded"], summary["failed"]) == (5, 2, 3)
+    reasons = " | ".join(summary["failed_by_reason"])
+    assert "timed out" in reasons and "500" in reasons and "Remote end closed" in reasons, reasons
+    # Each failure was tried 1 + retries times; the flaky URL succeeded on its retry.
+    assert FaultyHandler.hits["/flaky.png"] == 2 and FaultyHandler.hits["/error.png"] == 2
+    assert len(Store(workdir / "results/store/inputs")) == 2

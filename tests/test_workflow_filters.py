@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+
 import cv2
 import numpy as np
 import pytest
@@ -9,7 +12,8 @@ import yaml
 
 from img2kernel.filters import build_filter
 from img2kernel.store import Store
-from conftest import clone_workdir, planned_jobs, real_images, snakemake, write_workdir
+from img2kernel.train import load_kernels
+from conftest import REPO, clone_workdir, planned_jobs, real_images, snakemake, write_workdir
 
 pytestmark = pytest.mark.workflow
 
@@ -73,10 +77,9 @@ def test_editing_a_seed_reruns_only_that_filter(built, tmp_path):
     workdir = clone_workdir(built, tmp_path / "w")
     edit_filters(workdir, lambda f: f[1].update(seed=2))
     assert set(planned_jobs(workdir)) == expected_jobs("random_3")
-    snakemake(workdir)
-    kernel = Store(workdir / "results/store/targets/random_3").shards[0].meta["filter"]
-    assert kernel["seed"] == 2
-    assert planned_jobs(workdir) == {}
+    snakemake(workdir, "results/store/targets/random_3")
+    assert Store(workdir / "results/store/targets/random_3").shards[0].meta["filter"]["seed"] == 2
+    assert planned_jobs(workdir, "results/store/targets/random_3") == {}
 
 
 def test_formatting_only_edits_schedule_nothing(built, tmp_path):
@@ -119,3 +122,100 @@ def test_report_names_every_filter_and_loads_in_headless_chromium(built, tmp_pat
     assert images == 3 * len(FILTERS) + 1 and failed == 0
     shot = screenshot(binary, report, tmp_path / "report.png")
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
+
+
+def edit_config(workdir, edit):
+    path = workdir / "config" / "config.yaml"
+    document = yaml.safe_load(path.read_text())
+    edit(document)
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+
+
+def test_nothing_changed_means_nothing_to_do(built):
+    assert planned_jobs(built) == {}
+
+
+def test_removing_a_filter_reruns_only_summary_and_report(built, tmp_path):
+    workdir = clone_workdir(built, tmp_path / "w")
+    edit_filters(workdir, lambda f: f.pop(1))
+    assert set(planned_jobs(workdir)) == {("summary", None), ("report", None)}
+    snakemake(workdir)
+    report = (workdir / "results" / "report.html").read_text()
+    assert "random_3" not in report and "sobel_x" in report
+    assert "random_3" not in (workdir / "results" / "tables" / "kernels.csv").read_text()
+
+
+def test_a_training_default_reruns_every_train_and_evaluate_job_only(built, tmp_path):
+    workdir = clone_workdir(built, tmp_path / "w")
+    edit_config(workdir, lambda c: c["train"].update(crops=6))
+    expected = {(rule, spec["name"]) for rule in ("train", "evaluate") for spec in FILTERS}
+    assert set(planned_jobs(workdir)) == expected | {("summary", None), ("report", None)}
+
+
+def test_a_per_filter_training_override_reruns_that_filter_only(built, tmp_path):
+    workdir = clone_workdir(built, tmp_path / "w")
+    edit_filters(workdir, lambda f: f[0].update(train={"crops": 6}))
+    assert set(planned_jobs(workdir)) == {("train", "sobel_x"), ("evaluate", "sobel_x"), ("summary", None), ("report", None)}
+
+
+def test_a_new_data_source_reruns_everything(built, tmp_path):
+    workdir = clone_workdir(built, tmp_path / "w")
+    urls = (workdir / "urls.txt").read_text().split()
+    (workdir / "other_urls.txt").write_text("\n".join(urls[:3]) + "\n")
+    edit_config(workdir, lambda c: c["data"].update(urls="other_urls.txt"))
+    jobs = planned_jobs(workdir)
+    per_filter = {(rule, spec["name"]) for rule in PER_FILTER_RULES for spec in FILTERS}
+    assert set(jobs) == per_filter | {("download", None), ("inputs_store", None), ("summary", None), ("report", None)}
+
+
+def test_a_corrupted_shard_fails_the_next_job_naming_it(built, tmp_path):
+    workdir = clone_workdir(built, tmp_path / "w")
+    shard = workdir / "results" / "store" / "targets" / "sobel_x" / "00000.tar"
+    index = json.loads((shard.parent / "00000.tar.index.json").read_text())
+    offset = index["entries"][0]["offset"] + 8
+    with open(shard, "r+b") as handle:
+        handle.seek(offset)
+        value = handle.read(1)[0]
+        handle.seek(offset)
+        handle.write(bytes([value ^ 0xFF]))
+    result = snakemake(workdir, "--forcerun", "results/models/sobel_x.safetensors", check=False)
+    assert result.returncode != 0
+    log = (workdir / "results" / "logs" / "train" / "sobel_x.log").read_text()
+    assert "results/store/targets/sobel_x/00000.tar: member" in log and "corrupted" in log
+    assert "--forcerun results/store/targets/sobel_x" in log
+    assert not (workdir / "results" / "models" / "sobel_x.safetensors").exists()
+    # Following the message repairs it.
+    snakemake(workdir, "--forcerun", "results/store/targets/sobel_x", "results/models/sobel_x.safetensors")
+    assert load_kernels(workdir / "results" / "models" / "sobel_x.safetensors")[0].shape == (1, 3, 3)
+
+
+def test_code_edits_rerun_exactly_the_stages_that_run_that_code(tmp_path):
+    """On a copy of the workflow: Snakemake sees scripts by mtime; `code()` inputs add the package modules."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for part in ("Snakefile", "workflow", "profiles"):
+        source = REPO / part
+        (shutil.copytree if source.is_dir() else shutil.copy2)(source, repo / part)
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    (workdir / "photos").mkdir()
+    urls = []
+    for i, image in enumerate(real_images(3, size=(32, 36))):
+        cv2.imwrite(str(workdir / "photos" / f"{i}.png"), image)
+        urls.append((workdir / "photos" / f"{i}.png").resolve().as_uri())
+    (workdir / "urls.txt").write_text("\n".join(urls) + "\n")
+    write_workdir(workdir, FILTERS[:1], "urls.txt", split={"val": 0.34, "test": 0.34})
+    snakemake(workdir, snakefile=repo / "Snakefile")
+
+    def touch(relative):
+        path = repo / relative
+        path.write_text(path.read_text() + "\n# edited\n")
+
+    touch("workflow/img2kernel/plots.py")
+    assert set(planned_jobs(workdir, snakefile=repo / "Snakefile")) == {
+        ("evaluate", "sobel_x"), ("summary", None), ("report", None)
+    }
+    touch("workflow/scripts/train.py")
+    assert set(planned_jobs(workdir, snakefile=repo / "Snakefile")) == {
+        ("train", "sobel_x"), ("evaluate", "sobel_x"), ("summary", None), ("report", None)
+    }

@@ -43,10 +43,8 @@ def index_path(shard_path: str | os.PathLike) -> Path:
 
 
 def rebuild_hint(path: Path) -> str:
-    return (
-        f"delete {path} (and its {INDEX_SUFFIX} index) and run snakemake again to rebuild it, "
-        "or run `snakemake --cores 8 --forcerun <rule>` for the stage that wrote it"
-    )
+    """How to rebuild a bad shard: each store folder is one job's output, so force that job."""
+    return f"rebuild it with `snakemake --cores 8 --forcerun {path.parent}`"
 
 
 @dataclass(frozen=True)

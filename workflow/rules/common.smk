@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
+from snakemake.logging import logger
 
 # The package lives in workflow/img2kernel. Scripts (and cluster jobs, which re-read
 # this file) import it from here, so the code that runs is the code in this checkout.
@@ -16,6 +17,7 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
     p for p in (PACKAGE_PARENT, os.environ.get("PYTHONPATH")) if p
 )
 
+from img2kernel.locks import clear_stale_locks, record_owner, release_owner
 from img2kernel.config import (
     ConfigError,
     canonical_json,
@@ -28,9 +30,37 @@ from img2kernel.config import (
 
 FILTER_NAME = "[a-z][a-z0-9_]{0,63}"
 
+# A run killed with SIGKILL leaves Snakemake's locks behind: clear them if their owner
+# is gone, so the next `snakemake --cores 8` finishes the work (see img2kernel.locks).
+if workflow.is_main_process:
+    cleared = clear_stale_locks()
+    if cleared:
+        logger.warning(f"img2kernel: {cleared}")
+
+
+onstart:
+    record_owner()
+
+
+onsuccess:
+    release_owner()
+
+
+onerror:
+    release_owner()
+
 
 wildcard_constraints:
     filter=FILTER_NAME,
+
+
+def code(*modules):
+    """Package modules a stage runs, as inputs: editing one reruns exactly the stages that use it.
+
+    Snakemake's own code trigger sees a rule's script file (by mtime) but not the modules
+    that script imports; listing them as inputs closes that gap.
+    """
+    return [str(Path(PACKAGE_PARENT) / "img2kernel" / module) for module in modules]
 
 
 def config_label():

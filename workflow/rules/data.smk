@@ -16,6 +16,7 @@ rule sample_urls:
 rule download:
     input:
         urls=url_list(),
+        code=code("data.py"),
     output:
         directory("results/images"),
     params:
@@ -32,6 +33,7 @@ rule download:
 rule inputs_store:
     input:
         images="results/images",
+        code=code("data.py", "store.py"),
     output:
         directory("results/store/inputs"),
     params:

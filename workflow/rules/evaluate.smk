@@ -9,6 +9,7 @@ rule evaluate:
         oracle="results/models/{filter}.oracle.safetensors",
         info="results/models/{filter}.json",
         history="results/train/{filter}.csv",
+        code=code("evaluate.py", "plots.py", "kernels.py", "model.py", "ops.py", "filters.py", "store.py"),
     output:
         result="results/eval/{filter}.json",
         kernels=report(
@@ -40,6 +41,7 @@ rule evaluate:
 rule summary:
     input:
         evaluations=expand("results/eval/{filter}.json", filter=FILTERS),
+        code=code("summary.py", "plots.py"),
     output:
         csv=report("results/tables/kernels.csv", caption="../report/table.rst", category="Summary"),
         markdown="results/tables/kernels.md",

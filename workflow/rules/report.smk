@@ -10,6 +10,7 @@ rule report:
         images="results/images",
         store="results/store/inputs",
         benchmarks=benchmark_files(),
+        code=code("report.py", "templates/report.html.j2"),
     output:
         "results/report.html",
     log:

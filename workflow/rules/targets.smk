@@ -4,6 +4,7 @@
 rule targets:
     input:
         inputs="results/store/inputs",
+        code=code("targets.py", "filters.py", "store.py"),
     output:
         directory("results/store/targets/{filter}"),
     params:
