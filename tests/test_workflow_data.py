@@ -50,6 +50,7 @@ def test_download_to_store_counts_failures_and_is_idempotent(tmp_path, image_ser
 
     store = Store(workdir / "results/store/inputs")
     assert len(store) == 4
+    assert store.keys() == sorted(store.keys())  # key order, not download order: the same store every run
     manifest = json.loads((workdir / "results/store/inputs/manifest.json").read_text())
     assert sum(manifest["splits"].values()) == 4 and all(manifest["splits"].values())
     shapes = sorted(store.array(k).shape for k in store.keys())

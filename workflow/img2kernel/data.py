@@ -169,9 +169,13 @@ def webdataset_image_keys(shard: Path) -> list[str]:
 
 
 def iter_webdataset_images(shard: Path) -> Iterator[tuple[str, bytes]]:
-    """(key, encoded image bytes) for every image member of an img2dataset shard."""
+    """(key, encoded image bytes) for every image member of an img2dataset shard, in key order.
+
+    img2dataset writes members in the order downloads finish; reading them sorted makes
+    the store, and so every crop drawn from it, the same from run to run.
+    """
     with tarfile.open(shard, "r") as tar:
-        for key, member in _image_members(tar):
+        for key, member in sorted(_image_members(tar), key=lambda item: item[0]):
             yield key, tar.extractfile(member).read()
 
 

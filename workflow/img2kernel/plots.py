@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import matplotlib
@@ -57,9 +56,9 @@ def training_figure(history_csv: str | Path, name: str, path: str | Path) -> Non
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     for ax, x in zip(axes, ("step", "seconds")):
         for column, label in (("train_loss", "train loss"), ("val_loss", "val loss"), ("kernel_rel_error", "kernel error / max tap")):
-            values = history[column].where(history[column] > 0)
-            if values.notna().any():
-                ax.plot(history[x], values, marker=".", label=label)
+            shown = history[history[column] > 0]  # NaN (not measured at that step) and exact zeros left out
+            if len(shown):
+                ax.plot(shown[x], shown[column], marker=".", markersize=4, label=label)
         ax.set_yscale("log")
         ax.set_xlabel(x)
         ax.grid(True, which="both", alpha=0.3)
@@ -118,6 +117,3 @@ def summary_figure(table: pd.DataFrame, path: str | Path) -> None:
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
 
-
-def finite_or_none(value):
-    return value if isinstance(value, (int, float)) and math.isfinite(value) else None

@@ -30,6 +30,12 @@ from img2kernel.config import (
 
 FILTER_NAME = "[a-z][a-z0-9_]{0,63}"
 
+# `--cores 8` on a 2-core machine would put four 2-thread training jobs on two cores and
+# inflate every training time fourfold. Locally, training jobs also take `cpu_slots`, of
+# which there are as many as this process may use CPUs (`--resources cpu_slots=N` overrides).
+if workflow.local_exec and "cpu_slots" not in workflow.global_resources:
+    workflow.register_resource("cpu_slots", len(os.sched_getaffinity(0)))
+
 # A run killed with SIGKILL leaves Snakemake's locks behind: clear them if their owner
 # is gone, so the next `snakemake --cores 8` finishes the work (see img2kernel.locks).
 if workflow.is_main_process:

@@ -30,6 +30,8 @@ rule evaluate:
             category="Test images",
             labels={"filter": "{filter}", "figure": "test images"},
         ),
+    resources:
+        cpu_slots=1,
     log:
         "results/logs/eval/{filter}.log",
     benchmark:

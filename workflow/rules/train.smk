@@ -20,6 +20,7 @@ rule train:
         # With a GPU, local runs put at most `--resources gpu=N` training jobs on it at
         # once (profiles/default sets N=1); on a CPU-only machine jobs run side by side.
         gpu=training_gpus(),
+        cpu_slots=2,
     log:
         "results/logs/train/{filter}.log",
     benchmark:
