@@ -40,7 +40,30 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--budget", type=float, default=60.0, help="seconds the public recipe gets per filter")
     bench.add_argument("--only", nargs="*", help="filter names (default: all)")
 
+    apply = sub.add_parser(
+        "apply",
+        help="apply a learned kernel to an image of any size, tile by tile (equal to whole-image inference)",
+    )
+    apply.add_argument("model", help="results/models/NAME.safetensors")
+    apply.add_argument("input", help="image (8/16-bit, gray or colour) or .npy array")
+    apply.add_argument("output", help=".npy or .tif keep float32; .png is clipped to 0..255")
+    apply.add_argument("--tile", type=int, default=1024, help="output tile side in pixels (default 1024)")
+    apply.add_argument("--colour", choices=["gray", "per-channel"], default="gray",
+                       help="convert colour to gray (as the store does) or filter each channel")
+
     args = parser.parse_args(argv)
+    if args.command == "apply":
+        from .apply import apply_tiled, read_image, write_image
+        from .train import load_kernels
+
+        kernels, metadata = load_kernels(args.model)
+        planes = [
+            apply_tiled(plane, kernels, metadata.get("combine", "none"), metadata.get("output", "float"), args.tile, progress=True)
+            for plane in read_image(args.input, args.colour)
+        ]
+        write_image(args.output, planes)
+        print(f"{args.output}: {planes[0].shape[1]}x{planes[0].shape[0]}, {len(planes)} channel(s)")
+        return 0
     if args.command == "bench":
         from . import bench as benchmarks
 
