@@ -95,7 +95,7 @@ def planned_jobs(workdir: Path, *targets: str, snakefile: Path = SNAKEFILE) -> C
     """Jobs a dry run schedules, as Counter{(rule, filter or None): n}; `all` is left out."""
     out = snakemake(workdir, "-n", *targets, snakefile=snakefile).stdout
     jobs: Counter = Counter()
-    rule = None
+    rule, wildcard = None, None
     for line in out.splitlines() + ["rule _end:"]:
         match = _JOB.match(line)
         if match:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -171,7 +170,7 @@ def check_filters(document: Any, file_label: str, train_defaults: dict | None = 
     Each returned spec has its schema defaults filled in. Kernel-level checks (square,
     odd, finite, a random kernel that can be normalised) come from the filter registry.
     """
-    from .filters import FilterSpecError, build_filter
+    from .filters import FilterSpecError, build_filter, model_ksize
 
     if document is None:
         raise ConfigError(f"{file_label}: file is empty; it needs a 'filters:' list with at least one filter")
@@ -184,12 +183,12 @@ def check_filters(document: Any, file_label: str, train_defaults: dict | None = 
             raise ConfigError(f"{where}: field 'name': {spec['name']!r} is already used by entry {seen[spec['name']] + 1}")
         seen[spec["name"]] = i
         try:
-            build_filter(spec)
+            filt = build_filter(spec)
         except FilterSpecError as err:
             raise ConfigError(f"{where}: field {err.field!r}: {err}") from None
         if train_defaults is not None:
             settings = training_settings(train_defaults, spec)
-            ksize = model_ksize(spec, settings)
+            ksize = model_ksize(filt, settings)
             if settings["crop_size"] < ksize:
                 raise ConfigError(
                     f"{where}: field 'train.crop_size': crop size {settings['crop_size']} is smaller "
@@ -208,14 +207,3 @@ def training_settings(train_defaults: dict, spec: dict) -> dict:
     settings = copy.deepcopy(train_defaults)
     settings.update(spec.get("train", {}))
     return settings
-
-
-def model_ksize(spec: dict, settings: dict) -> int:
-    """The model's kernel size: the training override, else the filter's own size."""
-    from .filters import build_filter
-
-    return int(settings.get("ksize") or build_filter(spec).ksize)
-
-
-def is_finite_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -230,3 +230,8 @@ def build_filter(spec: dict) -> Filter:
         spec=dict(spec),
         _apply=apply,
     )
+
+
+def model_ksize(filt: Filter, settings: dict) -> int:
+    """The model's kernel side: the training setting ``ksize`` if given, else the filter's own."""
+    return int(settings.get("ksize") or filt.ksize)

@@ -32,7 +32,7 @@ import torch._dynamo  # noqa: F401  torch.optim imports it on first use (1.5-3 s
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .filters import Filter, build_filter
+from .filters import Filter, build_filter, model_ksize
 from .kernels import compare
 from .model import LearnableKernel
 from .oracle import least_squares_kernel, magnitude_pair, relative_residual
@@ -318,7 +318,7 @@ def prepare_data(
     """
     filt = build_filter(spec)
     whiten = whitens(filt, settings)
-    ksize = int(settings.get("ksize") or filt.ksize)
+    ksize = model_ksize(filt, settings)
     halo = ksize // 2 if halo is None else halo
     inputs, targets = Store(inputs_folder), Store(targets_folder)
     train_in, train_out = load_pairs(inputs, targets, "train")
