@@ -12,12 +12,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from .data import to_grayscale_float32
-from .model import UINT8_MAX
+from .filters import UINT8_MAX
 
 
 def reflect101(indices: np.ndarray, size: int) -> np.ndarray:
@@ -27,6 +25,24 @@ def reflect101(indices: np.ndarray, size: int) -> np.ndarray:
     period = 2 * (size - 1)
     folded = np.abs(indices) % period
     return np.where(folded >= size, period - folded, folded)
+
+
+def _tile_with_halo(image: np.ndarray, y0: int, y1: int, x0: int, x1: int, halo: int) -> np.ndarray:
+    """Rows y0-halo..y1+halo and columns x0-halo..x1+halo as float32, outside pixels by reflect-101."""
+    height, width = image.shape
+    top, bottom = max(y0 - halo, 0), min(y1 + halo, height)
+    left, right = max(x0 - halo, 0), min(x1 + halo, width)
+    pads = (top - (y0 - halo), (y1 + halo) - bottom, left - (x0 - halo), (x1 + halo) - right)
+    block = np.asarray(image[top:bottom, left:right], dtype=np.float32)
+    if not any(pads):
+        return block
+    if min(height, width) > halo:
+        # The block reaches the image edge on every padded side and is at least halo + 1
+        # pixels deep there, so reflecting the block is reflecting the image.
+        return cv2.copyMakeBorder(block, *pads, cv2.BORDER_REFLECT_101)
+    rows = reflect101(np.arange(y0 - halo, y1 + halo), height)
+    cols = reflect101(np.arange(x0 - halo, x1 + halo), width)
+    return np.asarray(image[np.ix_(rows, cols)], dtype=np.float32)
 
 
 def apply_tiled(
@@ -39,8 +55,11 @@ def apply_tiled(
 ) -> np.ndarray:
     """Filter a 2-D image (H, W) with (n, K, K) kernels; returns float32 (H, W).
 
+    The model's function (correlation, ``magnitude`` combine, ``uint8`` saturation),
+    computed per tile with ``cv2.filter2D`` on the tile and its halo.
+
     Args:
-        image: any real dtype; converted tile by tile to float32.
+        image: any real dtype, e.g. a memory-mapped .npy; read tile by tile.
         kernels: learned kernels, correlation orientation.
         combine: ``none`` or ``magnitude`` (as the model).
         output: ``uint8`` saturates and rounds like ``cv2.convertScaleAbs``.
@@ -52,23 +71,21 @@ def apply_tiled(
         raise ValueError(f"tile must be at least 1 pixel, got {tile}")
     height, width = image.shape
     halo = kernels.shape[-1] // 2
-    weight = torch.as_tensor(np.asarray(kernels, dtype=np.float32)[:, None])
+    kernels32 = [np.asarray(k, dtype=np.float32) for k in kernels]
     result = np.empty((height, width), dtype=np.float32)
     starts = [(y, x) for y in range(0, height, tile) for x in range(0, width, tile)]
     for y0, x0 in tqdm(starts, desc="tiles", disable=not progress, mininterval=1.0):
         y1, x1 = min(y0 + tile, height), min(x0 + tile, width)
-        rows = reflect101(np.arange(y0 - halo, y1 + halo), height)
-        cols = reflect101(np.arange(x0 - halo, x1 + halo), width)
-        block = np.asarray(image[np.ix_(rows, cols)], dtype=np.float32)
-        with torch.no_grad():
-            responses = F.conv2d(torch.from_numpy(block)[None, None], weight)[0]
-            if combine == "magnitude":
-                values = torch.sqrt(responses.square().sum(dim=0))
-            else:
-                values = responses[0]
-            if output == "uint8":
-                values = torch.round(values.abs().clamp(max=UINT8_MAX))
-        result[y0:y1, x0:x1] = values.numpy()
+        block = _tile_with_halo(image, y0, y1, x0, x1, halo)
+        # BORDER_ISOLATED: the halo is already there; only the valid interior is kept.
+        responses = [
+            cv2.filter2D(block, cv2.CV_32F, k, borderType=cv2.BORDER_ISOLATED)[halo : halo + y1 - y0, halo : halo + x1 - x0]
+            for k in kernels32
+        ]
+        values = cv2.magnitude(*responses) if combine == "magnitude" else responses[0]
+        if output == "uint8":
+            values = np.rint(np.minimum(np.abs(values), UINT8_MAX))
+        result[y0:y1, x0:x1] = values
     return result
 
 

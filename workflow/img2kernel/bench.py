@@ -243,3 +243,56 @@ def _speedup(ours: _ThresholdProbe, public: _ThresholdProbe, budget: float) -> s
     if 1e-4 in public.reached:
         return f"{public.reached[1e-4][0] / mine:.0f}x"
     return f">{budget / mine:.0f}x"
+
+
+def _apply_worker(path: str, kernel: np.ndarray, tile: int, queue) -> None:
+    """In a fresh process: tiled apply over a memory-mapped .npy, reporting seconds and peak RSS."""
+    import resource
+
+    from .apply import apply_tiled
+
+    image = np.load(path, mmap_mode="r")
+    started = time.perf_counter()
+    apply_tiled(image, kernel, tile=tile)
+    seconds = time.perf_counter() - started
+    queue.put((seconds, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
+
+
+def _filter2d_worker(path: str, kernel: np.ndarray, queue) -> None:
+    import resource
+
+    image = np.load(path)
+    started = time.perf_counter()
+    cv2.filter2D(image, cv2.CV_32F, kernel[0].astype(np.float32))
+    seconds = time.perf_counter() - started
+    queue.put((seconds, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
+
+
+def bench_apply(size: int = 20000, tile: int = 1024, ksize: int = 3) -> dict:
+    """Tiled apply of a K x K kernel on a generated size x size float32 image, next to cv2.filter2D.
+
+    Each runs in its own process on the same file; peak RSS is that process's, in MB.
+    """
+    import multiprocessing
+
+    kernel = np.random.default_rng(0).standard_normal((1, ksize, ksize))
+    context = multiprocessing.get_context("spawn")
+    with tempfile.TemporaryDirectory(prefix="img2kernel-bench-") as folder:
+        path = str(Path(folder) / "image.npy")
+        image = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(size, size))
+        rng = np.random.default_rng(1)
+        for row in range(0, size, 1024):  # written in bands: never the whole image in memory
+            band = image[row : row + 1024]
+            band[:] = rng.integers(0, 256, band.shape)
+        image.flush()
+        del image
+        results = {}
+        for name, target, args in (("apply", _apply_worker, (path, kernel, tile)), ("filter2d", _filter2d_worker, (path, kernel))):
+            queue = context.Queue()
+            process = context.Process(target=target, args=(*args, queue))
+            process.start()
+            seconds, rss = queue.get()
+            process.join()
+            results[name] = {"seconds": seconds, "mp_per_s": size * size / 1e6 / seconds, "peak_rss_mb": rss}
+    image_mb = size * size * 4 / 2**20
+    return {"size": size, "tile": tile, "ksize": ksize, "image_mb": image_mb, **results}

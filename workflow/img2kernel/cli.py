@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
 
     bench = sub.add_parser(
         "bench",
-        help="print speed figures: store (crop rate), targets (MP/s), train (ours vs public recipe; needs `snakemake` run first)",
+        help="print speed figures: store (crop rate), targets (MP/s), train (ours vs public recipe; needs `snakemake` run first), apply (huge image)",
     )
     bench.add_argument("what", nargs="*", help="store, targets (default: all)")
     bench.add_argument("--store", default="results/store/inputs", help="inputs store (default: built from the sample photos if absent)")
@@ -39,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--targets", default="results/store/targets", help="targets stores, one folder per filter")
     bench.add_argument("--budget", type=float, default=60.0, help="seconds the public recipe gets per filter")
     bench.add_argument("--only", nargs="*", help="filter names (default: all)")
+    bench.add_argument("--size", type=int, default=20000, help="side of the generated image for `apply`")
+    bench.add_argument("--tile", type=int, default=1024, help="tile side for `apply`")
 
     apply = sub.add_parser(
         "apply",
@@ -67,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "bench":
         from . import bench as benchmarks
 
-        known = ["store", "targets", "train"]
+        known = ["store", "targets", "train", "apply"]
         unknown = sorted(set(args.what) - set(known))
         if unknown:
             parser.error(f"unknown benchmark {', '.join(unknown)}; choose from {', '.join(known)}")
@@ -82,6 +84,16 @@ def main(argv: list[str] | None = None) -> int:
         if "targets" in args.what:
             print("\ntarget throughput on one core (store write path vs bare cv2.filter2D on the same arrays):")
             _print_table(benchmarks.bench_targets(args.store, args.filters))
+        if "apply" in args.what:
+            result = benchmarks.bench_apply(args.size, args.tile)
+            print(
+                f"\napply, {result['size']}x{result['size']} float32 image ({result['image_mb']:,.0f} MB), "
+                f"{result['ksize']}x{result['ksize']} kernel, one process each:"
+            )
+            for name in ("apply", "filter2d"):
+                r = result[name]
+                label = f"tiled apply (tile {result['tile']})" if name == "apply" else "cv2.filter2D, whole image"
+                print(f"  {label:28s} {r['mp_per_s']:8.1f} MP/s  peak RSS {r['peak_rss_mb']:8,.0f} MB")
         if "train" in args.what:
             rows, magnitude = benchmarks.bench_training(
                 args.store, args.targets, args.config, budget_seconds=args.budget, names=args.only

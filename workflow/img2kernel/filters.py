@@ -16,7 +16,7 @@ from typing import Callable
 import cv2
 import numpy as np
 
-COMBINES = ("none", "magnitude")
+UINT8_MAX = 255.0  # cv2.convertScaleAbs saturates |x| to 0..255
 
 
 class FilterSpecError(ValueError):

@@ -7,9 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .filters import UINT8_MAX
 from .ops import correlate
-
-UINT8_MAX = 255.0
 
 
 class LearnableKernel(nn.Module):
