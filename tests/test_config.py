@@ -85,6 +85,20 @@ def test_duplicate_yaml_key_is_refused(tmp_path):
         load_yaml(path)
 
 
+@pytest.mark.parametrize(
+    "override, field, message",
+    [
+        ({"crops": "many"}, "train.crops", "is not of type"),
+        ({"optimiser": "adam"}, "train.optimiser", "unexpected"),
+        ({"lr": -1}, "train.lr", "less than or equal to the minimum"),
+    ],
+)
+def test_bad_training_override_names_the_field(override, field, message):
+    with pytest.raises(ConfigError) as err:
+        check_filters(bad_filters(0, train=override), LABEL)
+    assert f"filter 'sobel_x' (entry 1): field '{field}'" in str(err.value) and message in str(err.value)
+
+
 def test_crop_smaller_than_kernel_is_refused():
     document = bad_filters(8, train={"crop_size": 5})
     with pytest.raises(ConfigError, match=r"'random_7' \(entry 9\): field 'train.crop_size'.*7x7"):

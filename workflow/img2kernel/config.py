@@ -186,6 +186,8 @@ def check_filters(document: Any, file_label: str, train_defaults: dict | None = 
             filt = build_filter(spec)
         except FilterSpecError as err:
             raise ConfigError(f"{where}: field {err.field!r}: {err}") from None
+        if "train" in spec:
+            check_training_override(spec["train"], where)
         if train_defaults is not None:
             settings = training_settings(train_defaults, spec)
             ksize = model_ksize(filt, settings)
@@ -195,6 +197,22 @@ def check_filters(document: Any, file_label: str, train_defaults: dict | None = 
                     f"than the kernel ({ksize}x{ksize})"
                 )
     return specs
+
+
+def check_training_override(override: dict, where: str) -> None:
+    """A filter's ``train:`` mapping takes the fields of config.yaml's ``train`` section, same types."""
+    import jsonschema
+
+    section = copy.deepcopy(load_yaml(CONFIG_SCHEMA)["properties"]["train"])
+    section.pop("default", None)
+    for field_schema in section["properties"].values():
+        field_schema.pop("default", None)  # an override holds only what the user wrote
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(section).iter_errors(override))
+    if error is not None:
+        path = [str(p) for p in error.absolute_path]
+        if error.validator == "additionalProperties" and "'" in error.message:
+            path.append(error.message.split("'")[1])
+        raise ConfigError(f"{where}: field {'.'.join(['train', *path])!r}: {error.message}")
 
 
 def target_spec(spec: dict) -> dict:

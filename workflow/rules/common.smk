@@ -34,7 +34,8 @@ FILTER_NAME = "[a-z][a-z0-9_]{0,63}"
 # inflate every training time fourfold. Locally, training jobs also take `cpu_slots`, of
 # which there are as many as this process may use CPUs (`--resources cpu_slots=N` overrides).
 if workflow.local_exec and "cpu_slots" not in workflow.global_resources:
-    workflow.register_resource("cpu_slots", len(os.sched_getaffinity(0)))
+    usable = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
+    workflow.register_resource("cpu_slots", len(usable))
 
 # A run killed with SIGKILL leaves Snakemake's locks behind: clear them if their owner
 # is gone, so the next `snakemake --cores 8` finishes the work (see img2kernel.locks).
