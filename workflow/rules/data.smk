@@ -9,6 +9,8 @@ rule sample_urls:
     benchmark:
         "results/benchmarks/urls/sample.tsv"
     localrule: True
+    conda:
+        "../../envs/img2kernel.yaml"
     script:
         "../scripts/sample_urls.py"
 
@@ -26,6 +28,8 @@ rule download:
         "results/logs/images/download.log",
     benchmark:
         "results/benchmarks/images/download.tsv"
+    conda:
+        "../../envs/img2kernel.yaml"
     script:
         "../scripts/download.py"
 
@@ -42,5 +46,7 @@ rule inputs_store:
         "results/logs/store/inputs.log",
     benchmark:
         "results/benchmarks/store/inputs.tsv"
+    conda:
+        "../../envs/img2kernel.yaml"
     script:
         "../scripts/inputs_store.py"

@@ -36,6 +36,8 @@ rule evaluate:
         "results/logs/eval/{filter}.log",
     benchmark:
         "results/benchmarks/eval/{filter}.tsv"
+    conda:
+        "../../envs/img2kernel.yaml"
     script:
         "../scripts/evaluate.py"
 
@@ -52,5 +54,7 @@ rule summary:
         "results/logs/summary.log",
     benchmark:
         "results/benchmarks/summary.tsv"
+    conda:
+        "../../envs/img2kernel.yaml"
     script:
         "../scripts/summary.py"

@@ -17,5 +17,7 @@ rule report:
         "results/logs/report.log",
     benchmark:
         "results/benchmarks/report.tsv"
+    conda:
+        "../../envs/img2kernel.yaml"
     script:
         "../scripts/report.py"

@@ -14,5 +14,7 @@ rule targets:
         "results/logs/targets/{filter}.log",
     benchmark:
         "results/benchmarks/targets/{filter}.tsv"
+    conda:
+        "../../envs/img2kernel.yaml"
     script:
         "../scripts/targets.py"

@@ -25,5 +25,7 @@ rule train:
         "results/logs/train/{filter}.log",
     benchmark:
         "results/benchmarks/train/{filter}.tsv"
+    conda:
+        "../../envs/img2kernel.yaml"
     script:
         "../scripts/train.py"
