@@ -194,7 +194,7 @@ def test_code_edits_rerun_exactly_the_stages_that_run_that_code(tmp_path):
     """On a copy of the workflow: Snakemake sees scripts by mtime; `code()` inputs add the package modules."""
     repo = tmp_path / "repo"
     repo.mkdir()
-    for part in ("Snakefile", "workflow", "profiles"):
+    for part in ("Snakefile", "workflow", "profiles", "envs"):
         source = REPO / part
         (shutil.copytree if source.is_dir() else shutil.copy2)(source, repo / part)
     workdir = tmp_path / "work"
