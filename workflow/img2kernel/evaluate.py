@@ -67,8 +67,14 @@ def evaluate_filter(
     oracle: np.ndarray | None,
     info: dict,
     max_images: int | None = None,
+    examples: list | None = None,
+    max_examples: int = 3,
 ) -> dict:
-    """Everything the report and tables show about one filter; see README for each field."""
+    """Everything the report and tables show about one filter; see README for each field.
+
+    ``examples``: if given, the first ``max_examples`` test images are appended to it as
+    (key, input, target, prediction), for the image plot, without predicting them twice.
+    """
     spec = info["filter"]
     filt = build_filter(spec)
     inputs, targets = Store(inputs_folder), Store(targets_folder)
@@ -89,6 +95,8 @@ def evaluate_filter(
                 "max_abs_error": float(np.max(np.abs(prediction - target))),
             }
         )
+        if examples is not None and len(examples) < max_examples:
+            examples.append((key, image, target, prediction))
     true = np.stack(filt.kernels) if filt.kernels is not None else None
     errors = compare(kernels, true, filt.combine, filt.output)
     oracle_errors = compare(oracle, true, filt.combine, "float") if (true is not None and oracle is not None) else None
@@ -155,7 +163,10 @@ def evaluate_and_plot(
     oracle, _ = load_kernels(oracle_path)
     oracle = oracle if np.all(np.isfinite(oracle)) else None
     info = json.loads(Path(info_path).read_text())
-    evaluation = evaluate_filter(inputs_folder, targets_folder, kernels, oracle, info)
+    examples: list = []
+    evaluation = evaluate_filter(
+        inputs_folder, targets_folder, kernels, oracle, info, examples=examples, max_examples=shown_images
+    )
     Path(result_json).parent.mkdir(parents=True, exist_ok=True)
     Path(result_json).write_text(json.dumps(evaluation, indent=2))
 
@@ -163,11 +174,5 @@ def evaluate_and_plot(
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     plots.kernels_figure(evaluation, kernels_png)
     plots.training_figure(history_csv, evaluation["filter"], training_png)
-    filt = build_filter(info["filter"])
-    inputs, targets = Store(inputs_folder), Store(targets_folder)
-    rows = []
-    for record in evaluation["images"][:shown_images]:
-        image, target = inputs.array(record["key"]), targets.array(record["key"])
-        rows.append((record["key"], image, target, predict(kernels, image, filt.combine, filt.output)))
-    plots.images_figure(rows, evaluation["filter"], images_png)
+    plots.images_figure(examples, evaluation["filter"], images_png)
     return evaluation

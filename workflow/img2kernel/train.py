@@ -387,7 +387,7 @@ def train_filter(
     )
     seconds = time.perf_counter() - started
 
-    # The oracle sees the same (last) training crops, in float64.
+    # The oracle sees the training crops drawn above (the only sample unless refresh_every > 0), in float64.
     started = time.perf_counter()
     x, y = train_crops.raw_inputs, train_crops.raw_targets
     xv, yv = val_crops.raw_inputs, val_crops.raw_targets
