@@ -121,6 +121,8 @@ def config_with(**sections) -> dict:
         ({"store": {"dtype": "int8"}}, r"field 'store.dtype'"),
         ({"data": {"urls": "nowhere/urls.parquet"}}, r"field 'urls': URL list .*nowhere/urls.parquet' does not exist"),
         ({"data": {"shard_size": 0}}, r"field 'data.shard_size'"),
+        ({"data": {"max_images": 0}}, r"field 'data.max_images'"),
+        ({"data": {"urls": "config/filters.yaml"}}, r"field 'urls': .*unknown URL list format '.yaml'"),
         ({"train": {"optimizer": "sgd"}}, r"field 'train.optimizer'"),
         ({"train": {"crop_size": "big"}}, r"field 'train.crop_size'"),
         ({"data": {"typo": 1}}, r"field 'data.typo'.*unexpected"),
@@ -131,11 +133,16 @@ def test_bad_config_values_name_file_and_field(sections, match):
         check_config(config_with(**sections), "config/config.yaml", REPO)
 
 
-@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+@pytest.mark.parametrize("suffix", [".csv", ".parquet", ".json", ".jsonl"])
 def test_url_list_needs_its_url_column(tmp_path, suffix):
     path = tmp_path / f"urls{suffix}"
     table = pd.DataFrame({"link": ["http://127.0.0.1/a.png"]})
-    table.to_csv(path, index=False) if suffix == ".csv" else table.to_parquet(path)
+    if suffix == ".csv":
+        table.to_csv(path, index=False)
+    elif suffix == ".parquet":
+        table.to_parquet(path)
+    else:
+        table.to_json(path, orient="records", lines=suffix == ".jsonl")
     config = config_with(data={"urls": str(path)})
     with pytest.raises(ConfigError, match=r"field 'url_col': column 'url' not in .*columns: link"):
         check_config(config, "config/config.yaml")

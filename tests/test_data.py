@@ -1,23 +1,12 @@
-"""Decoding to grayscale float32 and the sample URL list."""
+"""Decoding to grayscale float32."""
 
 from __future__ import annotations
-
-from pathlib import Path
-from urllib.parse import urlparse
 
 import cv2
 import numpy as np
 import pytest
 
-from img2kernel.data import to_grayscale_float32, write_sample_url_list
-
-
-def test_sample_url_list_lists_the_skimage_photos(tmp_path):
-    count = write_sample_url_list(tmp_path / "urls.txt")
-    urls = (tmp_path / "urls.txt").read_text().split()
-    assert count == len(urls) >= 20
-    assert all(u.startswith("file://") and u.endswith((".png", ".jpg")) for u in urls)
-    assert all(Path(urlparse(u).path).is_file() for u in urls)
+from img2kernel.data import to_grayscale_float32
 
 
 def test_gray_uint8_is_kept_exactly():

@@ -105,7 +105,7 @@ def test_report_escapes_names_and_embeds_every_image(tmp_path, tiny_store):
     plots.training_figure(history, evil, plot_dir / "training.png")
     plots.images_figure([("000", np.ones((8, 8)), np.ones((8, 8)), np.ones((8, 8)))], evil, plot_dir / "images.png")
     write_summary([eval_path], tmp_path / "t.csv", tmp_path / "t.md", tmp_path / "summary.png")
-    (tmp_path / "download.json").write_text(json.dumps({"attempted": 3, "downloaded": 2, "failed": 1, "failed_by_reason": {"<b>404</b>": 1}}))
+    (tmp_path / "download.json").write_text(json.dumps({"attempted": 3, "downloaded": 2, "failed": 1, "failed_by_reason": {"<b>404</b>": 1}, "shards": ["00000.tar"], "resumed_shards": 0}))
     (tmp_path / "manifest.json").write_text(json.dumps({"images": 2, "splits": {"train": 1, "val": 0, "test": 1}, "skipped": {}, "dtype": "float32"}))
     bench = tmp_path / "benchmarks" / "train" / "f.tsv"
     bench.parent.mkdir(parents=True)

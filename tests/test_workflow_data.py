@@ -129,3 +129,95 @@ def test_download_faults_are_retried_counted_and_survived(tmp_path):
     # Each failure was tried 1 + retries times; the flaky URL succeeded on its retry.
     assert FaultyHandler.hits["/flaky.png"] == 2 and FaultyHandler.hits["/error.png"] == 2
     assert len(Store(workdir / "results/store/inputs")) == 2
+
+
+class GatedHandler(http.server.BaseHTTPRequestHandler):
+    """``/img/{i}.png`` for 2,000+ URLs from one small PNG: every 100th is a 404, and
+    requests for i >= ``gate_from`` wait until ``gate`` is set, so a test can kill the
+    download while exactly the first shards are done."""
+
+    png = b""
+    gate = threading.Event()
+    gate_from = 1000
+    hits: Counter = Counter()
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        index = int(self.path.rsplit("/", 1)[-1].split(".")[0])
+        GatedHandler.hits[index] += 1
+        if index >= GatedHandler.gate_from:
+            GatedHandler.gate.wait(timeout=120)
+        if index % 100 == 99:
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "image/png")
+        self.send_header("Content-Length", str(len(self.png)))
+        self.end_headers()
+        self.wfile.write(self.png)
+
+
+def test_large_url_list_is_capped_sharded_and_resumed_after_a_kill(tmp_path):
+    """2,100 listed URLs, max_images 2,000, 100 per shard: kill the run when 10 shards are
+    done; the rerun downloads only the other 10 and every URL is counted once."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import SNAKEFILE
+
+    GatedHandler.png = cv2.imencode(".png", real_images(1, size=(24, 20))[0])[1].tobytes()
+    GatedHandler.gate.clear()
+    GatedHandler.hits.clear()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), GatedHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        # A csv list, as a user would export one: the url column among others.
+        rows = "".join(f"{base}/img/{i}.png,photo {i}\n" for i in range(2100))
+        (tmp_path / "urls.csv").write_text("url,caption\n" + rows)
+        workdir = write_workdir(
+            tmp_path,
+            [{"name": "sobel_x", "kind": "sobel", "dx": 1, "dy": 0, "ksize": 3}],
+            "urls.csv",
+            data={"max_images": 2000, "shard_size": 100, "timeout": 60},
+        )
+        cmd = [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "-d", str(workdir), "--cores", "2", "results/images"]
+        run = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        partial = workdir / "results/downloading"
+        deadline = time.monotonic() + 180
+        while len(list(partial.glob("*/*_stats.json"))) < 10:
+            assert run.poll() is None, "the download ended before the kill"
+            assert time.monotonic() < deadline, "10 shards not done in 180 s"
+            time.sleep(0.1)
+        os.killpg(run.pid, signal.SIGKILL)
+        run.wait()
+        assert not (workdir / "results/images").exists()
+        done_before_kill = sorted(p.name for p in partial.glob("*/*_stats.json"))
+        assert done_before_kill == [f"{i:05d}_stats.json" for i in range(10)]
+        assert sum(GatedHandler.hits[i] for i in range(1000)) == 1000
+
+        GatedHandler.gate.set()
+        snakemake(workdir, "results/store/inputs")  # a plain rerun resumes
+    finally:
+        GatedHandler.gate.set()
+        server.shutdown()
+        server.server_close()
+
+    counts = json.loads((workdir / "results/urls/urls.json").read_text())
+    assert (counts["listed"], counts["capped"], counts["kept"]) == (2100, 100, 2000)
+    summary = json.loads((workdir / "results/images/summary.json").read_text())
+    assert (summary["attempted"], summary["downloaded"], summary["failed"]) == (2000, 1980, 20)
+    assert summary["shards"] == [f"{i:05d}.tar" for i in range(20)]
+    assert summary["resumed_shards"] == 10
+    assert list(summary["failed_by_reason"].values()) == [20] and "404" in next(iter(summary["failed_by_reason"]))
+    # The 10 finished shards were not fetched again; nothing past the cap was ever fetched.
+    assert all(GatedHandler.hits[i] == 1 for i in range(1000))
+    assert all(GatedHandler.hits[i] >= 1 for i in range(1000, 2000))
+    assert not any(GatedHandler.hits[i] for i in range(2000, 2100))
+    assert not partial.exists()
+    store = Store(workdir / "results/store/inputs")
+    assert len(store) == 1980 and len(store.shards) == 20

@@ -19,7 +19,6 @@ import yaml
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
 CONFIG_SCHEMA = SCHEMA_DIR / "config.schema.yaml"
 FILTERS_SCHEMA = SCHEMA_DIR / "filters.schema.yaml"
-URL_LIST_FORMATS = {".txt": "txt", ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet"}
 
 
 class ConfigError(ValueError):
@@ -127,34 +126,18 @@ def check_config(config: dict, file_label: str, base_dir: str | Path = ".") -> d
     return config
 
 
-def url_list_format(path: str | Path) -> str:
-    """img2dataset's input_format for a URL list, from its extension."""
-    suffix = Path(path).suffix.lower()
-    if suffix not in URL_LIST_FORMATS:
-        raise ConfigError(f"{path}: unknown URL list format {suffix!r}; use one of {sorted(URL_LIST_FORMATS)}")
-    return URL_LIST_FORMATS[suffix]
-
-
 def check_url_list(path: Path, url_col: str, file_label: str) -> None:
     """The URL list exists, has a known format and, for tables, the url column."""
+    from .urls import UrlListError, list_columns
+
     where = f"{file_label}: section 'data': field 'urls'"
     if not path.is_file():
         raise ConfigError(f"{where}: URL list {str(path)!r} does not exist")
     try:
-        fmt = url_list_format(path)
-    except ConfigError as err:
+        columns = list_columns(path)
+    except UrlListError as err:
         raise ConfigError(f"{where}: {err}") from None
-    if fmt == "txt":
-        return
-    if fmt == "parquet":
-        import pyarrow.parquet as pq
-
-        columns = pq.read_schema(path).names
-    else:
-        with open(path, newline="") as handle:
-            header = handle.readline().rstrip("\r\n")
-        columns = [c.strip().strip('"') for c in header.split("\t" if fmt == "tsv" else ",")]
-    if url_col not in columns:
+    if columns is not None and url_col not in columns:
         raise ConfigError(
             f"{file_label}: section 'data': field 'url_col': column {url_col!r} not in {str(path)!r} "
             f"(columns: {', '.join(columns) or 'none'})"

@@ -1,7 +1,7 @@
 """The data stage: URL lists, img2dataset downloads, and the grayscale inputs store.
 
 The embedded default is every photo that ships inside scikit-image's wheel, listed as
-``file://`` URLs, so the pipeline runs with no network. img2dataset downloads into
+``file://`` URLs (see :mod:`img2kernel.urls`), so the pipeline runs with no network. img2dataset downloads into
 webdataset shards with lossless settings (PNG, no re-encode of a PNG unless resizing);
 the inputs store then holds each image as grayscale float32, same keys and shard
 numbers as img2dataset's.
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tarfile
 from collections import Counter
 from pathlib import Path
@@ -19,7 +20,6 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from .config import url_list_format
 from .store import ShardWriter, split_for_keys
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
@@ -37,21 +37,22 @@ def sample_image_paths() -> list[Path]:
     return sorted(p for p in root.iterdir() if p.suffix.lower() in (".png", ".jpg"))
 
 
-def write_sample_url_list(path: str | Path) -> int:
-    """Write the sample photos as ``file://`` URLs, one per line; returns how many."""
-    urls = [p.resolve().as_uri() for p in sample_image_paths()]
-    if not urls:
-        raise RuntimeError("scikit-image ships no sample photos in this install (skimage/data is empty)")
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text("\n".join(urls) + "\n")
-    return len(urls)
+def download_fingerprint(url_table: str | Path, settings: dict) -> str:
+    """xxh3-64 of the URL list and the download settings: which partial download a rerun may resume."""
+    import pandas as pd
+    import xxhash
+
+    digest = xxhash.xxh3_64(json.dumps(settings, sort_keys=True).encode())
+    for url in pd.read_parquet(url_table, columns=["url"])["url"]:
+        digest.update(url.encode() + b"\n")
+    return digest.hexdigest()
 
 
 def download(
-    url_list: str | Path,
+    url_table: str | Path,
     output_folder: str | Path,
+    work_root: str | Path,
     *,
-    url_col: str = "url",
     max_side: int | None = None,
     min_side: int = 1,
     shard_size: int = 10000,
@@ -60,24 +61,38 @@ def download(
     processes: int = 1,
     threads: int = 8,
 ) -> dict:
-    """Download a URL list with img2dataset into webdataset shards; returns the summary.
+    """Download a URL table (parquet, 'url' column) with img2dataset into webdataset shards.
 
     Pixels stay lossless: PNG output, a PNG input is kept byte for byte unless resized,
     and anything else is decoded once and re-encoded as PNG. ``max_side`` downscales
     only images whose longest side is larger. Failures are counted by reason, never
     fatal; the summary is also written to ``<output_folder>/summary.json``.
+
+    Resumable: img2dataset writes into ``work_root/<fingerprint>/`` (see
+    :func:`download_fingerprint`), outside the job's declared output, which Snakemake
+    deletes before it reruns a killed job. A rerun with the same list and settings resumes
+    there with img2dataset's incremental mode (every shard with a ``*_stats.json`` is done
+    and skipped); other folders under ``work_root`` are stale and removed. When all shards
+    are done the folder is renamed to ``output_folder``.
     """
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     os.environ.setdefault("WANDB_MODE", "disabled")
     from img2dataset import download as img2dataset_download
 
-    output_folder = Path(output_folder)
-    output_folder.parent.mkdir(parents=True, exist_ok=True)
+    settings = {"max_side": max_side, "min_side": min_side, "shard_size": shard_size, "timeout": timeout, "retries": retries}
+    work_root, output_folder = Path(work_root), Path(output_folder)
+    work = work_root / download_fingerprint(url_table, settings)
+    if work_root.is_dir():
+        for stale in work_root.iterdir():
+            if stale != work:
+                shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
+    resumed = sorted(p.name for p in work.glob("*_stats.json")) if work.is_dir() else []
+    work.mkdir(parents=True, exist_ok=True)
     img2dataset_download(
-        url_list=str(url_list),
-        output_folder=str(output_folder),
-        input_format=url_list_format(url_list),
-        url_col=url_col,
+        url_list=str(url_table),
+        output_folder=str(work),
+        input_format="parquet",
+        url_col="url",
         output_format="webdataset",
         encode_format="png",
         encode_quality=1,  # PNG compression level: lossless at any level, 1 is fast
@@ -96,13 +111,20 @@ def download(
         enable_wandb=False,
         incremental_mode="incremental",
     )
-    summary = summarize_download(output_folder)
-    (output_folder / "summary.json").write_text(json.dumps(summary, indent=2))
+    summary = summarize_download(work)
+    summary["resumed_shards"] = len(resumed)
     if summary["downloaded"] == 0:
+        shutil.rmtree(work)  # nothing worth resuming: a rerun tries every URL again
         raise DownloadError(
-            f"{url_list}: none of {summary['attempted']} URLs downloaded; "
+            f"{url_table}: none of {summary['attempted']} URLs downloaded; "
             f"failures by reason: {json.dumps(summary['failed_by_reason'])}"
         )
+    shutil.rmtree(work / "_tmp", ignore_errors=True)
+    output_folder.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(work, output_folder)
+    if not any(work_root.iterdir()):
+        work_root.rmdir()
+    (output_folder / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 
 

@@ -71,8 +71,12 @@ def render_report(
     store_manifest: str | Path,
     benchmark_files: Sequence[str | Path],
     output: str | Path,
+    url_counts: str | Path | None = None,
 ) -> str:
-    """Render the report; every name from the config is escaped by Jinja2's autoescape."""
+    """Render the report; every name from the config is escaped by Jinja2's autoescape.
+
+    ``url_counts``: results/urls/urls.json (URLs listed, blank, repeated, capped, kept).
+    """
     evaluations = [json.loads(Path(p).read_text()) for p in evaluation_files]
     filters = []
     for evaluation, plot_dir in zip(evaluations, plot_dirs):
@@ -103,6 +107,7 @@ def render_report(
         table=table.to_dict("records"),
         summary_uri=data_uri(summary_png),
         download=json.loads(Path(download_summary).read_text()),
+        urls=json.loads(Path(url_counts).read_text()) if url_counts else None,
         store=json.loads(Path(store_manifest).read_text()),
         benchmarks=benchmarks,
         stage_totals=stage_totals,

@@ -86,15 +86,20 @@ def validated_filters():
     return {spec["name"]: spec for spec in specs}
 
 
-def url_list():
-    """The URL list the download reads: the sample list, or the user's file."""
+def url_source():
+    """The user's URL list file, an input of url_list; none for the sample photos."""
     urls = config["data"]["urls"]
-    return "results/urls/sample.txt" if urls == "sample" else urls
+    return [] if urls == "sample" else [urls]
+
+
+def url_list_settings():
+    data = config["data"]
+    return canonical_json({"source": data["urls"], "url_col": data["url_col"], "max_images": data["max_images"]})
 
 
 def download_settings():
     data = config["data"]
-    keys = ("url_col", "max_side", "min_side", "shard_size", "timeout", "retries")
+    keys = ("max_side", "min_side", "shard_size", "timeout", "retries")
     return canonical_json({k: data[k] for k in keys})
 
 
@@ -126,9 +131,7 @@ def training_gpus():
 def benchmark_files():
     """Every benchmark file of the jobs the report covers (time and memory per stage)."""
     per_filter = expand("results/benchmarks/{stage}/{filter}.tsv", stage=["targets", "train", "eval"], filter=FILTERS)
-    data = ["results/benchmarks/images/download.tsv", "results/benchmarks/store/inputs.tsv"]
-    if config["data"]["urls"] == "sample":
-        data.insert(0, "results/benchmarks/urls/sample.tsv")
+    data = ["results/benchmarks/urls/url_list.tsv", "results/benchmarks/images/download.tsv", "results/benchmarks/store/inputs.tsv"]
     return data + per_filter + ["results/benchmarks/summary.tsv"]
 
 

@@ -1,28 +1,36 @@
-# Data stage: URL list -> img2dataset shards -> grayscale float32 inputs store.
+# Data stage: URL list -> URL table -> img2dataset shards -> grayscale float32 inputs store.
 
 
-rule sample_urls:
+rule url_list:
+    input:
+        source=url_source(),
+        code=code("urls.py", "data.py"),
     output:
-        "results/urls/sample.txt",
+        table="results/urls/urls.parquet",
+        counts="results/urls/urls.json",
+    params:
+        settings=url_list_settings(),
     log:
-        "results/logs/urls/sample.log",
+        "results/logs/urls/url_list.log",
     benchmark:
-        "results/benchmarks/urls/sample.tsv"
-    localrule: True
+        "results/benchmarks/urls/url_list.tsv"
     conda:
         "../../envs/img2kernel.yaml"
     script:
-        "../scripts/sample_urls.py"
+        "../scripts/url_list.py"
 
 
+# Resumable: img2dataset works in results/downloading/<fingerprint>/, which Snakemake
+# does not delete when it reruns a killed job; the finished folder becomes results/images.
 rule download:
     input:
-        urls=url_list(),
+        urls="results/urls/urls.parquet",
         code=code("data.py"),
     output:
         directory("results/images"),
     params:
         settings=download_settings(),
+        work_root="results/downloading",
     threads: 8
     log:
         "results/logs/images/download.log",

@@ -7,6 +7,7 @@ rule report:
         plots=expand("results/plots/{filter}/{figure}.png", filter=FILTERS, figure=["kernels", "training", "images"]),
         table="results/tables/kernels.csv",
         summary_plot="results/plots/summary.png",
+        urls="results/urls/urls.json",
         images="results/images",
         store="results/store/inputs",
         benchmarks=benchmark_files(),

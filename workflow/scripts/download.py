@@ -1,4 +1,4 @@
-"""Snakemake entry point: download the URL list with img2dataset (guarded: its workers re-import this file)."""
+"""Snakemake entry point: download the URL table with img2dataset (guarded: its workers re-import this file)."""
 import json
 
 if __name__ == "__main__":
@@ -10,6 +10,7 @@ if __name__ == "__main__":
         summary = download(
             snakemake.input.urls,
             snakemake.output[0],
+            snakemake.params.work_root,
             processes=snakemake.threads,
             threads=4 * snakemake.threads,
             **settings,

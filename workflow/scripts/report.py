@@ -16,5 +16,6 @@ if __name__ == "__main__":
             Path(snakemake.input.store) / "manifest.json",
             snakemake.input.benchmarks,
             snakemake.output[0],
+            url_counts=snakemake.input.urls,
         )
         log.info("report written to %s", snakemake.output[0])
