@@ -112,8 +112,12 @@ def canonical_json(value: Any) -> str:
 # ----------------------------------------------------------------------------- config.yaml
 
 
-def check_config(config: dict, file_label: str, base_dir: str | Path = ".") -> dict:
-    """Schema-validate config.yaml (defaults filled in place) and run the cross-field checks."""
+def check_config(config: dict, file_label: str, base_dir: str | Path = ".", check_files: bool = True) -> dict:
+    """Schema-validate config.yaml (defaults filled in place) and run the cross-field checks.
+
+    ``check_files``: also open the URL list. The main Snakemake process does; a cluster job
+    does not, since it may see only its own inputs (the URL list is url_list's alone).
+    """
     validate_with_schema(config, CONFIG_SCHEMA, file_label)
     data, split = config["data"], config["split"]
     if split["val"] + split["test"] >= 1:
@@ -121,7 +125,7 @@ def check_config(config: dict, file_label: str, base_dir: str | Path = ".") -> d
             f"{file_label}: section 'split': fields 'val' + 'test' must sum below 1 "
             f"(got {split['val']} + {split['test']}), or nothing is left to train on"
         )
-    if data["urls"] != "sample":
+    if check_files and data["urls"] != "sample":
         check_url_list(Path(base_dir) / data["urls"], data["url_col"], file_label)
     return config
 

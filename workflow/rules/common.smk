@@ -36,6 +36,12 @@ FILTER_NAME = "[a-z][a-z0-9_]{0,63}"
 if workflow.local_exec and "cpu_slots" not in workflow.global_resources:
     usable = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
     workflow.register_resource("cpu_slots", len(usable))
+# Locally, training jobs that ask for gpu=1 take the one GPU in turn. Not on a cluster: there
+# the scheduler places them (the SLURM profile turns gpu=1 into --gpus=1), and a global cap
+# would serialise them. Registered here, not in profiles/default, because a workflow profile
+# overrides the user's --profile and would impose the cap there too.
+if workflow.local_exec and "gpu" not in workflow.global_resources:
+    workflow.register_resource("gpu", 1)
 
 # A run killed with SIGKILL leaves Snakemake's locks behind: clear them if their owner
 # is gone, so the next `snakemake --cores 8` finishes the work (see img2kernel.locks).
@@ -78,7 +84,7 @@ def config_label():
 def validated_filters():
     """Validate config.yaml and the filter list; returns {name: spec} with defaults filled."""
     try:
-        check_config(config, config_label())
+        check_config(config, config_label(), check_files=workflow.is_main_process)
         filters_file = config["filters"]
         specs = check_filters(load_yaml(filters_file), filters_file, config["train"])
     except ConfigError as err:
