@@ -177,3 +177,40 @@ def test_crops_skip_images_too_small_and_fail_when_none_fit():
     assert sampler.skipped == 1
     with pytest.raises(ValueError, match="12x12"):
         CropSampler(images[:1], size=10, halo=1)
+
+
+def test_store_sampler_streams_the_same_crops_one_shard_at_a_time(tmp_path):
+    """Same crops as CropSampler over the split's arrays; what stays mapped is bounded by the budget."""
+    from img2kernel.store import StoreCropSampler
+
+    rng = np.random.default_rng(1)
+    images, splits = {}, {}
+    for shard in range(3):
+        for i in range(4):
+            key = f"{shard}{i:03d}"
+            images[key] = rng.standard_normal((30 + 3 * i, 40 - 2 * shard)).astype(np.float32)
+            splits[key] = "train" if i != 3 else "val"
+    for kind, scale in (("in", 1), ("out", 3)):
+        (tmp_path / kind).mkdir()
+        for shard in range(3):
+            with ShardWriter(tmp_path / kind / f"{shard:05d}.tar") as writer:
+                for key in sorted(k for k in images if k.startswith(str(shard))):
+                    writer.add(key, images[key] * scale, splits[key])
+    inputs, targets = Store(tmp_path / "in"), Store(tmp_path / "out")
+    train_keys = [k for k in sorted(images) if splits[k] == "train"]
+
+    def mapped():
+        return sum(shard._mmap is not None for store in (inputs, targets) for shard in store.shards)
+
+    # A budget below one shard: only the last-used (input, target) pair stays mapped.
+    for budget, left_mapped in ((0, 2), (100, 6)):
+        streamed = StoreCropSampler(inputs, targets, "train", size=8, halo=2, seed=4, mapped_budget_mb=budget)
+        in_memory = CropSampler([images[k] for k in train_keys], 8, 2, [images[k] * 3 for k in train_keys], seed=4)
+        for n in (1, 50, 200):
+            got, expected = streamed.sample(n), in_memory.sample(n)
+            np.testing.assert_array_equal(got[0], expected[0])
+            np.testing.assert_array_equal(got[1], expected[1])
+        assert streamed.images == 9
+        assert mapped() == left_mapped
+        streamed.release()
+        assert mapped() == 0

@@ -299,3 +299,91 @@ def bench_apply(size: int = 20000, tile: int = 1024, ksize: int = 3) -> dict:
             results[name] = {"seconds": seconds, "mp_per_s": size * size / 1e6 / seconds, "peak_rss_mb": rss}
     image_mb = size * size * 4 / 2**20
     return {"size": size, "tile": tile, "ksize": ksize, "image_mb": image_mb, **results}
+
+
+def build_generated_pair_store(folder: str | Path, shards: int = 16, per_shard: int = 8, side: int = 1024) -> tuple[Path, Path]:
+    """Paired inputs and Sobel-x targets stores of noise images, ``shards`` shards each (for benchmarks)."""
+    folder = Path(folder)
+    filt = build_filter({"name": "sobel_x", "kind": "sobel", "dx": 1, "dy": 0, "ksize": 3, "output": "float"})
+    rng = np.random.default_rng(0)
+    for shard in range(shards):
+        name = f"{shard:05d}.tar"
+        with ShardWriter(folder / "inputs" / name) as inputs, ShardWriter(folder / "targets" / name) as targets:
+            for i in range(per_shard):
+                image = rng.random((side, side), dtype=np.float32) * 255
+                split = "val" if i == 0 else "train"
+                inputs.add(f"{shard:04d}{i:04d}", image, split)
+                targets.add(f"{shard:04d}{i:04d}", filt.apply(image), split)
+    return folder / "inputs", folder / "targets"
+
+
+def _evict_from_page_cache(folder: Path) -> None:
+    """Ask the kernel to drop the store's cached pages (clean pages; no root needed)."""
+    for path in folder.rglob("*.tar"):
+        with open(path, "rb") as handle:
+            os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+
+
+def bench_streaming(crop: int = 64, ksizes: tuple[int, ...] = (3, 7), batch: int = 64, threads: int = 2, seconds: float = 2.0) -> list[dict]:
+    """Crops/s the streaming reader delivers next to crops/s a training step consumes.
+
+    Read: :class:`StoreCropSampler` drawing ``batch`` (input, target) crop pairs at a time
+    from a generated 16-shard store of 1 GiB (inputs and targets), one core: with a mapping
+    budget that holds the store, with the default budget (a quarter of it, so shards are
+    unmapped and mapped again on every draw), and with the default budget right after the
+    store was evicted from the page cache. Consumed: forward and backward passes of the
+    model on whitened crops (one loss and gradient evaluation per crop: what an L-BFGS
+    function evaluation or an Adam step costs), ``threads`` torch threads as in training.
+    """
+    import torch
+
+    from .model import LearnableKernel
+    from .store import MAPPED_BUDGET_MB, StoreCropSampler
+    from .train import Crops, relative_mse
+
+    torch.set_num_threads(threads)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="img2kernel-bench-") as tmp:
+        inputs_path, targets_path = build_generated_pair_store(tmp)
+        store_mb = sum(p.stat().st_size for p in Path(tmp).rglob("*.tar")) / 2**20
+        for ksize in ksizes:
+            halo = ksize // 2
+            size = crop + 2  # whitening takes one pixel off every side
+            side = size + 2 * halo
+            buffers = np.empty((batch, side, side), np.float32), np.empty((batch, size, size), np.float32)
+            rates = {}
+            for case, budget in (("fits", 2 * store_mb), ("default", MAPPED_BUDGET_MB), ("cold", MAPPED_BUDGET_MB)):
+                sampler = StoreCropSampler(Store(inputs_path), Store(targets_path), "train", size, halo, seed=0, mapped_budget_mb=budget)
+                if case == "cold":
+                    _evict_from_page_cache(Path(tmp))
+                else:
+                    sampler.sample(batch, *buffers)
+                count, start = 0, time.perf_counter()
+                with one_core():
+                    while time.perf_counter() - start < seconds:
+                        sampler.sample(batch, *buffers)
+                        count += batch
+                rates[case] = count / (time.perf_counter() - start)
+                sampler.release()
+            crops = Crops.from_arrays(*buffers, whiten=True)
+            model = LearnableKernel(ksize)
+            relative_mse(model, crops).backward()  # warm-up
+            count, start = 0, time.perf_counter()
+            while time.perf_counter() - start < seconds:
+                model.zero_grad()
+                relative_mse(model, crops).backward()
+                count += batch
+            consumed = count / (time.perf_counter() - start)
+            rows.append(
+                {
+                    "ksize": ksize,
+                    "crop": crop,
+                    "store_mb": round(store_mb),
+                    "read_store_mapped": rates["fits"],
+                    f"read_budget_{MAPPED_BUDGET_MB}mb": rates["default"],
+                    "read_after_cache_evict": rates["cold"],
+                    "consumed": consumed,
+                    "slowest_read_over_consumed": min(rates.values()) / consumed,
+                }
+            )
+    return rows

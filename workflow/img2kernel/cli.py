@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
         "bench",
         help="print speed figures: store (crop rate), targets (MP/s), train (ours vs public recipe; needs `snakemake` run first), apply (huge image)",
     )
-    bench.add_argument("what", nargs="*", help="store, targets (default: all)")
+    bench.add_argument("what", nargs="*", help="store, stream, targets, train, apply (default: store, stream, targets)")
     bench.add_argument("--store", default="results/store/inputs", help="inputs store (default: built from the sample photos if absent)")
     bench.add_argument("--filters", default="config/filters.yaml")
     bench.add_argument("--crop", type=int, default=128)
@@ -69,11 +69,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "bench":
         from . import bench as benchmarks
 
-        known = ["store", "targets", "train", "apply"]
+        known = ["store", "targets", "stream", "train", "apply"]
         unknown = sorted(set(args.what) - set(known))
         if unknown:
             parser.error(f"unknown benchmark {', '.join(unknown)}; choose from {', '.join(known)}")
-        args.what = args.what or ["store", "targets"]
+        args.what = args.what or ["store", "stream", "targets"]
 
         if "store" in args.what:
             result = benchmarks.bench_crops(args.store, size=args.crop)
@@ -81,6 +81,12 @@ def main(argv: list[str] | None = None) -> int:
                 f"store reader: {result['crops_per_second']:,.0f} random {result['crop']}x{result['crop']} float32 "
                 f"crops/s on one core ({result['images']} images, {result['store']})"
             )
+        if "stream" in args.what:
+            print(
+                "\nstreaming reader vs training step, crops/s: (input, target) pairs read from a generated "
+                "1 GiB store on one core, and consumed by the model's forward+backward on 2 threads:"
+            )
+            _print_table(benchmarks.bench_streaming(crop=64))
         if "targets" in args.what:
             print("\ntarget throughput on one core (store write path vs bare cv2.filter2D on the same arrays):")
             _print_table(benchmarks.bench_targets(args.store, args.filters))

@@ -29,6 +29,7 @@ def compute_targets(inputs_folder: str | Path, targets_folder: str | Path, spec:
                 writer.add(key, filt.apply(image), shard.split_of(key))
                 pixels += image.size
                 images += 1
+        shard.release()  # one input shard mapped at a time, whatever the store's size
     seconds = time.perf_counter() - start
     manifest = {
         "filter": spec,

@@ -36,7 +36,7 @@ from .filters import Filter, build_filter, model_ksize
 from .kernels import compare
 from .model import LearnableKernel
 from .oracle import least_squares_kernel, magnitude_pair, relative_residual
-from .store import CropSampler, Store
+from .store import MAPPED_BUDGET_MB, CropSampler, Store, StoreCropSampler
 
 MAX_RECOVERIES = 5
 DEFAULT_LR = {"lbfgs": 1.0, "adam": 1e-2}
@@ -275,15 +275,6 @@ def _adam_step(optimizer: torch.optim.Optimizer, closure) -> torch.Tensor:
     return loss.detach()
 
 
-def load_pairs(inputs: Store, targets: Store, split: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """(inputs, targets) arrays of one split; the stores must hold the same keys."""
-    keys = inputs.keys(split)
-    missing = [k for k in keys if k not in targets]
-    if missing:
-        raise TrainingError(f"{targets.root}: targets lack {len(missing)} input key(s), e.g. {missing[0]}; rebuild them")
-    return [inputs.array(k) for k in keys], [targets.array(k) for k in keys]
-
-
 @dataclass
 class TrainingOutcome:
     """A trained filter: learned kernels, the least-squares oracle and the sidecar facts."""
@@ -313,6 +304,9 @@ def prepare_data(
 ) -> TrainingData:
     """Open the stores (checksums verified) and build crop samplers; ``halo`` defaults to K // 2.
 
+    The samplers stream: crops are read shard by shard, so memory does not grow with the
+    store (see :class:`img2kernel.store.StoreCropSampler`).
+
     With whitening (see :meth:`Crops.from_arrays`), crops are sampled one pixel larger on
     every side, so the whitened target crops are exactly ``crop_size``.
     """
@@ -321,20 +315,20 @@ def prepare_data(
     ksize = model_ksize(filt, settings)
     halo = ksize // 2 if halo is None else halo
     inputs, targets = Store(inputs_folder), Store(targets_folder)
-    train_in, train_out = load_pairs(inputs, targets, "train")
-    val_in, val_out = load_pairs(inputs, targets, "val")
-    if not train_in:
+    if not inputs.keys("train"):
         raise TrainingError(f"{inputs_folder}: no images in the train split")
-    if not val_in:
+    if not inputs.keys("val"):
         raise TrainingError(f"{inputs_folder}: no images in the val split; raise split.val or add images")
     seed = int(settings["seed"])
     try:
         size = settings["crop_size"] + (2 if whiten else 0)
-        train = CropSampler(train_in, size, halo, train_out, seed=seed)
-        val = CropSampler(val_in, size, halo, val_out, seed=seed + 1)
+        # The two samplers share the store's mapping budget (see StoreCropSampler).
+        budget = MAPPED_BUDGET_MB / 2
+        train = StoreCropSampler(inputs, targets, "train", size, halo, seed=seed, mapped_budget_mb=budget)
+        val = StoreCropSampler(inputs, targets, "val", size, halo, seed=seed + 1, mapped_budget_mb=budget)
     except ValueError as err:
         raise TrainingError(f"{spec['name']}: {err}; lower train.crop_size") from None
-    return TrainingData(filt, ksize, train, val, len(train_in) - train.skipped, len(val_in) - val.skipped, whiten)
+    return TrainingData(filt, ksize, train, val, train.images, val.images, whiten)
 
 
 def whitens(filt: Filter, settings: dict) -> bool:
