@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
 import http.server
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 from collections import Counter
 from pathlib import Path
@@ -17,7 +19,6 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
-SNAKEFILE = REPO / "Snakefile"
 
 
 def real_images(count: int = 3, size: tuple[int, int] = (96, 80)) -> list[np.ndarray]:
@@ -78,8 +79,31 @@ def write_workdir(workdir: Path, filters: list[dict], urls: str, **config_overri
     return workdir
 
 
-def snakemake(workdir: Path, *args: str, check: bool = True, snakefile: Path = SNAKEFILE) -> subprocess.CompletedProcess:
-    """Run this repository's workflow in ``workdir`` (the default profile applies)."""
+_workflow_copy: Path | None = None
+
+
+def workflow_copy() -> Path:
+    """This repository's workflow (Snakefile, workflow/, profiles/, envs/), copied once per
+    session: the workflow tests run this copy, so one of them may edit its code (and put it
+    back) without touching the checkout."""
+    global _workflow_copy
+    if _workflow_copy is None:
+        root = Path(tempfile.mkdtemp(prefix="img2kernel-workflow-"))
+        atexit.register(shutil.rmtree, root, ignore_errors=True)
+        ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
+        for part in ("Snakefile", "workflow", "profiles", "envs"):
+            source = REPO / part
+            if source.is_dir():
+                shutil.copytree(source, root / part, ignore=ignore)
+            else:
+                shutil.copy2(source, root / part)
+        _workflow_copy = root
+    return _workflow_copy
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True, snakefile: Path | None = None) -> subprocess.CompletedProcess:
+    """Run the workflow (see :func:`workflow_copy`) in ``workdir``; the default profile applies."""
+    snakefile = snakefile or workflow_copy() / "Snakefile"
     cmd = [sys.executable, "-m", "snakemake", "-s", str(snakefile), "-d", str(workdir), "--cores", "2", *args]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     if check and result.returncode != 0:
@@ -91,7 +115,7 @@ _JOB = re.compile(r"^(?:local)?rule (\w+):\s*$")
 _WILDCARDS = re.compile(r"^\s+wildcards: (.*)$")
 
 
-def planned_jobs(workdir: Path, *targets: str, snakefile: Path = SNAKEFILE) -> Counter:
+def planned_jobs(workdir: Path, *targets: str, snakefile: Path | None = None) -> Counter:
     """Jobs a dry run schedules, as Counter{(rule, filter or None): n}; `all` is left out."""
     out = snakemake(workdir, "-n", *targets, snakefile=snakefile).stdout
     jobs: Counter = Counter()

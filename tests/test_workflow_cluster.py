@@ -48,6 +48,8 @@ def test_whole_workflow_runs_through_cluster_generic_one_sandboxed_process_per_j
         "--cluster-generic-submit-cmd", python,
         "--cluster-generic-status-cmd", f"{python} --status",
         "--jobs", "4",
+        # A cluster job gets the rule's threads (download: 8), not --cores: keep to this machine.
+        "--set-threads", "download=1",
         "--seconds-between-status-checks", "1",
         "--latency-wait", "5",
     )

@@ -152,22 +152,25 @@ class GatedHandler(http.server.BaseHTTPRequestHandler):
         if index % 100 == 99:
             self.send_error(404)
             return
-        self.send_response(200)
-        self.send_header("Content-Type", "image/png")
-        self.send_header("Content-Length", str(len(self.png)))
-        self.end_headers()
-        self.wfile.write(self.png)
+        try:
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.send_header("Content-Length", str(len(self.png)))
+            self.end_headers()
+            self.wfile.write(self.png)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client was killed with the pipeline
 
 
 def test_large_url_list_is_capped_sharded_and_resumed_after_a_kill(tmp_path):
-    """2,100 listed URLs, max_images 2,000, 100 per shard: kill the run when 10 shards are
-    done; the rerun downloads only the other 10 and every URL is counted once."""
+    """2,100 listed URLs, max_images 2,000, 200 per shard: kill the run when 5 shards are
+    done; the rerun downloads only the other 5 and every URL is counted once."""
     import os
     import signal
     import subprocess
     import sys
 
-    from conftest import SNAKEFILE
+    from conftest import workflow_copy
 
     GatedHandler.png = cv2.imencode(".png", real_images(1, size=(24, 20))[0])[1].tobytes()
     GatedHandler.gate.clear()
@@ -183,21 +186,21 @@ def test_large_url_list_is_capped_sharded_and_resumed_after_a_kill(tmp_path):
             tmp_path,
             [{"name": "sobel_x", "kind": "sobel", "dx": 1, "dy": 0, "ksize": 3}],
             "urls.csv",
-            data={"max_images": 2000, "shard_size": 100, "timeout": 60},
+            data={"max_images": 2000, "shard_size": 200, "timeout": 60},
         )
-        cmd = [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "-d", str(workdir), "--cores", "2", "results/images"]
+        cmd = [sys.executable, "-m", "snakemake", "-s", str(workflow_copy() / "Snakefile"), "-d", str(workdir), "--cores", "2", "results/images"]
         run = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         partial = workdir / "results/downloading"
         deadline = time.monotonic() + 180
-        while len(list(partial.glob("*/*_stats.json"))) < 10:
+        while len(list(partial.glob("*/*_stats.json"))) < 5:
             assert run.poll() is None, "the download ended before the kill"
-            assert time.monotonic() < deadline, "10 shards not done in 180 s"
+            assert time.monotonic() < deadline, "5 shards not done in 180 s"
             time.sleep(0.1)
         os.killpg(run.pid, signal.SIGKILL)
         run.wait()
         assert not (workdir / "results/images").exists()
         done_before_kill = sorted(p.name for p in partial.glob("*/*_stats.json"))
-        assert done_before_kill == [f"{i:05d}_stats.json" for i in range(10)]
+        assert done_before_kill == [f"{i:05d}_stats.json" for i in range(5)]
         assert sum(GatedHandler.hits[i] for i in range(1000)) == 1000
 
         GatedHandler.gate.set()
@@ -211,13 +214,13 @@ def test_large_url_list_is_capped_sharded_and_resumed_after_a_kill(tmp_path):
     assert (counts["listed"], counts["capped"], counts["kept"]) == (2100, 100, 2000)
     summary = json.loads((workdir / "results/images/summary.json").read_text())
     assert (summary["attempted"], summary["downloaded"], summary["failed"]) == (2000, 1980, 20)
-    assert summary["shards"] == [f"{i:05d}.tar" for i in range(20)]
-    assert summary["resumed_shards"] == 10
+    assert summary["shards"] == [f"{i:05d}.tar" for i in range(10)]
+    assert summary["resumed_shards"] == 5
     assert list(summary["failed_by_reason"].values()) == [20] and "404" in next(iter(summary["failed_by_reason"]))
-    # The 10 finished shards were not fetched again; nothing past the cap was ever fetched.
+    # The 5 finished shards were not fetched again; nothing past the cap was ever fetched.
     assert all(GatedHandler.hits[i] == 1 for i in range(1000))
     assert all(GatedHandler.hits[i] >= 1 for i in range(1000, 2000))
     assert not any(GatedHandler.hits[i] for i in range(2000, 2100))
     assert not partial.exists()
     store = Store(workdir / "results/store/inputs")
-    assert len(store) == 1980 and len(store.shards) == 20
+    assert len(store) == 1980 and len(store.shards) == 10

@@ -15,7 +15,7 @@ import pytest
 
 from img2kernel.store import Store
 from img2kernel.train import load_kernels
-from conftest import SNAKEFILE, planned_jobs, real_images, snakemake, write_workdir
+from conftest import planned_jobs, real_images, snakemake, workflow_copy, write_workdir
 
 pytestmark = pytest.mark.workflow
 
@@ -33,10 +33,10 @@ def photos(workdir: Path, count: int, size: tuple[int, int], scale: int = 1) -> 
     return "urls.txt"
 
 
-def run_and_kill(workdir: Path, ready, timeout: float = 120) -> None:
-    """Start `snakemake --cores 2`, SIGKILL its whole process group as soon as `ready()` holds."""
+def run_and_kill(workdir: Path, target: str, ready, timeout: float = 120) -> None:
+    """Start `snakemake --cores 2 target`, SIGKILL its whole process group as soon as `ready()` holds."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "-d", str(workdir), "--cores", "2"],
+        [sys.executable, "-m", "snakemake", "-s", str(workflow_copy() / "Snakefile"), "-d", str(workdir), "--cores", "2", target],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
@@ -54,38 +54,31 @@ def run_and_kill(workdir: Path, ready, timeout: float = 120) -> None:
         process.wait()
 
 
-def assert_everything_verifies(workdir: Path, filters: list[str]) -> None:
-    results = workdir / "results"
-    Store(results / "store" / "inputs")  # checksums of every shard
-    for name in filters:
-        Store(results / "store" / "targets" / name)
-        kernels, _ = load_kernels(results / "models" / f"{name}.safetensors")
-        assert np.all(np.isfinite(kernels))
-    assert not list(results.rglob("*.partial")), "a partial file was left in place"
-    assert planned_jobs(workdir) == {}
-
-
-def test_killed_during_training_the_next_run_finishes(tmp_path):
-    urls = photos(tmp_path, 4, (40, 48))
-    slow = {"max_steps": 400, "check_every": 1, "kernel_tol": 0.0}  # never "converged": runs all steps
-    filters = [{"name": "sobel_x", "kind": "sobel", "dx": 1, "dy": 0, "ksize": 3, "train": slow}]
-    write_workdir(tmp_path, filters, urls)
-    log = tmp_path / "results" / "logs" / "train" / "sobel_x.log"
-    run_and_kill(tmp_path, lambda: log.is_file() and "/400" in log.read_text())
-    assert not (tmp_path / "results" / "models" / "sobel_x.safetensors").exists()
-
-    result = snakemake(tmp_path)  # the plain command, no --unlock
-    assert "removed the locks of an earlier run" in result.stderr + result.stdout
-    assert_everything_verifies(tmp_path, ["sobel_x"])
-
-
-def test_killed_while_writing_targets_the_next_run_finishes(tmp_path):
+def test_killed_while_writing_targets_then_during_training_the_next_run_finishes(tmp_path):
+    """Two kills in one working directory: mid-shard in the targets stage, then mid-training.
+    Each time the plain command, no --unlock, picks up the work: stale locks cleared,
+    incomplete outputs rebuilt, nothing half-written trusted."""
     urls = photos(tmp_path, 3, (200, 240), scale=8)  # 1600x1920: a shard takes a while to write
-    names = ["blur_7"]
-    filters = [{"name": "blur_7", "kind": "gaussian", "ksize": 7, "sigma": 1.5}]
+    slow = {"max_steps": 400, "check_every": 1, "kernel_tol": 0.0}  # never "converged": runs all steps
+    filters = [{"name": "blur_7", "kind": "gaussian", "ksize": 7, "sigma": 1.5, "train": slow}]
     write_workdir(tmp_path, filters, urls, train={"crop_size": 32})
+    model = "results/models/blur_7.safetensors"
     targets = tmp_path / "results" / "store" / "targets"
-    run_and_kill(tmp_path, lambda: targets.is_dir() and any(targets.glob("*/.*.partial")))
+    run_and_kill(tmp_path, model, lambda: targets.is_dir() and any(targets.glob("*/.*.partial")))
+    assert not (targets / "blur_7" / "00000.tar").exists()
 
-    snakemake(tmp_path)
-    assert_everything_verifies(tmp_path, names)
+    log = tmp_path / "results" / "logs" / "train" / "blur_7.log"
+    run_and_kill(tmp_path, model, lambda: log.is_file() and "/400" in log.read_text())
+    assert not (tmp_path / model).exists()
+    Store(targets / "blur_7")  # written whole by the second run, before training started
+
+    result = snakemake(tmp_path, model)
+    assert "removed the locks of an earlier run" in result.stderr + result.stdout
+    results = tmp_path / "results"
+    Store(results / "store" / "inputs")  # checksums of every shard
+    Store(targets / "blur_7")
+    kernels, _ = load_kernels(tmp_path / model)
+    assert np.all(np.isfinite(kernels))
+    assert not list(results.rglob("*.partial")), "a partial file was left in place"
+    assert not list(results.rglob(".*.partial")), "a partial file was left in place"
+    assert planned_jobs(tmp_path, model) == {}

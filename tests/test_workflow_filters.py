@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
-import shutil
+import os
 
 import cv2
 import numpy as np
@@ -13,7 +14,7 @@ import yaml
 from img2kernel.filters import build_filter
 from img2kernel.store import Store
 from img2kernel.train import load_kernels
-from conftest import REPO, clone_workdir, planned_jobs, real_images, snakemake, write_workdir
+from conftest import clone_workdir, planned_jobs, real_images, snakemake, workflow_copy, write_workdir
 
 pytestmark = pytest.mark.workflow
 
@@ -166,7 +167,7 @@ def test_a_new_data_source_reruns_everything(built, tmp_path):
     edit_config(workdir, lambda c: c["data"].update(urls="other_urls.txt"))
     jobs = planned_jobs(workdir)
     per_filter = {(rule, spec["name"]) for rule in PER_FILTER_RULES for spec in FILTERS}
-    assert set(jobs) == per_filter | {("download", None), ("inputs_store", None), ("summary", None), ("report", None)}
+    assert set(jobs) == per_filter | {("url_list", None), ("download", None), ("inputs_store", None), ("summary", None), ("report", None)}
 
 
 def test_a_corrupted_shard_fails_the_next_job_naming_it(built, tmp_path):
@@ -190,33 +191,26 @@ def test_a_corrupted_shard_fails_the_next_job_naming_it(built, tmp_path):
     assert load_kernels(workdir / "results" / "models" / "sobel_x.safetensors")[0].shape == (1, 3, 3)
 
 
-def test_code_edits_rerun_exactly_the_stages_that_run_that_code(tmp_path):
-    """On a copy of the workflow: Snakemake sees scripts by mtime; `code()` inputs add the package modules."""
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    for part in ("Snakefile", "workflow", "profiles", "envs"):
-        source = REPO / part
-        (shutil.copytree if source.is_dir() else shutil.copy2)(source, repo / part)
-    workdir = tmp_path / "work"
-    workdir.mkdir()
-    (workdir / "photos").mkdir()
-    urls = []
-    for i, image in enumerate(real_images(3, size=(32, 36))):
-        cv2.imwrite(str(workdir / "photos" / f"{i}.png"), image)
-        urls.append((workdir / "photos" / f"{i}.png").resolve().as_uri())
-    (workdir / "urls.txt").write_text("\n".join(urls) + "\n")
-    write_workdir(workdir, FILTERS[:1], "urls.txt", split={"val": 0.34, "test": 0.34})
-    snakemake(workdir, snakefile=repo / "Snakefile")
+def test_code_edits_rerun_exactly_the_stages_that_run_that_code(built, tmp_path):
+    """Snakemake sees scripts by mtime; `code()` inputs add the package modules. The edits go
+    to the session's copy of the workflow and are put back, mtimes included."""
+    workdir = clone_workdir(built, tmp_path / "w")
+    repo = workflow_copy()
+    per_filter = lambda *rules: {(rule, spec["name"]) for rule in rules for spec in FILTERS}  # noqa: E731
 
-    def touch(relative):
+    @contextlib.contextmanager
+    def edited(relative):
         path = repo / relative
-        path.write_text(path.read_text() + "\n# edited\n")
+        text, stat = path.read_text(), path.stat()
+        path.write_text(text + "\n# edited\n")
+        try:
+            yield
+        finally:
+            path.write_text(text)
+            os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
 
-    touch("workflow/img2kernel/plots.py")
-    assert set(planned_jobs(workdir, snakefile=repo / "Snakefile")) == {
-        ("evaluate", "sobel_x"), ("summary", None), ("report", None)
-    }
-    touch("workflow/scripts/train.py")
-    assert set(planned_jobs(workdir, snakefile=repo / "Snakefile")) == {
-        ("train", "sobel_x"), ("evaluate", "sobel_x"), ("summary", None), ("report", None)
-    }
+    with edited("workflow/img2kernel/plots.py"):
+        assert set(planned_jobs(workdir)) == per_filter("evaluate") | {("summary", None), ("report", None)}
+    with edited("workflow/scripts/train.py"):
+        assert set(planned_jobs(workdir)) == per_filter("train", "evaluate") | {("summary", None), ("report", None)}
+    assert planned_jobs(workdir) == {}
