@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import cv2
 import numpy as np
 import pytest
@@ -58,3 +60,34 @@ def test_apply_command_reads_8_16_bit_and_colour_and_writes_float(tmp_path, gray
     write_image(tmp_path / "clipped.png", [expected])
     assert cv2.imread(str(tmp_path / "clipped.png"), cv2.IMREAD_UNCHANGED).dtype == np.uint8
     assert len(read_image(tmp_path / "colour.png")) == 1
+
+
+def test_worker_threads_give_the_same_result(gray_images):
+    image = np.ascontiguousarray(np.tile(gray_images[0], (2, 2))[:61, :83])
+    kernels = np.stack(build_filter({"name": "m", "kind": "sobel_magnitude", "ksize": 5, "output": "float"}).kernels)
+    serial = apply_tiled(image, kernels, "magnitude", tile=9, workers=1)
+    np.testing.assert_array_equal(apply_tiled(image, kernels, "magnitude", tile=9, workers=4), serial)
+
+
+@pytest.mark.parametrize(
+    "kernels, combine, output, workers, message",
+    [
+        (np.ones((1, 4, 4)), "none", "float", 1, "K odd"),
+        (np.ones((3, 3)), "none", "float", 1, "(n, K, K)"),
+        (np.ones((1, 3, 3)), "magnitude", "float", 1, "takes 2 kernels"),
+        (np.ones((2, 3, 3)), "sum", "float", 1, "combine must be"),
+        (np.ones((1, 3, 3)), "none", "float16", 1, "output must be"),
+        (np.ones((1, 3, 3)), "none", "float", 0, "workers must be"),
+    ],
+)
+def test_bad_arguments_say_what_is_wrong(gray_images, kernels, combine, output, workers, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        apply_tiled(gray_images[0], kernels, combine, output, workers=workers)
+
+
+def test_apply_benchmark_prints_every_run(capsys):
+    assert main(["bench", "apply", "--size", "300", "--tile", "64"]) == 0
+    printed = capsys.readouterr().out
+    for run in ("tiled apply, tile 64, 1 thread", "cv2.filter2D, whole image", "np.load + cv2.filter2D"):
+        assert run in printed
+    assert "300x300 float32" in printed and "peak_rss_mb" in printed

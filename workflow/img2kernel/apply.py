@@ -3,11 +3,13 @@
 Each output tile is computed from its input tile plus a halo of K // 2 pixels; halo pixels
 outside the image are taken by OpenCV's border rule (BORDER_REFLECT_101), so the tiled
 result equals :func:`img2kernel.evaluate.predict` on the whole image, to float rounding,
-while memory stays near input + output + one tile.
+while memory stays near input + output + one tile per worker thread.
 """
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
@@ -45,6 +47,11 @@ def _tile_with_halo(image: np.ndarray, y0: int, y1: int, x0: int, x1: int, halo:
     return np.asarray(image[np.ix_(rows, cols)], dtype=np.float32)
 
 
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def apply_tiled(
     image: np.ndarray,
     kernels: np.ndarray,
@@ -52,40 +59,71 @@ def apply_tiled(
     output: str = "float",
     tile: int = 1024,
     progress: bool = False,
+    workers: int | None = None,
 ) -> np.ndarray:
     """Filter a 2-D image (H, W) with (n, K, K) kernels; returns float32 (H, W).
 
     The model's function (correlation, ``magnitude`` combine, ``uint8`` saturation),
-    computed per tile with ``cv2.filter2D`` on the tile and its halo.
+    computed per tile with ``cv2.filter2D`` on the tile and its halo. Tiles are
+    independent, so rows of tiles run on ``workers`` threads (OpenCV releases the GIL);
+    the result is the same for any number of workers.
 
     Args:
         image: any real dtype, e.g. a memory-mapped .npy; read tile by tile.
-        kernels: learned kernels, correlation orientation.
+        kernels: learned kernels (n, K, K), correlation orientation.
         combine: ``none`` or ``magnitude`` (as the model).
         output: ``uint8`` saturates and rounds like ``cv2.convertScaleAbs``.
         tile: side of an output tile in pixels.
+        progress: show a progress bar of tiles.
+        workers: threads, each holding one tile at a time; default: the usable CPUs.
     """
+    kernels = np.asarray(kernels)
     if image.ndim != 2:
         raise ValueError(f"expected a 2-D image (H, W), got shape {image.shape}")
+    if kernels.ndim != 3 or kernels.shape[1] != kernels.shape[2] or kernels.shape[1] % 2 == 0:
+        raise ValueError(f"expected kernels of shape (n, K, K) with K odd, got {kernels.shape}")
+    if combine not in ("none", "magnitude"):
+        raise ValueError(f"combine must be 'none' or 'magnitude', got {combine!r}")
+    if combine == "magnitude" and kernels.shape[0] != 2:
+        raise ValueError(f"combine 'magnitude' takes 2 kernels, got {kernels.shape[0]}")
+    if output not in ("float", "uint8"):
+        raise ValueError(f"output must be 'float' or 'uint8', got {output!r}")
     if tile < 1:
         raise ValueError(f"tile must be at least 1 pixel, got {tile}")
+    workers = usable_cpus() if workers is None else workers
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
     height, width = image.shape
     halo = kernels.shape[-1] // 2
     kernels32 = [np.asarray(k, dtype=np.float32) for k in kernels]
     result = np.empty((height, width), dtype=np.float32)
-    starts = [(y, x) for y in range(0, height, tile) for x in range(0, width, tile)]
-    for y0, x0 in tqdm(starts, desc="tiles", disable=not progress, mininterval=1.0):
-        y1, x1 = min(y0 + tile, height), min(x0 + tile, width)
-        block = _tile_with_halo(image, y0, y1, x0, x1, halo)
-        # BORDER_ISOLATED: the halo is already there; only the valid interior is kept.
-        responses = [
-            cv2.filter2D(block, cv2.CV_32F, k, borderType=cv2.BORDER_ISOLATED)[halo : halo + y1 - y0, halo : halo + x1 - x0]
-            for k in kernels32
-        ]
-        values = cv2.magnitude(*responses) if combine == "magnitude" else responses[0]
-        if output == "uint8":
-            values = np.rint(np.minimum(np.abs(values), UINT8_MAX))
-        result[y0:y1, x0:x1] = values
+    rows = range(0, height, tile)
+    bar = tqdm(total=len(rows) * -(-width // tile), desc="tiles", disable=not progress, mininterval=1.0)
+
+    def filter_row_of_tiles(y0: int) -> None:
+        y1 = min(y0 + tile, height)
+        for x0 in range(0, width, tile):
+            x1 = min(x0 + tile, width)
+            block = _tile_with_halo(image, y0, y1, x0, x1, halo)
+            # BORDER_ISOLATED: the halo is already there; only the valid interior is kept.
+            responses = [
+                cv2.filter2D(block, cv2.CV_32F, k, borderType=cv2.BORDER_ISOLATED)[halo : halo + y1 - y0, halo : halo + x1 - x0]
+                for k in kernels32
+            ]
+            # numpy, not cv2.magnitude: OpenCV's result differs in the last bit from thread to thread.
+            values = np.sqrt(np.square(responses[0]) + np.square(responses[1])) if combine == "magnitude" else responses[0]
+            if output == "uint8":
+                values = np.rint(np.minimum(np.abs(values), UINT8_MAX))
+            result[y0:y1, x0:x1] = values
+            bar.update()
+
+    with bar:
+        if workers == 1 or len(rows) == 1:
+            for y0 in rows:
+                filter_row_of_tiles(y0)
+        else:
+            with ThreadPoolExecutor(min(workers, len(rows))) as pool:
+                list(pool.map(filter_row_of_tiles, rows))  # re-raises a worker's exception
     return result
 
 

@@ -248,38 +248,49 @@ def _speedup(ours: _ThresholdProbe, public: _ThresholdProbe, budget: float) -> s
     return f">{budget / mine:.0f}x"
 
 
-def _apply_worker(path: str, kernel: np.ndarray, tile: int, queue) -> None:
-    """In a fresh process: tiled apply over a memory-mapped .npy, reporting seconds and peak RSS."""
+def _peak_rss_mb() -> float:
     import resource
 
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _apply_worker(path: str, kernel: np.ndarray, tile: int, workers: int, queue) -> None:
+    """In a fresh process: tiled apply over a memory-mapped .npy, reporting seconds and peak RSS."""
     from .apply import apply_tiled
 
     image = np.load(path, mmap_mode="r")
     started = time.perf_counter()
-    apply_tiled(image, kernel, tile=tile)
-    seconds = time.perf_counter() - started
-    queue.put((seconds, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
+    apply_tiled(image, kernel, tile=tile, workers=workers)
+    queue.put({"seconds": time.perf_counter() - started, "peak_rss_mb": _peak_rss_mb()})
 
 
 def _filter2d_worker(path: str, kernel: np.ndarray, queue) -> None:
-    import resource
-
-    image = np.load(path)
+    """In a fresh process: np.load the whole image, then one cv2.filter2D; both timed."""
     started = time.perf_counter()
+    image = np.load(path)
+    loaded = time.perf_counter()
     cv2.filter2D(image, cv2.CV_32F, kernel[0].astype(np.float32))
-    seconds = time.perf_counter() - started
-    queue.put((seconds, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
+    finished = time.perf_counter()
+    queue.put({"seconds": finished - loaded, "load_seconds": loaded - started, "peak_rss_mb": _peak_rss_mb()})
 
 
-def bench_apply(size: int = 20000, tile: int = 1024, ksize: int = 3) -> dict:
+def bench_apply(size: int = 20000, tile: int = 1024, ksize: int = 3, workers: int | None = None) -> dict:
     """Tiled apply of a K x K kernel on a generated size x size float32 image, next to cv2.filter2D.
 
-    Each runs in its own process on the same file; peak RSS is that process's, in MB.
+    Each run is its own process on the same .npy file: tiled apply on one thread and on
+    ``workers`` threads (default: the usable CPUs), reading the memory-mapped file tile by
+    tile; and cv2.filter2D on the whole image after np.load, timed without and with the
+    load. Returns per run seconds, MP/s and peak RSS in MB.
     """
     import multiprocessing
 
+    from .apply import usable_cpus
+
+    workers = workers or usable_cpus()
     kernel = np.random.default_rng(0).standard_normal((1, ksize, ksize))
     context = multiprocessing.get_context("spawn")
+    megapixels = size * size / 1e6
+    runs = {}
     with tempfile.TemporaryDirectory(prefix="img2kernel-bench-") as folder:
         path = str(Path(folder) / "image.npy")
         image = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(size, size))
@@ -289,16 +300,25 @@ def bench_apply(size: int = 20000, tile: int = 1024, ksize: int = 3) -> dict:
             band[:] = rng.integers(0, 256, band.shape)
         image.flush()
         del image
-        results = {}
-        for name, target, args in (("apply", _apply_worker, (path, kernel, tile)), ("filter2d", _filter2d_worker, (path, kernel))):
+        jobs = [
+            (f"tiled apply, tile {tile}, 1 thread", _apply_worker, (path, kernel, tile, 1)),
+            (f"tiled apply, tile {tile}, {workers} threads", _apply_worker, (path, kernel, tile, workers)),
+            ("cv2.filter2D, whole image", _filter2d_worker, (path, kernel)),
+        ]
+        for label, target, args in jobs:
             queue = context.Queue()
             process = context.Process(target=target, args=(*args, queue))
             process.start()
-            seconds, rss = queue.get()
+            measured = queue.get()
             process.join()
-            results[name] = {"seconds": seconds, "mp_per_s": size * size / 1e6 / seconds, "peak_rss_mb": rss}
-    image_mb = size * size * 4 / 2**20
-    return {"size": size, "tile": tile, "ksize": ksize, "image_mb": image_mb, **results}
+            runs[label] = measured
+    rows = []
+    for label, measured in runs.items():
+        rows.append({"run": label, "seconds": measured["seconds"], "mp_per_s": megapixels / measured["seconds"], "peak_rss_mb": measured["peak_rss_mb"]})
+        if "load_seconds" in measured:
+            total = measured["seconds"] + measured["load_seconds"]
+            rows.append({"run": "np.load + cv2.filter2D", "seconds": total, "mp_per_s": megapixels / total, "peak_rss_mb": measured["peak_rss_mb"]})
+    return {"size": size, "tile": tile, "ksize": ksize, "image_mb": size * size * 4 / 2**20, "rows": rows}
 
 
 def build_generated_pair_store(folder: str | Path, shards: int = 16, per_shard: int = 8, side: int = 1024) -> tuple[Path, Path]:
