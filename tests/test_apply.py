@@ -57,7 +57,7 @@ def test_apply_command_reads_8_16_bit_and_colour_and_writes_float(tmp_path, gray
     planes = cv2.imread(str(tmp_path / "c.tif"), cv2.IMREAD_UNCHANGED)
     assert planes.shape == gray.shape + (3,) and planes.dtype == np.float32
     np.testing.assert_allclose(planes[..., 0], expected, atol=1e-3)
-    write_image(tmp_path / "clipped.png", [expected])
+    write_image(tmp_path / "clipped.png", expected)
     assert cv2.imread(str(tmp_path / "clipped.png"), cv2.IMREAD_UNCHANGED).dtype == np.uint8
     assert len(read_image(tmp_path / "colour.png")) == 1
 
@@ -88,6 +88,47 @@ def test_bad_arguments_say_what_is_wrong(gray_images, kernels, combine, output, 
 def test_apply_benchmark_prints_every_run(capsys):
     assert main(["bench", "apply", "--size", "300", "--tile", "64"]) == 0
     printed = capsys.readouterr().out
-    for run in ("tiled apply, tile 64, 1 thread", "cv2.filter2D, whole image", "np.load + cv2.filter2D"):
+    for run in ("tiled apply to memory, tile 64, 1 thread", "img2kernel apply .npy to .npy", "cv2.filter2D, whole image",
+                "np.load + cv2.filter2D"):
         assert run in printed
-    assert "300x300 float32" in printed and "peak_rss_mb" in printed
+    assert "300x300 float32" in printed and "peak_anon_mb" in printed
+
+
+def test_npy_to_npy_fills_a_memory_map_channel_by_channel(tmp_path, gray_images):
+    from safetensors.numpy import save_file
+
+    kernels = np.stack(build_filter({"name": "m", "kind": "sobel_magnitude", "ksize": 3, "output": "float"}).kernels)
+    model = tmp_path / "magnitude.safetensors"
+    save_file({"kernel": kernels}, str(model), metadata={"combine": "magnitude", "output": "float"})
+    image = np.dstack(gray_images[:2])
+    np.save(tmp_path / "in.npy", image)
+    assert main(["apply", str(model), str(tmp_path / "in.npy"), str(tmp_path / "out.npy"), "--tile", "19", "--workers", "2"]) == 0
+    result = np.load(tmp_path / "out.npy")
+    assert result.shape == image.shape and result.dtype == np.float32
+    for channel in range(2):
+        expected = build_filter({"name": "m", "kind": "sobel_magnitude", "ksize": 3, "output": "float"}).apply(gray_images[channel])
+        np.testing.assert_allclose(result[..., channel], expected, rtol=1e-5, atol=1e-3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.npy", "magnitude.safetensors", "out.npy"]  # no partial file
+
+
+def test_apply_command_names_what_is_wrong_before_writing(tmp_path, gray_images, capsys):
+    from safetensors.numpy import save_file
+
+    model = tmp_path / "k.safetensors"
+    save_file({"kernel": np.ones((1, 3, 3))}, str(model))
+    cv2.imwrite(str(tmp_path / "in.png"), gray_images[0].astype(np.uint8))
+    (tmp_path / "notes.txt").write_text("not an image")
+    cases = [
+        ([str(model), str(tmp_path / "in.png"), str(tmp_path / "out.xyz")], "OpenCV cannot write .xyz"),
+        ([str(model), str(tmp_path / "in.png"), str(tmp_path / "missing" / "out.npy")], "does not exist"),
+        ([str(tmp_path / "none.safetensors"), str(tmp_path / "in.png"), str(tmp_path / "out.npy")], "no such model file"),
+        ([str(tmp_path / "notes.txt"), str(tmp_path / "in.png"), str(tmp_path / "out.npy")], "not a safetensors model file"),
+        ([str(model), str(tmp_path / "notes.txt"), str(tmp_path / "out.npy")], "not an image OpenCV can read"),
+    ]
+    for arguments, message in cases:
+        with pytest.raises(SystemExit) as stopped:
+            main(["apply", *arguments])
+        assert stopped.value.code == 2
+        error = capsys.readouterr().err
+        assert message in error and "img2kernel apply:" in error, error
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.png", "k.safetensors", "notes.txt"]

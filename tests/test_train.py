@@ -13,7 +13,8 @@ from img2kernel.filters import build_filter
 from img2kernel.kernels import center, compare
 from img2kernel.model import LearnableKernel
 from img2kernel.store import CropSampler, ShardWriter
-from img2kernel.train import Crops, TrainingError, fit, load_kernels, save_outcome, train_filter
+from img2kernel.files import load_kernels
+from img2kernel.train import Crops, TrainingError, fit, save_outcome, train_filter
 
 SETTINGS = {
     "optimizer": "lbfgs",

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from img2kernel.store import Store
-from img2kernel.train import load_kernels
+from img2kernel.files import load_kernels
 from conftest import planned_jobs, real_images, snakemake, workflow_copy, write_workdir
 
 pytestmark = pytest.mark.workflow

@@ -13,7 +13,7 @@ import yaml
 
 from img2kernel.filters import build_filter
 from img2kernel.store import Store
-from img2kernel.train import load_kernels
+from img2kernel.files import load_kernels
 from conftest import clone_workdir, planned_jobs, real_images, snakemake, workflow_copy, write_workdir
 
 pytestmark = pytest.mark.workflow

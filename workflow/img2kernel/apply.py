@@ -60,6 +60,7 @@ def apply_tiled(
     tile: int = 1024,
     progress: bool = False,
     workers: int | None = None,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Filter a 2-D image (H, W) with (n, K, K) kernels; returns float32 (H, W).
 
@@ -76,6 +77,8 @@ def apply_tiled(
         tile: side of an output tile in pixels.
         progress: show a progress bar of tiles.
         workers: threads, each holding one tile at a time; default: the usable CPUs.
+        out: a float32 (H, W) array to fill, e.g. one channel of a memory-mapped .npy;
+            by default a new array.
     """
     kernels = np.asarray(kernels)
     if image.ndim != 2:
@@ -96,7 +99,12 @@ def apply_tiled(
     height, width = image.shape
     halo = kernels.shape[-1] // 2
     kernels32 = [np.asarray(k, dtype=np.float32) for k in kernels]
-    result = np.empty((height, width), dtype=np.float32)
+    if out is None:
+        result = np.empty((height, width), dtype=np.float32)
+    elif out.shape != (height, width) or out.dtype != np.float32:
+        raise ValueError(f"out must be float32 of shape {(height, width)}, got {out.dtype} {out.shape}")
+    else:
+        result = out
     rows = range(0, height, tile)
     bar = tqdm(total=len(rows) * -(-width // tile), desc="tiles", disable=not progress, mininterval=1.0)
 
@@ -131,11 +139,16 @@ def read_image(path: str | Path, colour: str = "gray") -> list[np.ndarray]:
     """Channels to filter: one grayscale plane (OpenCV's conversion), or each colour plane.
 
     8-bit values stay 0..255, 16-bit values are divided by 256 (exact), as in the store;
-    ``.npy`` files are memory-mapped, so huge arrays are never loaded whole.
+    ``.npy`` files are memory-mapped, so huge arrays are never loaded whole, and an
+    (H, W, C) array gives its C planes as they are.
     """
     path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such input image")
     if path.suffix.lower() == ".npy":
         array = np.load(path, mmap_mode="r")
+        if array.ndim not in (2, 3):
+            raise ValueError(f"{path}: expected an (H, W) or (H, W, C) array, got shape {array.shape}")
         return [array] if array.ndim == 2 else [array[..., c] for c in range(array.shape[-1])]
     image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if image is None:
@@ -146,10 +159,21 @@ def read_image(path: str | Path, colour: str = "gray") -> list[np.ndarray]:
     return [image[..., c].astype(np.float32) / scale for c in range(min(3, image.shape[2]))]
 
 
-def write_image(path: str | Path, planes: list[np.ndarray]) -> None:
-    """``.npy`` and ``.tif(f)`` keep float32; ``.png`` and others are clipped and rounded to 8 bits."""
+def check_output_path(path: str | Path) -> None:
+    """Fail before any work if ``path`` has a format nothing here writes, or no folder."""
     path = Path(path)
-    array = planes[0] if len(planes) == 1 else np.dstack(planes)
+    if not path.parent.is_dir():
+        raise ValueError(f"{path}: folder {path.parent} does not exist")
+    if path.suffix.lower() != ".npy" and not cv2.haveImageWriter(str(path)):
+        raise ValueError(f"{path}: OpenCV cannot write {path.suffix or 'files without an extension'}; use .npy, .tif or .png")
+
+
+def write_image(path: str | Path, array: np.ndarray) -> None:
+    """``.npy`` and ``.tif(f)`` keep float32; ``.png`` and others are clipped and rounded to 8 bits.
+
+    ``array`` is (H, W) or (H, W, C) float32.
+    """
+    path = Path(path)
     if path.suffix.lower() == ".npy":
         np.save(path, array)
         return
@@ -157,3 +181,46 @@ def write_image(path: str | Path, planes: list[np.ndarray]) -> None:
         array = np.clip(np.rint(array), 0, 255).astype(np.uint8)
     if not cv2.imwrite(str(path), array):
         raise ValueError(f"{path}: OpenCV could not write this format")
+
+
+def apply_to_file(
+    model: str | Path,
+    source: str | Path,
+    destination: str | Path,
+    *,
+    tile: int = 1024,
+    colour: str = "gray",
+    workers: int | None = None,
+    progress: bool = False,
+) -> tuple[int, ...]:
+    """Filter the image file ``source`` with a learned model into ``destination``; returns its shape.
+
+    Everything is checked before any tile is filtered. The output is written beside
+    ``destination`` and moved into place when complete. A ``.npy`` destination is filled
+    through a memory map, so neither the input nor the output of a ``.npy`` to ``.npy``
+    run needs to fit in memory; other formats hold the output in memory to encode it.
+    """
+    from .files import load_kernels, written_whole
+
+    if colour not in ("gray", "per-channel"):
+        raise ValueError(f"colour must be 'gray' or 'per-channel', got {colour!r}")
+    check_output_path(destination)
+    kernels, metadata = load_kernels(model)
+    planes = read_image(source, colour)
+    shape = planes[0].shape + ((len(planes),) if len(planes) > 1 else ())
+    to_npy = Path(destination).suffix.lower() == ".npy"
+    with written_whole(destination) as partial:
+        if to_npy:
+            result = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float32, shape=shape)
+        else:
+            result = np.empty(shape, dtype=np.float32)
+        for channel, plane in enumerate(planes):
+            apply_tiled(
+                plane, kernels, metadata.get("combine", "none"), metadata.get("output", "float"), tile,
+                progress=progress, workers=workers, out=result if len(planes) == 1 else result[..., channel],
+            )
+        if to_npy:
+            del result  # unmapped; no msync: the page cache writes it back (as for store shards)
+        else:
+            write_image(partial, result)
+    return shape

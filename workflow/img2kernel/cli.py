@@ -57,17 +57,15 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     if args.command == "apply":
-        from .apply import apply_tiled, read_image, write_image
-        from .train import load_kernels
+        from .apply import apply_to_file
 
-        kernels, metadata = load_kernels(args.model)
-        planes = [
-            apply_tiled(plane, kernels, metadata.get("combine", "none"), metadata.get("output", "float"), args.tile,
-                        progress=True, workers=args.workers)
-            for plane in read_image(args.input, args.colour)
-        ]
-        write_image(args.output, planes)
-        print(f"{args.output}: {planes[0].shape[1]}x{planes[0].shape[0]}, {len(planes)} channel(s)")
+        try:
+            shape = apply_to_file(args.model, args.input, args.output, tile=args.tile, colour=args.colour,
+                                  workers=args.workers, progress=True)
+        except (OSError, ValueError) as err:
+            parser.exit(2, f"img2kernel apply: {err}\n")
+        channels = shape[2] if len(shape) == 3 else 1
+        print(f"{args.output}: {shape[1]}x{shape[0]}, {channels} channel(s)")
         return 0
     if args.command == "bench":
         from . import bench as benchmarks

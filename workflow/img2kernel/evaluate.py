@@ -157,7 +157,7 @@ def evaluate_and_plot(
     import json
 
     from . import plots
-    from .train import load_kernels
+    from .files import load_kernels
 
     kernels, _ = load_kernels(model_path)
     oracle, _ = load_kernels(oracle_path)

@@ -32,6 +32,7 @@ import torch._dynamo  # noqa: F401  torch.optim imports it on first use (1.5-3 s
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from .files import load_kernels, save_kernels, written_whole  # noqa: F401  load_kernels: re-exported
 from .filters import Filter, build_filter, model_ksize
 from .kernels import compare
 from .model import LearnableKernel
@@ -438,9 +439,9 @@ def _warm_up(device: torch.device, dtype: torch.dtype) -> None:
 
 
 def save_outcome(outcome: TrainingOutcome, model_path: str | Path, oracle_path: str | Path, info_path: str | Path, history_path: str | Path) -> None:
-    """Write the kernels (safetensors), the oracle, the JSON sidecar and the training CSV."""
+    """Write the kernels (safetensors), the oracle, the JSON sidecar and the training CSV,
+    each written beside its path and moved into place when complete."""
     import pandas as pd
-    from safetensors.numpy import save_file
 
     if not np.all(np.isfinite(outcome.kernels)):
         raise TrainingError(f"{outcome.filter.name}: refusing to write a non-finite kernel")
@@ -452,16 +453,10 @@ def save_outcome(outcome: TrainingOutcome, model_path: str | Path, oracle_path: 
     }
     for path in (model_path, oracle_path, info_path, history_path):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-    save_file({"kernel": np.ascontiguousarray(outcome.kernels)}, str(model_path), metadata=metadata)
+    save_kernels(model_path, outcome.kernels, metadata)
     oracle = outcome.oracle if outcome.oracle is not None else np.full_like(outcome.kernels, np.nan)
-    save_file({"kernel": np.ascontiguousarray(oracle)}, str(oracle_path), metadata={**metadata, "kind": "least-squares oracle"})
-    Path(info_path).write_text(json.dumps(outcome.info, indent=2))
-    pd.DataFrame(outcome.history, columns=HISTORY_COLUMNS).to_csv(history_path, index=False)
-
-
-def load_kernels(path: str | Path) -> tuple[np.ndarray, dict]:
-    """(kernels (n, K, K), metadata) from a model file; safetensors, nothing unpickled."""
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="numpy") as handle:
-        return handle.get_tensor("kernel"), dict(handle.metadata() or {})
+    save_kernels(oracle_path, oracle, {**metadata, "kind": "least-squares oracle"})
+    with written_whole(info_path) as partial:
+        partial.write_text(json.dumps(outcome.info, indent=2))
+    with written_whole(history_path) as partial:
+        pd.DataFrame(outcome.history, columns=HISTORY_COLUMNS).to_csv(partial, index=False)

@@ -5,7 +5,7 @@ rule train:
     input:
         inputs="results/store/inputs",
         targets="results/store/targets/{filter}",
-        code=code("train.py", "model.py", "oracle.py", "kernels.py", "filters.py", "store.py", "ops.py"),
+        code=code("train.py", "model.py", "oracle.py", "kernels.py", "filters.py", "store.py", "ops.py", "files.py"),
     output:
         model="results/models/{filter}.safetensors",
         oracle="results/models/{filter}.oracle.safetensors",
