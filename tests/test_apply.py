@@ -85,15 +85,6 @@ def test_bad_arguments_say_what_is_wrong(gray_images, kernels, combine, output, 
         apply_tiled(gray_images[0], kernels, combine, output, workers=workers)
 
 
-def test_apply_benchmark_prints_every_run(capsys):
-    assert main(["bench", "apply", "--size", "300", "--tile", "64"]) == 0
-    printed = capsys.readouterr().out
-    for run in ("tiled apply to memory, tile 64, 1 thread", "img2kernel apply .npy to .npy", "cv2.filter2D, whole image",
-                "np.load + cv2.filter2D"):
-        assert run in printed
-    assert "300x300 float32" in printed and "peak_anon_mb" in printed
-
-
 def test_npy_to_npy_fills_a_memory_map_channel_by_channel(tmp_path, gray_images):
     from safetensors.numpy import save_file
 

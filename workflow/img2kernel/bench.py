@@ -138,7 +138,7 @@ class _ThresholdProbe:
         return self.stop_when_reached and len(self.reached) == len(THRESHOLDS)
 
 
-def public_recipe(data, budget_seconds: float, seed: int = 0, batch: int = 16, lr: float = 1e-3) -> _ThresholdProbe:
+def public_recipe(data, budget_seconds: float, seed: int = 0, batch: int = 16, lr: float = 1e-3, device: str = "cpu") -> _ThresholdProbe:
     """The common recipe: Adam lr 1e-3 on fresh batches of 16 zero-padded 128x128 crops, plain MSE.
 
     ``data`` must sample crops without a halo (input and target crops cover the same pixels).
@@ -150,20 +150,22 @@ def public_recipe(data, budget_seconds: float, seed: int = 0, batch: int = 16, l
     filt = data.filter
     probe = _ThresholdProbe(np.stack(filt.kernels), filt.combine, filt.output, stop_when_reached=True)
     torch.manual_seed(seed)
-    conv = nn.Conv2d(1, 1, data.ksize, padding=data.ksize // 2, bias=False)  # zeros padding, default init
+    conv = nn.Conv2d(1, 1, data.ksize, padding=data.ksize // 2, bias=False).to(device)  # zeros padding, default init
     optimizer = torch.optim.Adam(conv.parameters(), lr=lr)
+    synchronize = torch.cuda.synchronize if conv.weight.is_cuda else (lambda: None)
     elapsed, step = 0.0, 0
     while elapsed < budget_seconds:
         started = time.perf_counter()
         inputs, targets = data.train.sample(batch)
-        x, y = torch.from_numpy(inputs)[:, None], torch.from_numpy(targets)[:, None]
+        x, y = torch.from_numpy(inputs)[:, None].to(device), torch.from_numpy(targets)[:, None].to(device)
         optimizer.zero_grad()
         loss = F.mse_loss(conv(x), y)
         loss.backward()
         optimizer.step()
+        synchronize()  # CUDA runs asynchronously: count the step's work, not its launch
         step += 1
         elapsed += time.perf_counter() - started
-        if probe(step, elapsed, conv.weight.detach().double().numpy()[:, 0]):
+        if probe(step, elapsed, conv.weight.detach().double().cpu().numpy()[:, 0]):
             break
     probe.steps, probe.seconds = step, elapsed
     return probe
@@ -176,20 +178,20 @@ def bench_training(
     budget_seconds: float = 30.0,
     names: list[str] | None = None,
     threads: int = 2,
+    device: str = "cpu",
 ) -> tuple[list[dict], list[dict]]:
     """Our default next to the public recipe, per linear filter; then sobel_magnitude over 5 seeds.
 
     Returns (comparison rows, magnitude rows). Times are training seconds (crop sampling
-    and optimisation; the error probe itself is not counted).
+    and optimisation; the error probe itself is not counted), on ``device`` ("cpu" or
+    "cuda"; TF32 off there, as in the pipeline) with ``threads`` CPU threads.
     """
-    import torch
-
     from .config import check_config, training_settings
-    from .train import configure_torch, prepare_data, train_filter
+    from .train import configure_torch, prepare_data, resolve_device, train_filter
 
     config = check_config(load_yaml(config_file), str(config_file))
     specs = check_filters(load_yaml(config["filters"]), config["filters"], config["train"])
-    configure_torch(torch.device("cpu"), threads)
+    configure_torch(resolve_device(device), threads)
     rows, magnitude_rows = [], []
     for spec in specs:
         if names and spec["name"] not in names:
@@ -200,10 +202,10 @@ def bench_training(
         if filt.linear:
             # Our training runs to its own stopping rule; the probe only records when it passed each threshold.
             ours = _ThresholdProbe(np.stack(filt.kernels), filt.combine, filt.output, stop_when_reached=False)
-            outcome = train_filter(inputs_folder, targets, spec, settings, device="cpu", threads=threads,
+            outcome = train_filter(inputs_folder, targets, spec, settings, device=device, threads=threads,
                                    probe=lambda step, seconds, model: ours(step, seconds, model.kernels()))
             public_data = prepare_data(inputs_folder, targets, spec, {**settings, "crop_size": 128}, halo=0)
-            public = public_recipe(public_data, budget_seconds, seed=settings["seed"])
+            public = public_recipe(public_data, budget_seconds, seed=settings["seed"], device=device)
             row = {"filter": spec["name"]}
             for threshold in THRESHOLDS:
                 row[f"ours_{threshold:.0e}_s"] = _reached(ours, threshold)
@@ -215,10 +217,11 @@ def bench_training(
             row["public_steps"] = public.steps
             row["public_final_error"] = public.error
             row["speedup_at_1e-4"] = _speedup(ours, public, budget_seconds)
+            row["device"] = outcome.info["device"]
             rows.append(row)
         elif filt.combine == "magnitude":
             for seed in range(5):
-                outcome = train_filter(inputs_folder, targets, spec, {**settings, "seed": seed}, device="cpu", threads=threads)
+                outcome = train_filter(inputs_folder, targets, spec, {**settings, "seed": seed}, device=device, threads=threads)
                 errors = outcome.info["kernel_errors"]
                 magnitude_rows.append(
                     {
@@ -236,7 +239,7 @@ def bench_training(
 def _reached(probe: _ThresholdProbe, threshold: float, budget: float | None = None) -> str:
     if threshold in probe.reached:
         return f"{probe.reached[threshold][0]:.2f}"
-    return f"not in {budget:.0f}" if budget else "not reached"
+    return f"not in {budget:g}" if budget else "not reached"
 
 
 def _speedup(ours: _ThresholdProbe, public: _ThresholdProbe, budget: float) -> str:

@@ -41,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--only", nargs="*", help="filter names (default: all)")
     bench.add_argument("--size", type=int, default=20000, help="side of the generated image for `apply`")
     bench.add_argument("--tile", type=int, default=1024, help="tile side for `apply`")
+    bench.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu",
+                       help="where `train` trains, ours and the public recipe alike (default: cpu)")
 
     apply = sub.add_parser(
         "apply",
@@ -100,11 +102,12 @@ def main(argv: list[str] | None = None) -> int:
             _print_table(result["rows"])
         if "train" in args.what:
             rows, magnitude = benchmarks.bench_training(
-                args.store, args.targets, args.config, budget_seconds=args.budget, names=args.only
+                args.store, args.targets, args.config, budget_seconds=args.budget, names=args.only, device=args.device
             )
             print(
                 "\ntraining seconds to reach a kernel max-abs error of 1e-2 / 1e-3 / 1e-4 of the largest tap "
-                f"(2 threads; public recipe: Adam lr 1e-3, 16 zero-padded 128x128 crops per step, {args.budget:.0f} s bound):"
+                f"(device {args.device}, 2 CPU threads; public recipe: Adam lr 1e-3, 16 zero-padded 128x128 crops "
+                f"per step, {args.budget:.0f} s bound):"
             )
             _print_table(rows)
             if magnitude:
