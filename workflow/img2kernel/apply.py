@@ -9,6 +9,7 @@ while memory stays near input + output + one tile per worker thread.
 from __future__ import annotations
 
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -107,6 +108,7 @@ def apply_tiled(
         result = out
     rows = range(0, height, tile)
     bar = tqdm(total=len(rows) * -(-width // tile), desc="tiles", disable=not progress, mininterval=1.0)
+    bar_lock = threading.Lock()  # tqdm's counter is not updated atomically
 
     def filter_row_of_tiles(y0: int) -> None:
         y1 = min(y0 + tile, height)
@@ -123,7 +125,8 @@ def apply_tiled(
             if output == "uint8":
                 values = np.rint(np.minimum(np.abs(values), UINT8_MAX))
             result[y0:y1, x0:x1] = values
-            bar.update()
+            with bar_lock:
+                bar.update()
 
     with bar:
         if workers == 1 or len(rows) == 1:
