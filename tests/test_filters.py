@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from img2kernel.filters import KINDS, build_filter, random_kernel
+from img2kernel.filters import KINDS, build_filter, magnitude, random_kernel
 from img2kernel.ops import correlate_numpy
 
 LINEAR_SPECS = (
@@ -79,6 +79,30 @@ def test_sobel_magnitude_is_the_magnitude_of_the_two_kernels(gray_images):
     image = gray_images[1]
     gx, gy = (correlate_numpy(image, k) for k in filt.kernels)
     np.testing.assert_allclose(filt.apply(image), np.hypot(gx, gy), rtol=1e-6, atol=1e-3)
+
+
+@pytest.mark.parametrize("ksize", [3, 7])
+def test_sobel_magnitude_targets_are_the_same_bits_on_every_run_and_thread(gray_images, ksize):
+    """cv2.magnitude's last bit varied between identical pipeline runs; the targets must not."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    filt = build_filter({"name": "f", "kind": "sobel_magnitude", "ksize": ksize, "output": "float"})
+    images = [np.ascontiguousarray(np.tile(image, (3, 3))) for image in gray_images]
+    serial = [filt.apply(image) for image in images]
+    with ThreadPoolExecutor(4) as pool:
+        threaded = list(pool.map(filt.apply, images * 4))
+    for i, result in enumerate(threaded):
+        np.testing.assert_array_equal(result, serial[i % len(images)])
+    # And correctly rounded: the float64 magnitude of the (exact, integer) responses, rounded once.
+    gx, gy = (correlate_numpy(images[0], k) for k in filt.kernels)
+    np.testing.assert_array_equal(serial[0], np.sqrt(gx * gx + gy * gy).astype(np.float32))
+
+
+def test_magnitude_of_two_responses():
+    gx, gy = np.array([[3.0, -5.0]], np.float32), np.array([[4.0, 12.0]], np.float32)
+    result = magnitude(gx, gy)
+    assert result.dtype == np.float32 and result.tolist() == [[5.0, 13.0]]
+    assert gx.tolist() == [[3.0, -5.0]]  # inputs untouched
 
 
 def test_uint8_output_saturates_the_absolute_value(gray_images):

@@ -18,7 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .data import to_grayscale_float32
-from .filters import UINT8_MAX
+from .filters import UINT8_MAX, magnitude
 
 
 def reflect101(indices: np.ndarray, size: int) -> np.ndarray:
@@ -120,8 +120,7 @@ def apply_tiled(
                 cv2.filter2D(block, cv2.CV_32F, k, borderType=cv2.BORDER_ISOLATED)[halo : halo + y1 - y0, halo : halo + x1 - x0]
                 for k in kernels32
             ]
-            # numpy, not cv2.magnitude: OpenCV's result differs in the last bit from thread to thread.
-            values = np.sqrt(np.square(responses[0]) + np.square(responses[1])) if combine == "magnitude" else responses[0]
+            values = magnitude(*responses) if combine == "magnitude" else responses[0]
             if output == "uint8":
                 values = np.rint(np.minimum(np.abs(values), UINT8_MAX))
             result[y0:y1, x0:x1] = values
