@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import base64
 import json
 import re
@@ -62,7 +64,7 @@ def test_procrustes_aligns_a_rotated_and_reflected_pair():
     assert compare(rotated, true, "none", "float")["max_abs_error"] > 1
     np.testing.assert_allclose(align(rotated, true, "magnitude", "float"), true, atol=1e-12)
     image = np.random.default_rng(0).uniform(0, 255, (20, 24))
-    np.testing.assert_allclose(predict(rotated, image, "magnitude"), predict(true, image, "magnitude"), rtol=1e-9)
+    np.testing.assert_allclose(predict(rotated, image, "magnitude"), predict(true, image, "magnitude"), rtol=1e-9, atol=1e-9)
 
 
 def test_sign_is_aligned_only_for_uint8_outputs():
@@ -103,7 +105,7 @@ def test_report_escapes_names_and_embeds_every_image(tmp_path, tiny_store):
     history.write_text("step,seconds,train_loss,val_loss,kernel_max_abs_error,kernel_rel_error,kernel_change,lr\n5,0.1,1e-3,2e-3,0.1,0.05,0.1,1\n10,0.2,1e-9,2e-9,1e-5,5e-6,1e-6,1\n")
     plots.kernels_figure(evaluation, plot_dir / "kernels.png")
     plots.training_figure(history, evil, plot_dir / "training.png")
-    plots.images_figure([("000", np.ones((8, 8)), np.ones((8, 8)), np.ones((8, 8)))], evil, plot_dir / "images.png")
+    plots.images_figure([plots.image_preview("000", np.ones((8, 8)), np.ones((8, 8)), np.ones((8, 8)))], evil, plot_dir / "images.png")
     write_summary([eval_path], tmp_path / "t.csv", tmp_path / "t.md", tmp_path / "summary.png")
     (tmp_path / "download.json").write_text(json.dumps({"attempted": 3, "downloaded": 2, "failed": 1, "failed_by_reason": {"<b>404</b>": 1}, "shards": ["00000.tar"], "resumed_shards": 0}))
     (tmp_path / "manifest.json").write_text(json.dumps({"images": 2, "splits": {"train": 1, "val": 0, "test": 1}, "skipped": {}, "dtype": "float32"}))
@@ -121,3 +123,41 @@ def test_report_escapes_names_and_embeds_every_image(tmp_path, tiny_store):
         assert source.startswith("data:image/png;base64,")
         assert base64.b64decode(source.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
     assert "http://" not in html and "https://" not in html  # opens without a network
+
+
+@pytest.mark.parametrize("combine, output", [("none", "float"), ("magnitude", "float"), ("none", "uint8")])
+@pytest.mark.parametrize("border", ["reflect", "zeros", "replicate"])
+def test_predict_is_the_models_function(combine, output, border):
+    import torch
+
+    from img2kernel.model import LearnableKernel
+
+    rng = np.random.default_rng(1)
+    kernels = rng.standard_normal((2 if combine == "magnitude" else 1, 5, 5)) * 20
+    image = rng.uniform(0, 255, (23, 31))
+    model = LearnableKernel.from_kernels(kernels, combine, saturate=output == "uint8", dtype=torch.float64)
+    model.eps = 0.0
+    with torch.no_grad():
+        expected = model(torch.from_numpy(image)[None, None], border=border)[0, 0].numpy()
+    if output == "uint8":
+        expected = np.rint(expected)
+    np.testing.assert_allclose(predict(kernels, image, combine, output, border), expected, rtol=1e-12, atol=1e-9)
+
+
+def test_large_images_are_reduced_for_the_figure_and_ssim_takes_the_central_window():
+    from img2kernel import plots
+    from img2kernel.evaluate import SSIM_MAX_SIDE, central_window
+
+    rng = np.random.default_rng(2)
+    target = rng.uniform(0, 255, (2500, 3100)).astype(np.float32)
+    prediction = target.astype(np.float64)
+    prediction[0, 7] += 5.0  # one wrong pixel on the top edge
+    preview = plots.image_preview("k", target, target, prediction)
+    assert preview.factor == 4 and preview.input.shape == (625, 775) == preview.error.shape
+    assert preview.error_max == pytest.approx(5.0) and preview.error[0, 1] == pytest.approx(5.0)  # kept by the block max
+    assert np.count_nonzero(preview.error) == 1
+    metrics = image_metrics(prediction, target)
+    window = central_window(target, SSIM_MAX_SIDE)
+    assert window.shape == (SSIM_MAX_SIDE, SSIM_MAX_SIDE) and window[0, 0] == target[226, 526]
+    assert metrics["ssim"] == pytest.approx(1.0) and metrics["mse"] == pytest.approx(25 / target.size)
+    assert math.isnan(image_metrics(prediction, target, ssim=False)["ssim"])

@@ -5,13 +5,13 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import cv2
 import numpy as np
-import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from .filters import build_filter
+from . import plots
+from .filters import UINT8_MAX, build_filter
 from .kernels import align, center, compare
-from .model import LearnableKernel
 from .store import Store
 
 RECOVERED = 1e-4  # relative max-abs kernel error the product promises for linear filters
@@ -19,26 +19,58 @@ APPROXIMATE = 1e-2
 NONLINEAR_RESIDUAL = 1e-3  # best linear fit leaves more than 0.1% of the target unexplained
 
 
+BORDERS = {"reflect": cv2.BORDER_REFLECT_101, "zeros": cv2.BORDER_CONSTANT, "replicate": cv2.BORDER_REPLICATE}
+
+
 def predict(kernels: np.ndarray, image: np.ndarray, combine: str = "none", output: str = "float", border: str = "reflect") -> np.ndarray:
-    """Apply learned (n, K, K) kernels to one whole (H, W) image, as the filter would (float64).
+    """Apply learned (n, K, K) kernels to one whole (H, W) image, as the model does, in float64.
 
-    ``uint8`` output is saturated and rounded like ``cv2.convertScaleAbs``.
+    The model's function (:class:`img2kernel.model.LearnableKernel`: correlation,
+    ``magnitude`` combine without the eps that keeps its training gradient finite,
+    ``uint8`` saturation, rounded like ``cv2.convertScaleAbs``) computed with
+    ``cv2.filter2D`` in float64: the model's values in float64 (a test checks it), 7 to 14
+    times faster, and no unfolded copy of the image (torch's float64 convolution held
+    K*K of them: 39 GB for a 7x7 kernel on a 100-megapixel scan).
+    ``border``: ``reflect`` (OpenCV's default, BORDER_REFLECT_101), ``zeros`` or ``replicate``.
     """
-    model = LearnableKernel.from_kernels(kernels, combine, saturate=output == "uint8", dtype=torch.float64)
-    with torch.no_grad():
-        out = model(torch.from_numpy(np.array(image, dtype=np.float64))[None, None], border=border)[0, 0].numpy()
-    return np.rint(out) if output == "uint8" else out
+    if border not in BORDERS:
+        raise ValueError(f"border must be one of {sorted(BORDERS)}, got {border!r}")
+    image64 = np.asarray(image, dtype=np.float64)
+    responses = [
+        cv2.filter2D(image64, cv2.CV_64F, np.asarray(kernel, dtype=np.float64), borderType=BORDERS[border])
+        for kernel in kernels
+    ]
+    out = np.sqrt(np.square(responses[0]) + np.square(responses[1])) if combine == "magnitude" else responses[0]
+    return np.rint(np.minimum(np.abs(out), UINT8_MAX)) if output == "uint8" else out
 
 
-def image_metrics(prediction: np.ndarray, target: np.ndarray) -> dict:
-    """MSE, PSNR and SSIM (scikit-image) with the target's own data range."""
-    target = target.astype(np.float64)
+# SSIM is computed on at most this central window of a larger image: skimage's SSIM holds
+# about ten float64 copies of the image, 8 GB for a 100-megapixel scan.
+SSIM_MAX_SIDE = 2048
+
+
+def central_window(array: np.ndarray, side: int) -> np.ndarray:
+    """The central at most ``side`` x ``side`` part of a 2-D array (a view)."""
+    top, left = max(0, (array.shape[0] - side) // 2), max(0, (array.shape[1] - side) // 2)
+    return array[top : top + side, left : left + side]
+
+
+def image_metrics(prediction: np.ndarray, target: np.ndarray, ssim: bool = True) -> dict:
+    """MSE and PSNR (scikit-image) over the whole image, with the target's own data range,
+    and SSIM over its central SSIM_MAX_SIDE window (the whole image up to that size); NaN
+    when ``ssim`` is False."""
+    target = np.asarray(target, dtype=np.float64)
     data_range = float(np.ptp(target)) or 1.0
     mse = float(np.mean((prediction - target) ** 2))
     psnr = float(peak_signal_noise_ratio(target, prediction, data_range=data_range)) if mse > 0 else math.inf
-    win = min(7, *(s if s % 2 else s - 1 for s in target.shape))
-    ssim = float(structural_similarity(target, prediction, data_range=data_range, win_size=win)) if win >= 3 else math.nan
-    return {"mse": mse, "psnr": psnr, "ssim": ssim}
+    similarity = math.nan
+    if ssim:
+        window_target = central_window(target, SSIM_MAX_SIDE)
+        window_prediction = central_window(np.asarray(prediction, dtype=np.float64), SSIM_MAX_SIDE)
+        win = min(7, *(s if s % 2 else s - 1 for s in window_target.shape))
+        if win >= 3:
+            similarity = float(structural_similarity(window_target, window_prediction, data_range=data_range, win_size=win))
+    return {"mse": mse, "psnr": psnr, "ssim": similarity}
 
 
 def verdict(has_truth: bool, rel_error: float | None, linear_residual: float, combine: str, output: str) -> str:
@@ -72,8 +104,9 @@ def evaluate_filter(
 ) -> dict:
     """Everything the report and tables show about one filter; see README for each field.
 
-    ``examples``: if given, the first ``max_examples`` test images are appended to it as
-    (key, input, target, prediction), for the image plot, without predicting them twice.
+    ``examples``: if given, previews of the first ``max_examples`` test images are appended
+    to it (:class:`img2kernel.plots.ImagePreview`), for the image plot, without predicting
+    them twice and without keeping whole images.
     """
     spec = info["filter"]
     filt = build_filter(spec)
@@ -85,7 +118,7 @@ def evaluate_filter(
         image, target = inputs.array(key), targets.array(key)
         prediction = predict(kernels, image, filt.combine, filt.output)
         metrics = image_metrics(prediction, target)
-        zeros = image_metrics(predict(kernels, image, filt.combine, filt.output, border="zeros"), target)
+        zeros = image_metrics(predict(kernels, image, filt.combine, filt.output, border="zeros"), target, ssim=False)
         per_image.append(
             {
                 "key": key,
@@ -96,7 +129,7 @@ def evaluate_filter(
             }
         )
         if examples is not None and len(examples) < max_examples:
-            examples.append((key, image, target, prediction))
+            examples.append(plots.image_preview(key, image, target, prediction))
     true = np.stack(filt.kernels) if filt.kernels is not None else None
     errors = compare(kernels, true, filt.combine, filt.output)
     oracle_errors = compare(oracle, true, filt.combine, "float") if (true is not None and oracle is not None) else None
@@ -156,7 +189,6 @@ def evaluate_and_plot(
     """The evaluate[filter] job: metrics to JSON and its three plots."""
     import json
 
-    from . import plots
     from .files import load_kernels
 
     kernels, _ = load_kernels(model_path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -70,17 +71,62 @@ def training_figure(history_csv: str | Path, name: str, path: str | Path) -> Non
     plt.close(fig)
 
 
-def images_figure(rows: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]], name: str, path: str | Path) -> None:
-    """Per test image: input, target, prediction, absolute error."""
+# Longest side of an image as the test-image figure shows it: a 100-megapixel scan is
+# reduced before plotting (and before it is kept), so the figure costs the same for any size.
+PREVIEW_SIDE = 1024
+
+
+@dataclass(frozen=True)
+class ImagePreview:
+    """One test image as the figure shows it, at most PREVIEW_SIDE on its longest side.
+
+    ``factor``: how many pixels of the image one preview pixel stands for, per side.
+    Input, target and prediction are area averages; ``error`` keeps the maximum of each
+    block, so a one-pixel error (a wrong border) stays visible at any reduction.
+    """
+
+    key: str
+    shape: tuple[int, int]
+    factor: int
+    input: np.ndarray
+    target: np.ndarray
+    prediction: np.ndarray
+    error: np.ndarray
+    error_max: float
+
+
+def image_preview(key: str, image: np.ndarray, target: np.ndarray, prediction: np.ndarray,
+                  side: int = PREVIEW_SIDE) -> ImagePreview:
+    """Reduce (H, W) input, target and prediction for the figure; see :class:`ImagePreview`."""
+    import cv2
+    from skimage.measure import block_reduce
+
+    height, width = image.shape
+    error = np.abs(np.asarray(prediction, np.float64) - target)
+    factor = max(1, -(-max(height, width) // side))
+    if factor == 1:
+        return ImagePreview(key, (height, width), 1, np.array(image), np.array(target), np.array(prediction), error,
+                            float(error.max()))
+    size = (-(-width // factor), -(-height // factor))  # cv2 order: (width, height)
+
+    def reduce(array):
+        return cv2.resize(np.asarray(array, np.float32), size, interpolation=cv2.INTER_AREA)
+
+    return ImagePreview(key, (height, width), factor, reduce(image), reduce(target), reduce(prediction),
+                        block_reduce(error, (factor, factor), np.max), float(error.max()))
+
+
+def images_figure(rows: list[ImagePreview], name: str, path: str | Path) -> None:
+    """Per test image: input, target, prediction, absolute error (see :func:`image_preview`)."""
     fig, axes = plt.subplots(len(rows), 4, figsize=(12, 3 * len(rows)), squeeze=False)
-    for r, (key, image, target, prediction) in enumerate(rows):
-        error = np.abs(prediction - target)
-        low, high = float(np.min(target)), float(np.max(target))
+    for r, row in enumerate(rows):
+        low, high = float(np.min(row.target)), float(np.max(row.target))
+        scale = "" if row.factor == 1 else f", shown 1/{row.factor}"
         panels = [
-            (f"input {key} {image.shape[1]}x{image.shape[0]}", image, "gray", None),
-            ("target", target, "gray", (low, high)),
-            ("prediction", prediction, "gray", (low, high)),
-            (f"|error| (max {error.max():.2g})", error, "magma", None),
+            (f"input {row.key} {row.shape[1]}x{row.shape[0]}{scale}", row.input, "gray", None),
+            ("target", row.target, "gray", (low, high)),
+            ("prediction", row.prediction, "gray", (low, high)),
+            (f"|error| (max {row.error_max:.2g}{', block max' if row.factor > 1 else ''})", row.error, "magma", None),
         ]
         for c, (title, array, cmap, limits) in enumerate(panels):
             ax = axes[r, c]

@@ -9,7 +9,7 @@ rule evaluate:
         oracle="results/models/{filter}.oracle.safetensors",
         info="results/models/{filter}.json",
         history="results/train/{filter}.csv",
-        code=code("evaluate.py", "plots.py", "kernels.py", "model.py", "ops.py", "filters.py", "store.py", "files.py"),
+        code=code("evaluate.py", "plots.py", "kernels.py", "filters.py", "store.py", "files.py"),
     output:
         result="results/eval/{filter}.json",
         kernels=report(
