@@ -42,6 +42,14 @@ def test_perfect_kernel_gives_psnr_above_100_db_and_zero_error(tiny_store):
     assert result["kernel_max_abs_error"] == 0 and result["oracle_max_abs_error"] == 0
     assert result["verdict"] == "recovered"
     assert result["test_psnr_zeros_border"] < 60  # the same kernel with the wrong border loses the edges
+    assert result["split_images"] == 3 and len(result["images"]) == 3
+
+
+def test_max_images_evaluates_the_first_test_images_only(tiny_store):
+    inputs, targets, filt = tiny_store
+    true = np.stack(filt.kernels)
+    result = evaluate_filter(inputs, targets, true, true, info_for(filt), max_images=2)
+    assert [m["key"] for m in result["images"]] == ["000", "001"] and result["split_images"] == 3
 
 
 def test_perturbed_kernel_error_equals_the_perturbation(tiny_store):

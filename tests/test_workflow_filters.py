@@ -154,6 +154,13 @@ def test_a_training_default_reruns_every_train_and_evaluate_job_only(built, tmp_
     assert set(planned_jobs(workdir)) == expected | {("summary", None), ("report", None)}
 
 
+def test_the_evaluation_cap_reruns_every_evaluate_job_only(built, tmp_path):
+    workdir = clone_workdir(built, tmp_path / "w")
+    edit_config(workdir, lambda c: c.setdefault("eval", {}).update(max_images=1))
+    expected = {("evaluate", spec["name"]) for spec in FILTERS}
+    assert set(planned_jobs(workdir)) == expected | {("summary", None), ("report", None)}
+
+
 def test_a_per_filter_training_override_reruns_that_filter_only(built, tmp_path):
     workdir = clone_workdir(built, tmp_path / "w")
     edit_filters(workdir, lambda f: f[0].update(train={"crops": 6}))

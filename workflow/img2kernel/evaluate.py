@@ -149,6 +149,7 @@ def evaluate_filter(
         "n_kernels": int(kernels.shape[0]),
         "parameters": int(kernels.size),
         "split": split,
+        "split_images": len(keys),  # per_image holds the first max_images of them
         "images": per_image,
         "test_mse": mean("mse"),
         "test_psnr": mean("psnr"),
@@ -185,6 +186,7 @@ def evaluate_and_plot(
     training_png: str | Path,
     images_png: str | Path,
     shown_images: int = 3,
+    max_images: int | None = None,
 ) -> dict:
     """The evaluate[filter] job: metrics to JSON and its three plots."""
     import json
@@ -197,7 +199,8 @@ def evaluate_and_plot(
     info = json.loads(Path(info_path).read_text())
     examples: list = []
     evaluation = evaluate_filter(
-        inputs_folder, targets_folder, kernels, oracle, info, examples=examples, max_examples=shown_images
+        inputs_folder, targets_folder, kernels, oracle, info, max_images=max_images, examples=examples,
+        max_examples=shown_images,
     )
     Path(result_json).parent.mkdir(parents=True, exist_ok=True)
     Path(result_json).write_text(json.dumps(evaluation, indent=2))

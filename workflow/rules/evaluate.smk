@@ -30,6 +30,8 @@ rule evaluate:
             category="Test images",
             labels={"filter": "{filter}", "figure": "test images"},
         ),
+    params:
+        max_images=config["eval"]["max_images"],
     resources:
         cpu_slots=1,
     log:

@@ -15,5 +15,6 @@ if __name__ == "__main__":
             snakemake.output.kernels,
             snakemake.output.training,
             snakemake.output.images,
+            max_images=snakemake.params.max_images,
         )
         log.info("%s: %s (test PSNR %.1f dB)", result["filter"], result["verdict"], result["test_psnr"])
