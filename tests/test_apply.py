@@ -88,7 +88,8 @@ def test_bad_arguments_say_what_is_wrong(gray_images, kernels, combine, output, 
 def test_npy_to_npy_fills_a_memory_map_channel_by_channel(tmp_path, gray_images):
     from safetensors.numpy import save_file
 
-    kernels = np.stack(build_filter({"name": "m", "kind": "sobel_magnitude", "ksize": 3, "output": "float"}).kernels)
+    magnitude = build_filter({"name": "m", "kind": "sobel_magnitude", "ksize": 3, "output": "float"})
+    kernels = np.stack(magnitude.kernels)
     model = tmp_path / "magnitude.safetensors"
     save_file({"kernel": kernels}, str(model), metadata={"combine": "magnitude", "output": "float"})
     image = np.dstack(gray_images[:2])
@@ -97,8 +98,7 @@ def test_npy_to_npy_fills_a_memory_map_channel_by_channel(tmp_path, gray_images)
     result = np.load(tmp_path / "out.npy")
     assert result.shape == image.shape and result.dtype == np.float32
     for channel in range(2):
-        expected = build_filter({"name": "m", "kind": "sobel_magnitude", "ksize": 3, "output": "float"}).apply(gray_images[channel])
-        np.testing.assert_allclose(result[..., channel], expected, rtol=1e-5, atol=1e-3)
+        np.testing.assert_allclose(result[..., channel], magnitude.apply(gray_images[channel]), rtol=1e-5, atol=1e-3)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.npy", "magnitude.safetensors", "out.npy"]  # no partial file
 
 

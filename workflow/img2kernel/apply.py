@@ -18,7 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .data import to_grayscale_float32
-from .filters import UINT8_MAX, magnitude
+from .filters import magnitude, saturate_uint8
 
 
 def reflect101(indices: np.ndarray, size: int) -> np.ndarray:
@@ -122,7 +122,7 @@ def apply_tiled(
             ]
             values = magnitude(*responses) if combine == "magnitude" else responses[0]
             if output == "uint8":
-                values = np.rint(np.minimum(np.abs(values), UINT8_MAX))
+                values = saturate_uint8(values)
             result[y0:y1, x0:x1] = values
             with bar_lock:
                 bar.update()

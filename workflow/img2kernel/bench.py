@@ -289,16 +289,19 @@ class PeakMemory:
         self.rss_mb = status.get("VmHWM", 0.0)
 
 
+def _measured(fn) -> dict:
+    """Seconds, peak RSS and peak anonymous memory (MB) of one call of ``fn``."""
+    with PeakMemory() as memory:
+        seconds = _timed(fn)
+    return {"seconds": seconds, "peak_rss_mb": memory.rss_mb, "peak_anon_mb": memory.anon_mb}
+
+
 def _apply_worker(path: str, kernel: np.ndarray, tile: int, workers: int, queue) -> None:
     """In a fresh process: tiled apply over a memory-mapped .npy into memory."""
     from .apply import apply_tiled
 
     image = np.load(path, mmap_mode="r")
-    with PeakMemory() as memory:
-        started = time.perf_counter()
-        apply_tiled(image, kernel, tile=tile, workers=workers)
-        seconds = time.perf_counter() - started
-    queue.put({"seconds": seconds, "peak_rss_mb": memory.rss_mb, "peak_anon_mb": memory.anon_mb})
+    queue.put(_measured(lambda: apply_tiled(image, kernel, tile=tile, workers=workers)))
 
 
 def _apply_file_worker(model: str, path: str, tile: int, workers: int, queue) -> None:
@@ -306,12 +309,9 @@ def _apply_file_worker(model: str, path: str, tile: int, workers: int, queue) ->
     from .apply import apply_to_file
 
     destination = str(Path(path).with_name("filtered.npy"))
-    with PeakMemory() as memory:
-        started = time.perf_counter()
-        apply_to_file(model, path, destination, tile=tile, workers=workers)
-        seconds = time.perf_counter() - started
+    measured = _measured(lambda: apply_to_file(model, path, destination, tile=tile, workers=workers))
     os.unlink(destination)
-    queue.put({"seconds": seconds, "peak_rss_mb": memory.rss_mb, "peak_anon_mb": memory.anon_mb})
+    queue.put(measured)
 
 
 def _filter2d_worker(path: str, kernel: np.ndarray, queue) -> None:

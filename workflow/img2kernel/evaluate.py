@@ -10,7 +10,7 @@ import numpy as np
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from . import plots
-from .filters import UINT8_MAX, build_filter
+from .filters import build_filter, magnitude, saturate_uint8
 from .kernels import align, center, compare
 from .store import Store
 
@@ -40,8 +40,8 @@ def predict(kernels: np.ndarray, image: np.ndarray, combine: str = "none", outpu
         cv2.filter2D(image64, cv2.CV_64F, np.asarray(kernel, dtype=np.float64), borderType=BORDERS[border])
         for kernel in kernels
     ]
-    out = np.sqrt(np.square(responses[0]) + np.square(responses[1])) if combine == "magnitude" else responses[0]
-    return np.rint(np.minimum(np.abs(out), UINT8_MAX)) if output == "uint8" else out
+    out = magnitude(*responses, dtype=np.float64) if combine == "magnitude" else responses[0]
+    return saturate_uint8(out) if output == "uint8" else out
 
 
 # SSIM is computed on at most this central window of a larger image: skimage's SSIM holds

@@ -105,10 +105,10 @@ def _sobel(spec: dict) -> tuple:
     return (kernel,), "none", lambda img: cv2.Sobel(img, cv2.CV_32F, dx, dy, ksize=ksize)
 
 
-def magnitude(gx: np.ndarray, gy: np.ndarray) -> np.ndarray:
-    """``sqrt(gx^2 + gy^2)`` as float32, (H, W) from two (H, W) responses.
+def magnitude(gx: np.ndarray, gy: np.ndarray, dtype: type = np.float32) -> np.ndarray:
+    """``sqrt(gx^2 + gy^2)`` as ``dtype``, (H, W) from two (H, W) responses.
 
-    Computed in float64 with plain IEEE operations and rounded once to float32: the
+    Computed in float64 with plain IEEE operations and rounded once to ``dtype``: the
     same bits on every run, thread and machine, and no float32 overflow or rounding of the
     squares (a 7x7 Sobel's squares pass 2^24). cv2.magnitude is faster, but its last bit
     varies from run to run (on the sample photos, 25,000 of 7.6 million target pixels
@@ -116,7 +116,13 @@ def magnitude(gx: np.ndarray, gy: np.ndarray) -> np.ndarray:
     """
     out = np.square(gx, dtype=np.float64)
     out += np.square(gy, dtype=np.float64)
-    return np.sqrt(out, out=out).astype(np.float32)
+    return np.sqrt(out, out=out).astype(dtype, copy=False)
+
+
+def saturate_uint8(values: np.ndarray) -> np.ndarray:
+    """What ``cv2.convertScaleAbs`` stores, kept in ``values``' float dtype: |x| saturated
+    to 0..255 and rounded (the ``uint8`` output of a filter, model or prediction)."""
+    return np.rint(np.minimum(np.abs(values), UINT8_MAX))
 
 
 def _sobel_magnitude(spec: dict) -> tuple:

@@ -32,7 +32,7 @@ import torch._dynamo  # noqa: F401  torch.optim imports it on first use (1.5-3 s
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .files import load_kernels, save_kernels, written_whole  # noqa: F401  load_kernels: re-exported
+from .files import save_kernels, written_whole
 from .filters import Filter, build_filter, model_ksize
 from .kernels import compare
 from .model import LearnableKernel
