@@ -1,6 +1,7 @@
 # img2kernel: learn image kernels from (input, output) image pairs.
 # Stages: urls -> download -> inputs store -> targets[filter] -> train[filter]
-#         -> evaluate[filter] -> tables and results/report.html (see README.md).
+#         -> evaluate[filter] -> tables and results/report.html (see README.md);
+#         a `pairs` filter brings its own: pairs_store[filter] -> train[filter] -> ...
 from snakemake.utils import min_version
 
 min_version("8.20")
@@ -19,6 +20,7 @@ FILTERS = validated_filters()
 
 include: "workflow/rules/data.smk"
 include: "workflow/rules/targets.smk"
+include: "workflow/rules/pairs.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"

@@ -1,4 +1,4 @@
-"""Tiled application of a learned kernel equals whole-image inference, at any size and tile."""
+"""Tiled application of a model equals whole-image inference, at any size, tile and border rule."""
 
 from __future__ import annotations
 
@@ -8,10 +8,16 @@ import cv2
 import numpy as np
 import pytest
 
-from img2kernel.apply import apply_tiled, read_image, reflect101, write_image
+from img2kernel import borders
+from img2kernel.apply import apply_tiled, border_indices, reflect101, write_image
 from img2kernel.cli import main
-from img2kernel.evaluate import predict
 from img2kernel.filters import build_filter
+from img2kernel.models import AffineKernel, MagnitudeModel
+
+
+def random_model(ksize=5, c_in=1, c_out=1, seed=3, output="float"):
+    rng = np.random.default_rng(seed)
+    return AffineKernel(rng.standard_normal((c_out, c_in, ksize, ksize)), rng.standard_normal(c_out), output)
 
 
 def test_reflect101_is_opencvs_border():
@@ -20,35 +26,55 @@ def test_reflect101_is_opencvs_border():
     np.testing.assert_array_equal(row[0][reflect101(np.arange(-3, 8), 5)], padded)
 
 
+@pytest.mark.parametrize("rule", ["reflect101", "reflect", "replicate", "wrap"])
+def test_border_indices_are_opencvs_padding(rule):
+    row = np.arange(6.0)[None]
+    cv_rule = borders.PADDED_RULES[rule][0]
+    padded = cv2.copyMakeBorder(row, 0, 0, 4, 4, cv_rule)[0]
+    np.testing.assert_array_equal(row[0][border_indices(np.arange(-4, 10), 6, rule)], padded)
+
+
 @pytest.mark.parametrize("tile", [1, 7, 32, 1000])
 @pytest.mark.parametrize("shape", [(37, 53), (5, 91), (64, 64)])
 def test_tiles_equal_whole_image_inference(gray_images, tile, shape):
     image = np.ascontiguousarray(np.tile(gray_images[0], (2, 2))[: shape[0], : shape[1]])
-    kernel = np.stack(build_filter({"name": "r", "kind": "random", "ksize": 5, "seed": 3, "distribution": "normal",
-                                    "normalization": "none"}).kernels)
-    whole = predict(kernel, image)
-    np.testing.assert_allclose(apply_tiled(image, kernel, tile=tile), whole, rtol=1e-5, atol=1e-3)
+    model = random_model()
+    whole = model.predict(image)
+    np.testing.assert_allclose(apply_tiled(image, model, tile=tile), whole, rtol=1e-5, atol=1e-3)
+
+
+@pytest.mark.parametrize("rule", borders.RULES)
+@pytest.mark.parametrize("channels", [(1, 1), (3, 3), (3, 1), (1, 3)])
+def test_tiles_equal_whole_image_for_every_border_rule_and_channel_layout(gray_images, rule, channels):
+    c_in, c_out = channels
+    if rule == "unfiltered" and c_in != c_out:
+        pytest.skip("the unfiltered ring needs as many output as input channels")
+    planes = [np.tile(g, (1, 2))[:45, :70] for g in gray_images]
+    image = np.dstack(planes) if c_in == 3 else planes[0]
+    model = random_model(5, c_in, c_out, seed=c_in * 10 + c_out)
+    tiled = apply_tiled(image, model, rule, tile=16, workers=2)
+    np.testing.assert_allclose(tiled, model.predict(image, rule), rtol=1e-5, atol=2e-3)
+    assert tiled.shape == image.shape[:2] + ((c_out,) if c_out > 1 else ())
 
 
 def test_tiles_match_opencv_for_magnitude_and_uint8(gray_images):
     image = gray_images[1]
     magnitude = build_filter({"name": "m", "kind": "sobel_magnitude", "ksize": 3, "output": "float"})
-    np.testing.assert_allclose(apply_tiled(image, np.stack(magnitude.kernels), "magnitude", tile=16),
-                               magnitude.apply(image), rtol=1e-5, atol=1e-3)
+    model = magnitude.model_of(np.stack(magnitude.kernels))
+    np.testing.assert_allclose(apply_tiled(image, model, tile=16), magnitude.apply(image), rtol=1e-5, atol=1e-3)
     saved = build_filter({"name": "s", "kind": "sobel", "dx": 1, "dy": 0, "ksize": 3, "output": "uint8"})
-    np.testing.assert_array_equal(apply_tiled(image, np.stack(saved.kernels), output="uint8", tile=16), saved.apply(image))
+    np.testing.assert_array_equal(apply_tiled(image, saved.model_of(np.stack(saved.kernels)), tile=16), saved.apply(image))
 
 
 def test_apply_command_reads_8_16_bit_and_colour_and_writes_float(tmp_path, gray_images):
-    from safetensors.numpy import save_file
-
-    kernel = np.array([[[-1.0, 0, 1], [-2, 0, 2], [-1, 0, 1]]])
+    kernel = np.array([[-1.0, 0, 1], [-2, 0, 2], [-1, 0, 1]])
     model = tmp_path / "sobel.safetensors"
-    save_file({"kernel": kernel}, str(model), metadata={"combine": "none", "output": "float"})
+    AffineKernel(kernel).save(model)
     gray = gray_images[0].astype(np.uint8)
     cv2.imwrite(str(tmp_path / "in8.png"), gray)
     cv2.imwrite(str(tmp_path / "in16.png"), gray.astype(np.uint16) * 256)
-    cv2.imwrite(str(tmp_path / "colour.png"), np.dstack([gray, gray // 2, 255 - gray]))
+    bgr = np.dstack([gray, gray // 2, 255 - gray])
+    cv2.imwrite(str(tmp_path / "colour.png"), bgr)
     expected = cv2.Sobel(gray.astype(np.float32), cv2.CV_32F, 1, 0, ksize=3)
     for name in ("in8.png", "in16.png"):
         assert main(["apply", str(model), str(tmp_path / name), str(tmp_path / "out.npy"), "--tile", "17"]) == 0
@@ -56,42 +82,60 @@ def test_apply_command_reads_8_16_bit_and_colour_and_writes_float(tmp_path, gray
     main(["apply", str(model), str(tmp_path / "colour.png"), str(tmp_path / "c.tif"), "--colour", "per-channel"])
     planes = cv2.imread(str(tmp_path / "c.tif"), cv2.IMREAD_UNCHANGED)
     assert planes.shape == gray.shape + (3,) and planes.dtype == np.float32
-    np.testing.assert_allclose(planes[..., 0], expected, atol=1e-3)
-    write_image(tmp_path / "clipped.png", expected)
-    assert cv2.imread(str(tmp_path / "clipped.png"), cv2.IMREAD_UNCHANGED).dtype == np.uint8
-    assert len(read_image(tmp_path / "colour.png")) == 1
+    for c in range(3):  # every plane, in the file's own channel order
+        np.testing.assert_allclose(planes[..., c], cv2.Sobel(bgr[..., c].astype(np.float32), cv2.CV_32F, 1, 0), atol=1e-3)
+    main(["apply", str(model), str(tmp_path / "colour.png"), str(tmp_path / "g.npy")])
+    gray_of_colour = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY).astype(np.float32)
+    np.testing.assert_allclose(np.load(tmp_path / "g.npy"), cv2.Sobel(gray_of_colour, cv2.CV_32F, 1, 0), atol=1e-3)
+
+
+def test_png_output_is_rounded_and_clipped_not_just_cast(tmp_path):
+    values = np.array([[-20.0, 0.4, 0.6, 254.5, 300.0]], dtype=np.float32)
+    write_image(tmp_path / "clipped.png", values)
+    stored = cv2.imread(str(tmp_path / "clipped.png"), cv2.IMREAD_UNCHANGED)
+    assert stored.dtype == np.uint8
+    np.testing.assert_array_equal(stored[0], [0, 0, 1, 254, 255])  # rint: 254.5 -> 254 (half to even)
+
+
+def test_a_colour_model_writes_the_tools_8_bit_colour_file(tmp_path, gray_images):
+    rgb = np.dstack(gray_images).astype(np.uint8)
+    model = AffineKernel(np.eye(3)[:, :, None, None] * np.full((1, 1, 3, 3), 1 / 9), [10, 0, -10], output="uint8")
+    model.save(tmp_path / "blur.safetensors", {"units": "stored", "border": "replicate"})
+    cv2.imwrite(str(tmp_path / "in.png"), rgb[..., ::-1])
+    assert main(["apply", str(tmp_path / "blur.safetensors"), str(tmp_path / "in.png"), str(tmp_path / "out.png")]) == 0
+    written = cv2.imread(str(tmp_path / "out.png"), cv2.IMREAD_UNCHANGED)[..., ::-1]
+    expected = np.stack([np.clip(np.rint(cv2.blur(rgb[..., c].astype(np.float64), (3, 3), borderType=cv2.BORDER_REPLICATE)
+                                          + b), 0, 255) for c, b in enumerate([10, 0, -10])], axis=-1)
+    np.testing.assert_array_equal(written, expected.astype(np.uint8))
 
 
 def test_worker_threads_give_the_same_result(gray_images):
     image = np.ascontiguousarray(np.tile(gray_images[0], (2, 2))[:61, :83])
-    kernels = np.stack(build_filter({"name": "m", "kind": "sobel_magnitude", "ksize": 5, "output": "float"}).kernels)
-    serial = apply_tiled(image, kernels, "magnitude", tile=9, workers=1)
-    np.testing.assert_array_equal(apply_tiled(image, kernels, "magnitude", tile=9, workers=4), serial)
+    magnitude = build_filter({"name": "m", "kind": "sobel_magnitude", "ksize": 5, "output": "float"})
+    model = magnitude.model_of(np.stack(magnitude.kernels))
+    serial = apply_tiled(image, model, tile=9, workers=1)
+    np.testing.assert_array_equal(apply_tiled(image, model, tile=9, workers=4), serial)
 
 
 @pytest.mark.parametrize(
-    "kernels, combine, output, workers, message",
+    "model, image_channels, border, tile, workers, message",
     [
-        (np.ones((1, 4, 4)), "none", "float", 1, "K odd"),
-        (np.ones((3, 3)), "none", "float", 1, "(n, K, K)"),
-        (np.ones((1, 3, 3)), "magnitude", "float", 1, "takes 2 kernels"),
-        (np.ones((2, 3, 3)), "sum", "float", 1, "combine must be"),
-        (np.ones((1, 3, 3)), "none", "float16", 1, "output must be"),
-        (np.ones((1, 3, 3)), "none", "float", 0, "workers must be"),
+        (random_model(3, 3, 1), 1, "reflect101", 8, 1, "takes 3 channel(s)"),
+        (random_model(3), 1, "mirror", 8, 1, "unknown border rule"),
+        (random_model(3), 1, "reflect101", 0, 1, "tile must be"),
+        (random_model(3), 1, "reflect101", 8, 0, "workers must be"),
+        (np.ones((1, 3, 3)), 1, "reflect101", 8, 1, "expected an img2kernel model"),
     ],
 )
-def test_bad_arguments_say_what_is_wrong(gray_images, kernels, combine, output, workers, message):
+def test_bad_arguments_say_what_is_wrong(gray_images, model, image_channels, border, tile, workers, message):
     with pytest.raises(ValueError, match=re.escape(message)):
-        apply_tiled(gray_images[0], kernels, combine, output, workers=workers)
+        apply_tiled(gray_images[0], model, border, tile=tile, workers=workers)
 
 
 def test_npy_to_npy_fills_a_memory_map_channel_by_channel(tmp_path, gray_images):
-    from safetensors.numpy import save_file
-
     magnitude = build_filter({"name": "m", "kind": "sobel_magnitude", "ksize": 3, "output": "float"})
-    kernels = np.stack(magnitude.kernels)
     model = tmp_path / "magnitude.safetensors"
-    save_file({"kernel": kernels}, str(model), metadata={"combine": "magnitude", "output": "float"})
+    MagnitudeModel(np.stack(magnitude.kernels)).save(model)
     image = np.dstack(gray_images[:2])
     np.save(tmp_path / "in.npy", image)
     assert main(["apply", str(model), str(tmp_path / "in.npy"), str(tmp_path / "out.npy"), "--tile", "19", "--workers", "2"]) == 0
@@ -106,20 +150,35 @@ def test_apply_command_names_what_is_wrong_before_writing(tmp_path, gray_images,
     from safetensors.numpy import save_file
 
     model = tmp_path / "k.safetensors"
-    save_file({"kernel": np.ones((1, 3, 3))}, str(model))
+    AffineKernel(np.ones((3, 3))).save(model)
+    colour_model = tmp_path / "rgb.safetensors"
+    AffineKernel(np.ones((1, 3, 3, 3))).save(colour_model)
+    nan_model = tmp_path / "nan.safetensors"
+    save_file({"kernel": np.full((1, 1, 3, 3), np.nan), "bias": np.zeros(1)}, str(nan_model), metadata={"model": "affine"})
+    empty_model = tmp_path / "empty.safetensors"
+    save_file({"kernel": np.zeros((0, 3, 3)), "bias": np.zeros(0)}, str(empty_model), metadata={"model": "affine"})
+    old_model = tmp_path / "old.safetensors"
+    save_file({"kernel": np.ones((3, 3, 3))}, str(old_model), metadata={"combine": "none"})
     cv2.imwrite(str(tmp_path / "in.png"), gray_images[0].astype(np.uint8))
     (tmp_path / "notes.txt").write_text("not an image")
     cases = [
-        ([str(model), str(tmp_path / "in.png"), str(tmp_path / "out.xyz")], "OpenCV cannot write .xyz"),
+        ([str(model), str(tmp_path / "in.png"), str(tmp_path / "out.xyz")], "cannot write .xyz"),
+        ([str(model), str(tmp_path / "in.png"), str(tmp_path / "out.gif")], "cannot write .gif"),
+        ([str(model), str(tmp_path / "in.png"), str(tmp_path / "in.png")], "would overwrite the input"),
         ([str(model), str(tmp_path / "in.png"), str(tmp_path / "missing" / "out.npy")], "does not exist"),
         ([str(tmp_path / "none.safetensors"), str(tmp_path / "in.png"), str(tmp_path / "out.npy")], "no such model file"),
         ([str(tmp_path / "notes.txt"), str(tmp_path / "in.png"), str(tmp_path / "out.npy")], "not a safetensors model file"),
-        ([str(model), str(tmp_path / "notes.txt"), str(tmp_path / "out.npy")], "not an image OpenCV can read"),
+        ([str(nan_model), str(tmp_path / "in.png"), str(tmp_path / "out.npy")], "NaN or infinite"),
+        ([str(empty_model), str(tmp_path / "in.png"), str(tmp_path / "out.npy")], "is empty"),
+        ([str(old_model), str(tmp_path / "in.png"), str(tmp_path / "out.npy")], "metadata 'model'"),
+        ([str(colour_model), str(tmp_path / "in.png"), str(tmp_path / "out.npy")], "takes 3"),
+        ([str(model), str(tmp_path / "notes.txt"), str(tmp_path / "out.npy")], "not a readable image"),
     ]
     for arguments, message in cases:
         with pytest.raises(SystemExit) as stopped:
             main(["apply", *arguments])
         assert stopped.value.code == 2
         error = capsys.readouterr().err
-        assert message in error and "img2kernel apply:" in error, error
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.png", "k.safetensors", "notes.txt"]
+        assert message in error and "img2kernel apply:" in error, (message, error)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "empty.safetensors", "in.png", "k.safetensors", "nan.safetensors", "notes.txt", "old.safetensors", "rgb.safetensors"]

@@ -11,7 +11,7 @@ import re
 import numpy as np
 import pytest
 
-from img2kernel.evaluate import evaluate_filter, image_metrics, predict, verdict
+from img2kernel.evaluate import evaluate_filter, image_metrics, verdict
 from img2kernel.filters import build_filter
 from img2kernel.kernels import align, compare
 from img2kernel.store import ShardWriter
@@ -28,6 +28,10 @@ def tiny_store(tmp_path, gray_images):
     return tmp_path / "in", tmp_path / "tg", filt
 
 
+def as_model(filt, kernels):
+    return filt.model_of(kernels)
+
+
 def info_for(filt, **extra):
     return {"filter": filt.spec, "linear_residual": 1e-15, "learned_val_residual": 0.0, "seconds": 0.1, "steps": 5,
             "stop_reason": "converged", "device": "cpu", **extra}
@@ -35,7 +39,7 @@ def info_for(filt, **extra):
 
 def test_perfect_kernel_gives_psnr_above_100_db_and_zero_error(tiny_store):
     inputs, targets, filt = tiny_store
-    true = np.stack(filt.kernels)
+    true = as_model(filt, np.stack(filt.kernels))
     result = evaluate_filter(inputs, targets, true, true, info_for(filt))
     assert result["test_psnr"] > 100
     assert result["test_ssim"] == pytest.approx(1.0)
@@ -47,7 +51,7 @@ def test_perfect_kernel_gives_psnr_above_100_db_and_zero_error(tiny_store):
 
 def test_max_images_evaluates_the_first_test_images_only(tiny_store):
     inputs, targets, filt = tiny_store
-    true = np.stack(filt.kernels)
+    true = as_model(filt, np.stack(filt.kernels))
     result = evaluate_filter(inputs, targets, true, true, info_for(filt), max_images=2)
     assert [m["key"] for m in result["images"]] == ["000", "001"] and result["split_images"] == 3
 
@@ -56,7 +60,7 @@ def test_perturbed_kernel_error_equals_the_perturbation(tiny_store):
     inputs, targets, filt = tiny_store
     perturbed = np.stack(filt.kernels).copy()
     perturbed[0, 0, 2] += 0.01
-    result = evaluate_filter(inputs, targets, perturbed, None, info_for(filt))
+    result = evaluate_filter(inputs, targets, as_model(filt, perturbed), None, info_for(filt))
     assert result["kernel_max_abs_error"] == pytest.approx(0.01, rel=1e-12)
     assert result["kernel_rel_max_abs_error"] == pytest.approx(0.005, rel=1e-12)
     assert result["test_psnr"] < 100
@@ -72,7 +76,7 @@ def test_procrustes_aligns_a_rotated_and_reflected_pair():
     assert compare(rotated, true, "none", "float")["max_abs_error"] > 1
     np.testing.assert_allclose(align(rotated, true, "magnitude", "float"), true, atol=1e-12)
     image = np.random.default_rng(0).uniform(0, 255, (20, 24))
-    np.testing.assert_allclose(predict(rotated, image, "magnitude"), predict(true, image, "magnitude"), rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(filt.model_of(rotated).predict(image), filt.model_of(true).predict(image), rtol=1e-9, atol=1e-9)
 
 
 def test_sign_is_aligned_only_for_uint8_outputs():
@@ -99,7 +103,7 @@ def test_report_escapes_names_and_embeds_every_image(tmp_path, tiny_store):
     from img2kernel.summary import write_summary
 
     inputs, targets, filt = tiny_store
-    true = np.stack(filt.kernels)
+    true = as_model(filt, np.stack(filt.kernels))
     evaluation = evaluate_filter(inputs, targets, true, true, info_for(filt))
     evil = '<script>alert("x")</script>&'
     evaluation["filter"] = evil
@@ -134,8 +138,9 @@ def test_report_escapes_names_and_embeds_every_image(tmp_path, tiny_store):
 
 
 @pytest.mark.parametrize("combine, output", [("none", "float"), ("magnitude", "float"), ("none", "uint8")])
-@pytest.mark.parametrize("border", ["reflect", "zeros", "replicate"])
-def test_predict_is_the_models_function(combine, output, border):
+@pytest.mark.parametrize("border, rule", [("reflect", "reflect101"), ("zeros", "zero"), ("replicate", "replicate")])
+def test_predict_is_the_trained_torch_models_function(combine, output, border, rule):
+    """The numpy model that evaluation and apply run computes what the torch twin trained."""
     import torch
 
     from img2kernel.model import LearnableKernel
@@ -149,7 +154,10 @@ def test_predict_is_the_models_function(combine, output, border):
         expected = model(torch.from_numpy(image)[None, None], border=border)[0, 0].numpy()
     if output == "uint8":
         expected = np.rint(expected)
-    np.testing.assert_allclose(predict(kernels, image, combine, output, border), expected, rtol=1e-12, atol=1e-9)
+    spec = {"name": "k", "kind": "sobel_magnitude" if combine == "magnitude" else "sobel", "dx": 1, "dy": 0, "ksize": 3,
+            "output": output}
+    numpy_model = build_filter(spec).model_of(kernels)
+    np.testing.assert_allclose(numpy_model.predict(image, rule), expected, rtol=1e-12, atol=1e-9)
 
 
 def test_large_images_are_reduced_for_the_figure_and_ssim_takes_the_central_window():

@@ -1,79 +1,73 @@
 """Every rule lists, as `code()` inputs, each package module its script can run.
 
 Snakemake reruns a job when its script changes, not when a module that script imports
-changes; the `code()` inputs close that gap only if they are complete. A module missing
-from a rule's list would make an edit to it rerun nothing for that rule.
+changes; the `code()` inputs close that gap. They are derived from the imports
+(img2kernel.codefiles); these tests check the derivation against what Python itself loads.
 """
 
 from __future__ import annotations
 
 import ast
+import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from conftest import REPO
 
-PACKAGE = REPO / "workflow" / "img2kernel"
+from img2kernel.codefiles import PACKAGE, modules_run_by
+
+SCRIPTS = REPO / "workflow" / "scripts"
 RULES = sorted((REPO / "workflow" / "rules").glob("*.smk"))
 RULE_BLOCK = re.compile(r"^rule (\w+):\n(.*?)(?=^rule |\Z)", re.MULTILINE | re.DOTALL)
-# Reachable by import but never run by the rule, and left out on purpose:
-NOT_RUN = {
-    # logs.py only formats the job's log, which no later stage reads.
-    "*": {"logs.py", "__init__.py"},
-    # data.py builds the inputs store too, but the download path never calls the store:
-    # listing store.py would re-download every URL after a store edit.
-    "url_list": {"store.py"},
-    "download": {"store.py"},
-}
 
 
-def package_imports(path: Path) -> set[str]:
-    """Package modules (file names) imported anywhere in a file, inside functions too."""
-    names = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if not isinstance(node, ast.ImportFrom):
-            continue
-        module = node.module or ""
-        if node.level == 1 or module == "img2kernel" or module.startswith("img2kernel."):
-            parts = module.split(".")[1:] if module.startswith("img2kernel") else module.split(".") if module else []
-            if parts:
-                names.add(parts[0] + ".py")
-            else:  # `from . import plots` or `from img2kernel import plots`
-                names.update(alias.name + ".py" for alias in node.names)
-    return {name for name in names if (PACKAGE / name).is_file()}
-
-
-def reachable_modules(script: Path) -> set[str]:
-    seen, todo = set(), list(package_imports(script))
-    while todo:
-        name = todo.pop()
-        if name not in seen:
-            seen.add(name)
-            todo.extend(package_imports(PACKAGE / name))
-    return seen
-
-
-def rules_with_scripts() -> list[tuple[str, Path, set[str]]]:
+def rules_with_scripts() -> list[tuple[str, str, str]]:
+    """(rule, its script's file name, the script named in its code() call)."""
     found = []
     for smk in RULES:
         for name, body in RULE_BLOCK.findall(smk.read_text()):
             script = re.search(r'script:\s*\n\s*"([^"]+)"', body)
-            if not script:
-                continue
-            listed = re.search(r"code=code\(([^)]*)\)", body)
-            modules = set(re.findall(r'"([^"]+)"', listed.group(1))) if listed else set()
-            found.append((name, (smk.parent / script.group(1)).resolve(), modules))
+            if script:
+                listed = re.search(r'code=code\("([^"]+)"', body)
+                found.append((name, Path(script.group(1)).name, listed.group(1) if listed else ""))
     return found
 
 
 def test_the_rule_files_were_parsed():
     names = {name for name, _, _ in rules_with_scripts()}
-    assert names == {"url_list", "download", "inputs_store", "targets", "train", "evaluate", "summary", "report"}
+    assert names == {"url_list", "download", "inputs_store", "targets", "pairs_store", "train", "evaluate", "summary", "report"}
 
 
-@pytest.mark.parametrize("rule, script, listed", rules_with_scripts(), ids=lambda v: v if isinstance(v, str) else "")
-def test_code_inputs_cover_every_module_the_script_runs(rule, script, listed):
-    missing = reachable_modules(script) - listed - NOT_RUN["*"] - NOT_RUN.get(rule, set())
-    assert not missing, f"rule {rule}: add {sorted(missing)} to its code() inputs"
+@pytest.mark.parametrize("rule, script, listed", rules_with_scripts(), ids=lambda v: v)
+def test_each_rule_derives_its_code_inputs_from_its_own_script(rule, script, listed):
+    assert listed == script, f"rule {rule} runs {script} but its code() inputs are derived from {listed or 'nothing'}"
+
+
+def loaded_by_importing(script: Path) -> set[str]:
+    """Package modules Python loads when it runs every img2kernel import statement of ``script``."""
+    statements = [ast.unparse(node) for node in ast.walk(ast.parse(script.read_text()))
+                  if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("img2kernel")]
+    program = (
+        f"import sys, json; sys.path.insert(0, {str(PACKAGE.parent)!r})\n" + "\n".join(statements) + "\n"
+        "print(json.dumps(sorted(m.__file__ for n, m in sys.modules.items() if n.startswith('img2kernel') and getattr(m, '__file__', None))))"
+    )
+    out = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, check=True).stdout
+    return {Path(f).resolve().relative_to(PACKAGE).as_posix() for f in json.loads(out.splitlines()[-1])}
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in SCRIPTS.glob("*.py")))
+def test_derived_code_files_cover_what_python_loads(script):
+    derived = set(modules_run_by(str(SCRIPTS / script)))
+    missing = loaded_by_importing(SCRIPTS / script) - derived - {"logs.py"}
+    assert not missing, f"{script}: the derivation misses {sorted(missing)}"
+
+
+def test_lazy_imports_inside_functions_count_too():
+    # scripts/train.py imports the trainer and the pairs fit inside functions; both run.
+    derived = modules_run_by(str(SCRIPTS / "train.py"))
+    assert {"train.py", "fit/job.py", "fit/pairs.py", "fit/lstsq.py", "models/affine.py", "sources/pairs.py"} <= set(derived)
+    assert "logs.py" not in derived

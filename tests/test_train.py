@@ -13,7 +13,7 @@ from img2kernel.filters import build_filter
 from img2kernel.kernels import center, compare
 from img2kernel.model import LearnableKernel
 from img2kernel.store import CropSampler, ShardWriter
-from img2kernel.files import load_kernels
+from img2kernel.models import AffineKernel, load_model
 from img2kernel.train import Crops, TrainingError, fit, save_outcome, train_filter
 
 SETTINGS = {
@@ -185,11 +185,13 @@ def test_train_filter_writes_safetensors_that_load_without_pickle(tmp_path, gray
     save_outcome(outcome, *paths)
     header_length = int.from_bytes(paths[0].read_bytes()[:8], "little")
     assert paths[0].read_bytes()[8:9] == b"{" and header_length < 10_000  # safetensors, not a pickle
-    kernels, metadata = load_kernels(paths[0])
-    assert kernels.shape == (1, 3, 3) and json.loads(metadata["filter"])["dy"] == 1
-    np.testing.assert_allclose(kernels[0], filt.kernels[0], atol=1e-4 * 2)
-    oracle, _ = load_kernels(paths[1])
-    np.testing.assert_allclose(oracle[0], filt.kernels[0], atol=1e-9)
+    model, metadata = load_model(paths[0])
+    # The contract other tools read: kernel (C_out, C_in, K, K) and bias (C_out,), our filters 1 -> 1 with bias 0.
+    assert isinstance(model, AffineKernel) and model.kernel.shape == (1, 1, 3, 3) and model.bias.tolist() == [0.0]
+    assert metadata["filter"]["dy"] == 1 and metadata["border"] == "reflect101"
+    np.testing.assert_allclose(model.kernel[0, 0], filt.kernels[0], atol=1e-4 * 2)
+    oracle, _ = load_model(paths[1])
+    np.testing.assert_allclose(oracle.kernel[0, 0], filt.kernels[0], atol=1e-9)
     info = json.loads(paths[2].read_text())
     assert info["stop_reason"] == "converged" and info["device"] == "cpu"
     assert info["linear_residual"] < 1e-9

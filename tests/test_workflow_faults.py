@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from img2kernel.store import Store
-from img2kernel.files import load_kernels
+from img2kernel.models import load_model
 from conftest import planned_jobs, real_images, snakemake, workflow_copy, write_workdir
 
 pytestmark = pytest.mark.workflow
@@ -77,8 +77,8 @@ def test_killed_while_writing_targets_then_during_training_the_next_run_finishes
     results = tmp_path / "results"
     Store(results / "store" / "inputs")  # checksums of every shard
     Store(targets / "blur_7")
-    kernels, _ = load_kernels(tmp_path / model)
-    assert np.all(np.isfinite(kernels))
+    model_file, _ = load_model(tmp_path / model)  # refuses non-finite parameters
+    assert np.all(np.isfinite(model_file.kernel))
     assert not list(results.rglob("*.partial")), "a partial file was left in place"
     assert not list(results.rglob(".*.partial")), "a partial file was left in place"
     assert planned_jobs(tmp_path, model) == {}

@@ -13,7 +13,7 @@ import yaml
 
 from img2kernel.filters import build_filter
 from img2kernel.store import Store
-from img2kernel.files import load_kernels
+from img2kernel.models import load_model
 from conftest import clone_workdir, planned_jobs, real_images, snakemake, workflow_copy, write_workdir
 
 pytestmark = pytest.mark.workflow
@@ -195,7 +195,7 @@ def test_a_corrupted_shard_fails_the_next_job_naming_it(built, tmp_path):
     assert not (workdir / "results" / "models" / "sobel_x.safetensors").exists()
     # Following the message repairs it.
     snakemake(workdir, "--forcerun", "results/store/targets/sobel_x", "results/models/sobel_x.safetensors")
-    assert load_kernels(workdir / "results" / "models" / "sobel_x.safetensors")[0].shape == (1, 3, 3)
+    assert load_model(workdir / "results" / "models" / "sobel_x.safetensors")[0].kernel.shape == (1, 1, 3, 3)
 
 
 def test_code_edits_rerun_exactly_the_stages_that_run_that_code(built, tmp_path):

@@ -1,9 +1,9 @@
-"""Apply a learned kernel to any image, tile by tile, equal to whole-image inference.
+"""Apply a learned model to any image, tile by tile, equal to whole-image inference.
 
-Each output tile is computed from its input tile plus a halo of K // 2 pixels; halo pixels
-outside the image are taken by OpenCV's border rule (BORDER_REFLECT_101), so the tiled
-result equals :func:`img2kernel.evaluate.predict` on the whole image, to float rounding,
-while memory stays near input + output + one tile per worker thread.
+Each output tile is the model's valid prediction (:meth:`img2kernel.models.Model.predict_valid`)
+of its input tile plus a halo of K // 2 pixels; halo pixels outside the image are taken by
+the model's border rule, so the tiled result equals :meth:`Model.predict` on the whole image,
+to float rounding, while memory stays near input + output + one tile per worker thread.
 """
 
 from __future__ import annotations
@@ -13,12 +13,11 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import cv2
 import numpy as np
 from tqdm import tqdm
 
-from .data import to_grayscale_float32
-from .filters import magnitude, saturate_uint8
+from . import borders
+from .models import Model
 
 
 def reflect101(indices: np.ndarray, size: int) -> np.ndarray:
@@ -30,22 +29,30 @@ def reflect101(indices: np.ndarray, size: int) -> np.ndarray:
     return np.where(folded >= size, period - folded, folded)
 
 
-def _tile_with_halo(image: np.ndarray, y0: int, y1: int, x0: int, x1: int, halo: int) -> np.ndarray:
-    """Rows y0-halo..y1+halo and columns x0-halo..x1+halo as float32, outside pixels by reflect-101."""
-    height, width = image.shape
-    top, bottom = max(y0 - halo, 0), min(y1 + halo, height)
-    left, right = max(x0 - halo, 0), min(x1 + halo, width)
-    pads = (top - (y0 - halo), (y1 + halo) - bottom, left - (x0 - halo), (x1 + halo) - right)
-    block = np.asarray(image[top:bottom, left:right], dtype=np.float32)
-    if not any(pads):
-        return block
-    if min(height, width) > halo:
-        # The block reaches the image edge on every padded side and is at least halo + 1
-        # pixels deep there, so reflecting the block is reflecting the image.
-        return cv2.copyMakeBorder(block, *pads, cv2.BORDER_REFLECT_101)
-    rows = reflect101(np.arange(y0 - halo, y1 + halo), height)
-    cols = reflect101(np.arange(x0 - halo, x1 + halo), width)
-    return np.asarray(image[np.ix_(rows, cols)], dtype=np.float32)
+def border_indices(indices: np.ndarray, size: int, rule: str) -> np.ndarray:
+    """Source index of each (possibly outside) index under a border rule; ``zero`` clips (the
+    caller zeroes those pixels) and ``unfiltered`` replicates (its ring is restored later)."""
+    if rule == "reflect101":
+        return reflect101(indices, size)
+    if rule == "reflect":
+        folded = np.mod(indices, 2 * size)
+        return np.where(folded >= size, 2 * size - 1 - folded, folded)
+    if rule == "wrap":
+        return np.mod(indices, size)
+    return np.clip(indices, 0, size - 1)
+
+
+def _tile_with_halo(image: np.ndarray, y0: int, y1: int, x0: int, x1: int, halo: int, rule: str) -> np.ndarray:
+    """Rows y0-halo..y1+halo and columns x0-halo..x1+halo as float32, outside pixels by ``rule``."""
+    height, width = image.shape[:2]
+    if y0 - halo >= 0 and x0 - halo >= 0 and y1 + halo <= height and x1 + halo <= width:
+        return np.asarray(image[y0 - halo : y1 + halo, x0 - halo : x1 + halo], dtype=np.float32)
+    rows, cols = np.arange(y0 - halo, y1 + halo), np.arange(x0 - halo, x1 + halo)
+    block = np.asarray(image[np.ix_(border_indices(rows, height, rule), border_indices(cols, width, rule))], dtype=np.float32)
+    if rule == "zero":
+        outside = ((rows < 0) | (rows >= height))[:, None] | ((cols < 0) | (cols >= width))[None, :]
+        block[outside] = 0
+    return block
 
 
 def usable_cpus() -> int:
@@ -55,55 +62,45 @@ def usable_cpus() -> int:
 
 def apply_tiled(
     image: np.ndarray,
-    kernels: np.ndarray,
-    combine: str = "none",
-    output: str = "float",
+    model: Model,
+    border: str = borders.DEFAULT,
     tile: int = 1024,
     progress: bool = False,
     workers: int | None = None,
     out: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Filter a 2-D image (H, W) with (n, K, K) kernels; returns float32 (H, W).
+    """Filter an (H, W) or (H, W, C_in) image with ``model``; returns float32 (H, W[, C_out]).
 
-    The model's function (correlation, ``magnitude`` combine, ``uint8`` saturation),
-    computed per tile with ``cv2.filter2D`` on the tile and its halo. Tiles are
-    independent, so rows of tiles run on ``workers`` threads (OpenCV releases the GIL);
-    the result is the same for any number of workers.
+    Tiles are independent, so rows of tiles run on ``workers`` threads (OpenCV releases
+    the GIL); the result is the same for any number of workers.
 
     Args:
         image: any real dtype, e.g. a memory-mapped .npy; read tile by tile.
-        kernels: learned kernels (n, K, K), correlation orientation.
-        combine: ``none`` or ``magnitude`` (as the model).
-        output: ``uint8`` saturates and rounds like ``cv2.convertScaleAbs``.
+        model: any :class:`img2kernel.models.Model`.
+        border: a rule of :mod:`img2kernel.borders` (the one the model was found with).
         tile: side of an output tile in pixels.
         progress: show a progress bar of tiles.
         workers: threads, each holding one tile at a time; default: the usable CPUs.
-        out: a float32 (H, W) array to fill, e.g. one channel of a memory-mapped .npy;
-            by default a new array.
+        out: a float32 array of the output's shape to fill (e.g. a memory-mapped .npy).
     """
-    kernels = np.asarray(kernels)
-    if image.ndim != 2:
-        raise ValueError(f"expected a 2-D image (H, W), got shape {image.shape}")
-    if kernels.ndim != 3 or kernels.shape[1] != kernels.shape[2] or kernels.shape[1] % 2 == 0:
-        raise ValueError(f"expected kernels of shape (n, K, K) with K odd, got {kernels.shape}")
-    if combine not in ("none", "magnitude"):
-        raise ValueError(f"combine must be 'none' or 'magnitude', got {combine!r}")
-    if combine == "magnitude" and kernels.shape[0] != 2:
-        raise ValueError(f"combine 'magnitude' takes 2 kernels, got {kernels.shape[0]}")
-    if output not in ("float", "uint8"):
-        raise ValueError(f"output must be 'float' or 'uint8', got {output!r}")
+    if not isinstance(model, Model):
+        raise ValueError(f"expected an img2kernel model, got {type(model).__name__}")
+    borders.check_rule(border)
+    channels = 1 if image.ndim == 2 else image.shape[2] if image.ndim == 3 else -1
+    if channels != model.c_in:
+        raise ValueError(f"the model takes {model.c_in} channel(s); the image has shape {image.shape}")
     if tile < 1:
         raise ValueError(f"tile must be at least 1 pixel, got {tile}")
     workers = usable_cpus() if workers is None else workers
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
-    height, width = image.shape
-    halo = kernels.shape[-1] // 2
-    kernels32 = [np.asarray(k, dtype=np.float32) for k in kernels]
+    height, width = image.shape[:2]
+    halo = model.halo
+    shape = (height, width) + ((model.c_out,) if model.c_out > 1 else ())
     if out is None:
-        result = np.empty((height, width), dtype=np.float32)
-    elif out.shape != (height, width) or out.dtype != np.float32:
-        raise ValueError(f"out must be float32 of shape {(height, width)}, got {out.dtype} {out.shape}")
+        result = np.empty(shape, dtype=np.float32)
+    elif out.shape != shape:
+        raise ValueError(f"out has shape {out.shape}, expected {shape}")
     else:
         result = out
     rows = range(0, height, tile)
@@ -114,15 +111,14 @@ def apply_tiled(
         y1 = min(y0 + tile, height)
         for x0 in range(0, width, tile):
             x1 = min(x0 + tile, width)
-            block = _tile_with_halo(image, y0, y1, x0, x1, halo)
-            # BORDER_ISOLATED: the halo is already there; only the valid interior is kept.
-            responses = [
-                cv2.filter2D(block, cv2.CV_32F, k, borderType=cv2.BORDER_ISOLATED)[halo : halo + y1 - y0, halo : halo + x1 - x0]
-                for k in kernels32
-            ]
-            values = magnitude(*responses) if combine == "magnitude" else responses[0]
-            if output == "uint8":
-                values = saturate_uint8(values)
+            block = _tile_with_halo(image, y0, y1, x0, x1, halo, border)
+            values = model.predict_valid(block, dtype=np.float32)
+            if border == "unfiltered" and halo:
+                inner = block[halo : halo + y1 - y0, halo : halo + x1 - x0]
+                ring = borders.ring_mask((height, width), halo)[y0:y1, x0:x1]
+                if values.shape != inner.shape:
+                    raise ValueError("border 'unfiltered' needs as many output channels as input channels")
+                values[ring] = inner[ring]
             result[y0:y1, x0:x1] = values
             with bar_lock:
                 bar.update()
@@ -137,56 +133,78 @@ def apply_tiled(
     return result
 
 
-def read_image(path: str | Path, colour: str = "gray") -> list[np.ndarray]:
-    """Channels to filter: one grayscale plane (OpenCV's conversion), or each colour plane.
+WRITABLE = (".npy", ".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
-    8-bit values stay 0..255, 16-bit values are divided by 256 (exact), as in the store;
-    ``.npy`` files are memory-mapped, so huge arrays are never loaded whole, and an
-    (H, W, C) array gives its C planes as they are.
-    """
+
+def check_output_path(path: str | Path, source: str | Path | None = None) -> None:
+    """Fail before any work if ``path`` has a format nothing here writes, no folder, or is the input."""
+    import cv2
+
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such input image")
-    if path.suffix.lower() == ".npy":
-        array = np.load(path, mmap_mode="r")
-        if array.ndim not in (2, 3):
-            raise ValueError(f"{path}: expected an (H, W) or (H, W, C) array, got shape {array.shape}")
-        return [array] if array.ndim == 2 else [array[..., c] for c in range(array.shape[-1])]
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if image is None:
-        raise ValueError(f"{path}: not an image OpenCV can read")
-    if colour == "gray" or image.ndim == 2:
-        return [to_grayscale_float32(image)]
-    scale = np.float32(256) if image.dtype == np.uint16 else np.float32(1)
-    return [image[..., c].astype(np.float32) / scale for c in range(min(3, image.shape[2]))]
-
-
-def check_output_path(path: str | Path) -> None:
-    """Fail before any work if ``path`` has a format nothing here writes, or no folder."""
-    path = Path(path)
+    if source is not None and Path(source).exists() and path.exists() and path.resolve() == Path(source).resolve():
+        raise ValueError(f"{path}: the output would overwrite the input; choose another output path")
     if not path.parent.is_dir():
         raise ValueError(f"{path}: folder {path.parent} does not exist")
-    if path.suffix.lower() != ".npy" and not cv2.haveImageWriter(str(path)):
-        raise ValueError(f"{path}: OpenCV cannot write {path.suffix or 'files without an extension'}; use .npy, .tif or .png")
+    if path.suffix.lower() not in WRITABLE or (path.suffix.lower() != ".npy" and not cv2.haveImageWriter(str(path))):
+        raise ValueError(f"{path}: cannot write {path.suffix or 'files without an extension'}; use one of {', '.join(WRITABLE)}")
 
 
-def write_image(path: str | Path, array: np.ndarray) -> None:
-    """``.npy`` and ``.tif(f)`` keep float32; ``.png`` and others are clipped and rounded to 8 bits.
+def write_image(path: str | Path, array: np.ndarray, storage: str = "float") -> None:
+    """Write an (H, W) or (H, W, C) float32 result (colour in RGB order).
 
-    ``array`` is (H, W) or (H, W, C) float32.
+    ``.npy`` and ``.tif(f)`` keep float32, unless ``storage`` is ``uint8``/``uint16`` (the
+    model reproduces a tool's integer files), which they then hold; ``.png`` is 16-bit for
+    ``uint16`` and otherwise rounded and clipped to 8 bits; other formats 8 bits.
     """
+    import cv2
+
     path = Path(path)
-    if path.suffix.lower() == ".npy":
+    suffix = path.suffix.lower()
+    if storage in ("uint8", "uint16"):
+        limit = 255 if storage == "uint8" else 65535
+        array = np.clip(np.rint(array), 0, limit).astype(storage)
+    if suffix == ".npy":
         np.save(path, array)
         return
-    if path.suffix.lower() not in (".tif", ".tiff"):
+    if suffix == ".png" and array.dtype == np.uint16:
+        pass
+    elif suffix not in (".tif", ".tiff") or array.dtype.kind == "f" and storage in ("uint8", "uint16"):
         array = np.clip(np.rint(array), 0, 255).astype(np.uint8)
-    if not cv2.imwrite(str(path), array):
+    if array.ndim == 3 and array.shape[2] == 3:
+        array = array[..., ::-1]  # OpenCV writes BGR
+    if not cv2.imwrite(str(path), np.ascontiguousarray(array)):
         raise ValueError(f"{path}: OpenCV could not write this format")
 
 
+def read_for_model(path: str | Path, model: Model, units: str, colour: str) -> tuple[np.ndarray, list[str]]:
+    """The input array a model expects, and notes; see :func:`apply_to_file` for the rules."""
+    import cv2
+
+    from .images import ImageReadError, read_pixels
+
+    path = Path(path)
+    if path.suffix.lower() == ".npy":
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such input image")
+        pixels = np.load(path, mmap_mode="r")
+        if pixels.ndim not in (2, 3):
+            raise ValueError(f"{path}: expected an (H, W) or (H, W, C) array, got shape {pixels.shape}")
+        return pixels, []
+    try:
+        pixels, storage, notes = read_pixels(path)
+    except ImageReadError as err:
+        raise ValueError(str(err)) from None
+    if units != "stored":  # as the inputs store holds images (img2kernel.data.to_grayscale_float32)
+        if model.c_in == 1 and pixels.ndim == 3 and colour == "gray":
+            pixels = cv2.cvtColor(np.ascontiguousarray(pixels), cv2.COLOR_RGB2GRAY)  # rounded in the file's depth
+            notes.append("colour converted to gray")
+        if storage == "uint16":  # the 8-bit scale: 16-bit / 256, exact in float32
+            pixels = pixels.astype(np.float32) / np.float32(256)
+    return pixels, notes
+
+
 def apply_to_file(
-    model: str | Path,
+    model_path: str | Path,
     source: str | Path,
     destination: str | Path,
     *,
@@ -197,32 +215,43 @@ def apply_to_file(
 ) -> tuple[int, ...]:
     """Filter the image file ``source`` with a learned model into ``destination``; returns its shape.
 
-    Everything is checked before any tile is filtered. The output is written beside
-    ``destination`` and moved into place when complete. A ``.npy`` destination is filled
-    through a memory map, so neither the input nor the output of a ``.npy`` to ``.npy``
-    run needs to fit in memory; other formats hold the output in memory to encode it.
+    Everything is checked before any tile is filtered. A model fitted on your own pairs
+    (``units: stored``) reads the input's values as stored and writes the output the way
+    the tool stored it (8-bit, 16-bit or float), with the border rule that was found. A
+    model of our own filters reads 16-bit files on the 8-bit scale (divided by 256) and,
+    when it takes one channel, converts colour to gray (``colour="gray"``) or filters each
+    colour plane (``colour="per-channel"``). The output is written beside ``destination``
+    and moved into place when complete; a ``.npy`` destination is filled through a memory map.
     """
-    from .files import load_kernels, written_whole
+    from .files import written_whole
+    from .models import load_model
 
     if colour not in ("gray", "per-channel"):
         raise ValueError(f"colour must be 'gray' or 'per-channel', got {colour!r}")
-    check_output_path(destination)
-    kernels, metadata = load_kernels(model)
-    planes = read_image(source, colour)
-    shape = planes[0].shape + ((len(planes),) if len(planes) > 1 else ())
+    check_output_path(destination, source)
+    model, metadata = load_model(model_path)
+    border = metadata.get("border", borders.DEFAULT)
+    border = border if border in borders.RULES else borders.DEFAULT
+    pixels, _ = read_for_model(source, model, metadata.get("units", "8-bit scale"), colour)
+    channels = 1 if pixels.ndim == 2 else pixels.shape[2]
+    per_plane = model.c_in == 1 and channels > 1
+    if not per_plane and channels != model.c_in:
+        raise ValueError(f"{source}: has {channels} channel(s), the model {model_path} takes {model.c_in}")
+    shape = pixels.shape[:2] + ((channels,) if per_plane else (model.c_out,) if model.c_out > 1 else ())
+    storage = model.output if model.output in ("uint8", "uint16") else "float"
     to_npy = Path(destination).suffix.lower() == ".npy"
     with written_whole(destination) as partial:
-        if to_npy:
+        if to_npy and storage == "float":
             result = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float32, shape=shape)
         else:
             result = np.empty(shape, dtype=np.float32)
-        for channel, plane in enumerate(planes):
-            apply_tiled(
-                plane, kernels, metadata.get("combine", "none"), metadata.get("output", "float"), tile,
-                progress=progress, workers=workers, out=result if len(planes) == 1 else result[..., channel],
-            )
-        if to_npy:
+        if per_plane:
+            for c in range(channels):
+                result[..., c] = apply_tiled(pixels[..., c], model, border, tile, progress=progress, workers=workers)
+        else:
+            apply_tiled(pixels, model, border, tile, progress=progress, workers=workers, out=result)
+        if to_npy and storage == "float":
             del result  # unmapped; no msync: the page cache writes it back (as for store shards)
         else:
-            write_image(partial, result)
+            write_image(partial, result, storage)
     return shape

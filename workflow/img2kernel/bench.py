@@ -299,9 +299,11 @@ def _measured(fn) -> dict:
 def _apply_worker(path: str, kernel: np.ndarray, tile: int, workers: int, queue) -> None:
     """In a fresh process: tiled apply over a memory-mapped .npy into memory."""
     from .apply import apply_tiled
+    from .models import AffineKernel
 
     image = np.load(path, mmap_mode="r")
-    queue.put(_measured(lambda: apply_tiled(image, kernel, tile=tile, workers=workers)))
+    model = AffineKernel(kernel[None])
+    queue.put(_measured(lambda: apply_tiled(image, model, tile=tile, workers=workers)))
 
 
 def _apply_file_worker(model: str, path: str, tile: int, workers: int, queue) -> None:
@@ -338,7 +340,7 @@ def bench_apply(size: int = 20000, tile: int = 1024, ksize: int = 3, workers: in
     import multiprocessing
 
     from .apply import usable_cpus
-    from .files import save_kernels
+    from .models import AffineKernel
 
     workers = workers or usable_cpus()
     kernel = np.random.default_rng(0).standard_normal((1, ksize, ksize))
@@ -348,7 +350,7 @@ def bench_apply(size: int = 20000, tile: int = 1024, ksize: int = 3, workers: in
     with tempfile.TemporaryDirectory(prefix="img2kernel-bench-") as folder:
         path = str(Path(folder) / "image.npy")
         model = str(Path(folder) / "kernel.safetensors")
-        save_kernels(model, kernel, {"combine": "none", "output": "float"})
+        AffineKernel(kernel[None]).save(model)
         image = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(size, size))
         rng = np.random.default_rng(1)
         for row in range(0, size, 1024):  # written in bands: never the whole image in memory

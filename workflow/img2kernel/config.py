@@ -151,13 +151,16 @@ def check_url_list(path: Path, url_col: str, file_label: str) -> None:
 # ----------------------------------------------------------------------------- filters.yaml
 
 
-def check_filters(document: Any, file_label: str, train_defaults: dict | None = None) -> list[dict]:
+def check_filters(document: Any, file_label: str, train_defaults: dict | None = None, check_files: bool = True) -> list[dict]:
     """Schema-validate filters.yaml and check what the schema cannot; returns the filter specs.
 
     Each returned spec has its schema defaults filled in. Kernel-level checks (square,
-    odd, finite, a random kernel that can be normalised) come from the filter registry.
+    odd, finite, a random kernel that can be normalised) come from the filter registry;
+    a ``pairs`` entry's files are checked from their headers (``check_files``: the main
+    Snakemake process does, a cluster job, which sees only its own inputs, does not).
     """
     from .filters import FilterSpecError, build_filter, model_ksize
+    from .sources import PAIRS, source_of
 
     if document is None:
         raise ConfigError(f"{file_label}: file is empty; it needs a 'filters:' list with at least one filter")
@@ -169,6 +172,22 @@ def check_filters(document: Any, file_label: str, train_defaults: dict | None = 
         if spec["name"] in seen:
             raise ConfigError(f"{where}: field 'name': {spec['name']!r} is already used by entry {seen[spec['name']] + 1}")
         seen[spec["name"]] = i
+        if source_of(spec) == PAIRS:
+            if "table" in spec and ("inputs" in spec or "outputs" in spec):
+                raise ConfigError(f"{where}: field 'table': give either a table or inputs and outputs folders, not both")
+            for folder in ("inputs", "outputs"):
+                if "table" not in spec and folder not in spec:
+                    raise ConfigError(f"{where}: field {folder!r}: a pairs filter needs inputs and outputs folders, or a table")
+            if check_files:
+                from .sources.pairs import check_pairs
+
+                try:
+                    check_pairs(spec)
+                except FilterSpecError as err:
+                    raise ConfigError(f"{where}: field {err.field!r}: {err}") from None
+            if spec.get("ksize") and spec["ksize"] > spec["max_ksize"]:
+                raise ConfigError(f"{where}: field 'ksize': {spec['ksize']} is larger than max_ksize {spec['max_ksize']}")
+            continue
         try:
             filt = build_filter(spec)
         except FilterSpecError as err:

@@ -5,43 +5,18 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import cv2
 import numpy as np
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from . import plots
-from .filters import build_filter, magnitude, saturate_uint8
+from .filters import build_filter
 from .kernels import align, center, compare
+from .models import Model
 from .store import Store
 
 RECOVERED = 1e-4  # relative max-abs kernel error the product promises for linear filters
 APPROXIMATE = 1e-2
 NONLINEAR_RESIDUAL = 1e-3  # best linear fit leaves more than 0.1% of the target unexplained
-
-
-BORDERS = {"reflect": cv2.BORDER_REFLECT_101, "zeros": cv2.BORDER_CONSTANT, "replicate": cv2.BORDER_REPLICATE}
-
-
-def predict(kernels: np.ndarray, image: np.ndarray, combine: str = "none", output: str = "float", border: str = "reflect") -> np.ndarray:
-    """Apply learned (n, K, K) kernels to one whole (H, W) image, as the model does, in float64.
-
-    The model's function (:class:`img2kernel.model.LearnableKernel`: correlation,
-    ``magnitude`` combine without the eps that keeps its training gradient finite,
-    ``uint8`` saturation, rounded like ``cv2.convertScaleAbs``) computed with
-    ``cv2.filter2D`` in float64: the model's values in float64 (a test checks it), 7 to 14
-    times faster, and no unfolded copy of the image (torch's float64 convolution held
-    K*K of them: 39 GB for a 7x7 kernel on a 100-megapixel scan).
-    ``border``: ``reflect`` (OpenCV's default, BORDER_REFLECT_101), ``zeros`` or ``replicate``.
-    """
-    if border not in BORDERS:
-        raise ValueError(f"border must be one of {sorted(BORDERS)}, got {border!r}")
-    image64 = np.asarray(image, dtype=np.float64)
-    responses = [
-        cv2.filter2D(image64, cv2.CV_64F, np.asarray(kernel, dtype=np.float64), borderType=BORDERS[border])
-        for kernel in kernels
-    ]
-    out = magnitude(*responses, dtype=np.float64) if combine == "magnitude" else responses[0]
-    return saturate_uint8(out) if output == "uint8" else out
 
 
 # SSIM is computed on at most this central window of a larger image: skimage's SSIM holds
@@ -95,14 +70,17 @@ def verdict(has_truth: bool, rel_error: float | None, linear_residual: float, co
 def evaluate_filter(
     inputs_folder: str | Path,
     targets_folder: str | Path,
-    kernels: np.ndarray,
-    oracle: np.ndarray | None,
+    model: Model,
+    oracle: Model | None,
     info: dict,
     max_images: int | None = None,
     examples: list | None = None,
     max_examples: int = 3,
 ) -> dict:
-    """Everything the report and tables show about one filter; see README for each field.
+    """Everything the report and tables show about one of our filters; see README for each field.
+
+    Predictions are the model's own (:meth:`Model.predict`, float64, OpenCV's default
+    border, as the targets were made); the kernels are compared with the filter's true ones.
 
     ``examples``: if given, previews of the first ``max_examples`` test images are appended
     to it (:class:`img2kernel.plots.ImagePreview`), for the image plot, without predicting
@@ -110,15 +88,17 @@ def evaluate_filter(
     """
     spec = info["filter"]
     filt = build_filter(spec)
+    kernels = model.kernel[:, 0]  # (n, K, K): our filters take one channel
+    oracle_kernels = oracle.kernel[:, 0] if oracle is not None else None
     inputs, targets = Store(inputs_folder), Store(targets_folder)
     keys = inputs.keys("test") or inputs.keys("val")
     split = "test" if inputs.keys("test") else "val"
     per_image = []
     for key in keys[:max_images]:
         image, target = inputs.array(key), targets.array(key)
-        prediction = predict(kernels, image, filt.combine, filt.output)
+        prediction = model.predict(image, "reflect101")
         metrics = image_metrics(prediction, target)
-        zeros = image_metrics(predict(kernels, image, filt.combine, filt.output, border="zeros"), target, ssim=False)
+        zeros = image_metrics(model.predict(image, "zero"), target, ssim=False)
         per_image.append(
             {
                 "key": key,
@@ -132,7 +112,7 @@ def evaluate_filter(
             examples.append(plots.image_preview(key, image, target, prediction))
     true = np.stack(filt.kernels) if filt.kernels is not None else None
     errors = compare(kernels, true, filt.combine, filt.output)
-    oracle_errors = compare(oracle, true, filt.combine, "float") if (true is not None and oracle is not None) else None
+    oracle_errors = compare(oracle_kernels, true, filt.combine, "float") if (true is not None and oracle is not None) else None
     rel_error = errors["rel_max_abs_error"] if errors else None
 
     def mean(field):
@@ -143,6 +123,7 @@ def evaluate_filter(
     return {
         "filter": spec["name"],
         "kind": spec["kind"],
+        "source": "generated",
         "spec": spec,
         "ksize": filt.ksize,
         "model_ksize": int(kernels.shape[-1]),
@@ -165,7 +146,9 @@ def evaluate_filter(
         "learned_residual": info["learned_val_residual"],
         "true_kernels": center(true, size).tolist() if true is not None else None,
         "learned_kernels": (align(center(kernels, size), center(true, size), filt.combine, filt.output) if true is not None else kernels).tolist(),
-        "oracle_kernels": oracle.tolist() if oracle is not None else None,
+        "oracle_kernels": oracle_kernels.tolist() if oracle is not None else None,
+        "model": model.name,
+        "model_description": model.describe(),
         "train_seconds": info["seconds"],
         "steps": info["steps"],
         "stop_reason": info["stop_reason"],
@@ -191,15 +174,14 @@ def evaluate_and_plot(
     """The evaluate[filter] job: metrics to JSON and its three plots."""
     import json
 
-    from .files import load_kernels
+    from .models import load_model
 
-    kernels, _ = load_kernels(model_path)
-    oracle, _ = load_kernels(oracle_path)
-    oracle = oracle if np.all(np.isfinite(oracle)) else None
+    model, _ = load_model(model_path)
+    oracle, _ = load_model(oracle_path)
     info = json.loads(Path(info_path).read_text())
     examples: list = []
     evaluation = evaluate_filter(
-        inputs_folder, targets_folder, kernels, oracle, info, max_images=max_images, examples=examples,
+        inputs_folder, targets_folder, model, oracle, info, max_images=max_images, examples=examples,
         max_examples=shown_images,
     )
     Path(result_json).parent.mkdir(parents=True, exist_ok=True)

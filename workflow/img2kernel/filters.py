@@ -16,7 +16,7 @@ from typing import Callable
 import cv2
 import numpy as np
 
-UINT8_MAX = 255.0  # cv2.convertScaleAbs saturates |x| to 0..255
+from .models.base import UINT8_MAX, saturate_uint8  # noqa: F401  (re-exported: one definition)
 
 
 class FilterSpecError(ValueError):
@@ -50,6 +50,17 @@ class Filter:
     output: str
     spec: dict = field(repr=False)
     _apply: Callable[[np.ndarray], np.ndarray] = field(repr=False, compare=False)
+
+    def model_of(self, kernels: np.ndarray):
+        """The model (:mod:`img2kernel.models`) with this filter's structure holding (n, K, K)
+        kernels: an affine kernel, or the magnitude of a pair; |y| saturated for ``uint8``."""
+        from .models import AffineKernel, MagnitudeModel
+
+        kernels = np.asarray(kernels, dtype=np.float64)
+        output = "abs_uint8" if self.output == "uint8" else "float"
+        if self.combine == "magnitude":
+            return MagnitudeModel(kernels[:, None], output)
+        return AffineKernel(kernels[:1, None], None, output)
 
     @property
     def linear(self) -> bool:
@@ -117,12 +128,6 @@ def magnitude(gx: np.ndarray, gy: np.ndarray, dtype: type = np.float32) -> np.nd
     out = np.square(gx, dtype=np.float64)
     out += np.square(gy, dtype=np.float64)
     return np.sqrt(out, out=out).astype(dtype, copy=False)
-
-
-def saturate_uint8(values: np.ndarray) -> np.ndarray:
-    """What ``cv2.convertScaleAbs`` stores, kept in ``values``' float dtype: |x| saturated
-    to 0..255 and rounded (the ``uint8`` output of a filter, model or prediction)."""
-    return np.rint(np.minimum(np.abs(values), UINT8_MAX))
 
 
 def _sobel_magnitude(spec: dict) -> tuple:

@@ -54,17 +54,17 @@ def least_squares_kernel(inputs: np.ndarray, targets: np.ndarray, ksize: int) ->
     return _solve_normal(gram, rhs).reshape(ksize, ksize)
 
 
-def relative_residual(inputs: np.ndarray, targets: np.ndarray, kernels: np.ndarray, combine: str = "none") -> float:
-    """||model(inputs) - targets|| / ||targets|| for (n, K, K) kernels on valid crops, in float64."""
-    ksize = kernels.shape[-1]
-    _check_shapes(inputs, targets, ksize)
-    flat_targets = targets.reshape(targets.shape[0], -1).astype(np.float64)
+def relative_residual(inputs: np.ndarray, targets: np.ndarray, model, output: str | None = "float") -> float:
+    """||model(inputs) - targets|| / ||targets|| on valid crops, in float64.
+
+    ``model``: any :class:`img2kernel.models.Model`; its valid prediction of each crop.
+    ``output``: the output step to use (default ``float``: the model's values before it).
+    """
+    _check_shapes(inputs, targets, model.ksize)
     error = power = 0.0
-    for start, patches in _patch_chunks(inputs, ksize):
-        n = patches.shape[0] // flat_targets.shape[1]
-        responses = patches @ kernels.reshape(kernels.shape[0], -1).T  # (rows, n_kernels)
-        prediction = np.sqrt(np.sum(responses**2, axis=1)) if combine == "magnitude" else responses[:, 0]
-        b = flat_targets[start : start + n].reshape(-1)
+    for crop, target in zip(inputs, targets):
+        b = np.asarray(target, dtype=np.float64)
+        prediction = model.predict_valid(np.asarray(crop, dtype=np.float64), output=output)
         error += float(np.sum((prediction - b) ** 2))
         power += float(np.sum(b**2))
     return float(np.sqrt(error / power)) if power > 0 else 0.0

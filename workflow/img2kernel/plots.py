@@ -141,6 +141,66 @@ def images_figure(rows: list[ImagePreview], name: str, path: str | Path) -> None
     plt.close(fig)
 
 
+def pairs_kernels_figure(evaluation: dict, path: str | Path) -> None:
+    """A pairs filter's kernel: one panel per (output, input) channel pair, one colour scale."""
+    kernel = np.asarray(evaluation["kernel"])
+    c_out, c_in, size, _ = kernel.shape
+    names = {1: ["gray"], 3: ["R", "G", "B"]}
+    vmax = float(np.max(np.abs(kernel))) or 1.0
+    fig, axes = plt.subplots(c_out, c_in, figsize=(2.8 * c_in + 1.0, 2.8 * c_out + 0.9), squeeze=False)
+    for o in range(c_out):
+        for i in range(c_in):
+            title = f"{names.get(c_out, range(c_out))[o]} <- {names.get(c_in, range(c_in))[i]}" if c_in * c_out > 1 else f"{size}x{size} kernel"
+            if size <= 9:
+                image = _annotated(axes[o, i], kernel[o, i], vmax, title)
+            else:
+                image = axes[o, i].imshow(kernel[o, i], cmap="RdBu_r", vmin=-vmax, vmax=vmax)
+                axes[o, i].set_title(title, fontsize=10)
+                axes[o, i].set_xticks([])
+                axes[o, i].set_yticks([])
+    fig.colorbar(image, ax=axes, shrink=0.8)
+    bias = ", ".join(f"{b:+.4g}" for b in evaluation["bias"])
+    fig.suptitle(f"{evaluation['filter']}: {evaluation['identification']['text']}\nbias {bias}", fontsize=9)
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+
+
+def sizes_figure(evaluation: dict, path: str | Path) -> None:
+    """Held-out residual per kernel size against the noise floor, and the edge-ring residual per border rule."""
+    sizes = pd.DataFrame(evaluation["sizes"])
+    floor = evaluation["noise_floor"]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    ax = axes[0]
+    ax.plot(sizes["ksize"], np.maximum(sizes["heldout_rms"], 1e-30), marker="o", label="held-out RMS residual")
+    ax.axhline(floor, color="red", linestyle="--", linewidth=1, label=f"noise floor {floor:.3g}")
+    ax.axvline(evaluation["ksize"], color="gray", linestyle=":", label=f"chosen {evaluation['ksize']}x{evaluation['ksize']}")
+    ax.set_yscale("log")
+    ax.set_xlabel("kernel size K")
+    ax.set_xticks(sizes["ksize"])
+    ax.set_ylabel("RMS (output units)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    ax = axes[1]
+    rms = evaluation["border"].get("rms", {})
+    if rms:
+        names = list(rms)
+        ax.bar(range(len(names)), [max(rms[n], 1e-30) for n in names],
+               color=["tab:green" if n == evaluation["border"]["rule"] else "tab:gray" for n in names])
+        ax.set_xticks(range(len(names)))
+        ax.set_xticklabels(names, rotation=20)
+        ax.set_yscale("log")
+        ax.axhline(floor, color="red", linestyle="--", linewidth=1)
+        ax.set_ylabel("edge-ring RMS")
+    else:
+        ax.text(0.5, 0.5, evaluation["border"]["rule"], ha="center", va="center")
+        ax.axis("off")
+    ax.set_title(f"border: {evaluation['border']['rule']}", fontsize=10)
+    fig.suptitle(f"{evaluation['filter']}: kernel size and border rule", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+
+
 def summary_figure(table: pd.DataFrame, path: str | Path) -> None:
     """Kernel error per filter, learned beside the least-squares oracle, log scale."""
     table = table[table["kernel_rel_max_abs_error"].notna()]

@@ -67,15 +67,18 @@ def render_report(
     plot_dirs: Sequence[str | Path],
     table_csv: str | Path,
     summary_png: str | Path,
-    download_summary: str | Path,
-    store_manifest: str | Path,
+    download_summary: str | Path | None,
+    store_manifest: str | Path | None,
     benchmark_files: Sequence[str | Path],
     output: str | Path,
     url_counts: str | Path | None = None,
+    pairs_manifests: Sequence[str | Path] = (),
 ) -> str:
     """Render the report; every name from the config is escaped by Jinja2's autoescape.
 
-    ``url_counts``: results/urls/urls.json (URLs listed, blank, repeated, capped, kept).
+    ``download_summary``, ``store_manifest``, ``url_counts``: the download of images for our
+    own filters (None when every filter brings its own pairs); ``pairs_manifests``: the
+    manifest.json of each pairs filter's store.
     """
     evaluations = [json.loads(Path(p).read_text()) for p in evaluation_files]
     filters = []
@@ -106,9 +109,10 @@ def render_report(
         filters=filters,
         table=table.to_dict("records"),
         summary_uri=data_uri(summary_png),
-        download=json.loads(Path(download_summary).read_text()),
+        download=json.loads(Path(download_summary).read_text()) if download_summary else None,
         urls=json.loads(Path(url_counts).read_text()) if url_counts else None,
-        store=json.loads(Path(store_manifest).read_text()),
+        store=json.loads(Path(store_manifest).read_text()) if store_manifest else None,
+        pairs_stores=[json.loads(Path(p).read_text()) for p in pairs_manifests],
         benchmarks=benchmarks,
         stage_totals=stage_totals,
         versions=versions(),

@@ -29,7 +29,9 @@ import xxhash
 
 FORMAT = "img2kernel-store/1"
 INDEX_SUFFIX = ".index.json"
-SPLITS = ("train", "val", "test")
+# "tiles": a pair that is split by disjoint tiles of its image (fewer than three pairs; see
+# img2kernel.sources.pairs.split_codes), not as a whole.
+SPLITS = ("train", "val", "test", "tiles")
 _KEY_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 # Shard bytes a streaming crop sampler keeps mapped between draws (StoreCropSampler).
 MAPPED_BUDGET_MB = 256

@@ -24,6 +24,7 @@ COLUMNS = [
     "stop_reason",
     "device",
     "verdict",
+    "border",
     # For the plot: errors relative to the largest true tap.
     "kernel_rel_max_abs_error",
     "oracle_rel_max_abs_error",
@@ -38,11 +39,22 @@ def summary_table(evaluation_files: Sequence[str | Path]) -> pd.DataFrame:
         rows.append(
             {
                 **{c: e.get(c) for c in COLUMNS},
-                "model_size": f"{e['n_kernels']}x{e['model_ksize']}x{e['model_ksize']} ({e['parameters']} weights)",
-                "oracle_rel_max_abs_error": (e["oracle_errors"] or {}).get("rel_max_abs_error"),
+                "model_size": model_size(e),
+                "border": (e.get("border") or {}).get("rule", "reflect101 (ours)"),
+                "oracle_rel_max_abs_error": (e.get("oracle_errors") or {}).get("rel_max_abs_error"),
             }
         )
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def model_size(evaluation: dict) -> str:
+    """'1x3x3 (9 weights)' for our filters' kernels; 'C_out x C_in x K x K + bias (N parameters)' for pairs."""
+    if "channels" in evaluation:
+        c = evaluation["channels"]
+        k = evaluation["ksize"]
+        return f"{c['output']}x{c['input']}x{k}x{k} + bias ({evaluation['parameters']} parameters)"
+    k = evaluation["model_ksize"]
+    return f"{evaluation['n_kernels']}x{k}x{k} ({evaluation['parameters']} weights)"
 
 
 def write_summary(evaluation_files, csv_path, markdown_path, plot_path) -> pd.DataFrame:

@@ -32,10 +32,11 @@ import torch._dynamo  # noqa: F401  torch.optim imports it on first use (1.5-3 s
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .files import save_kernels, written_whole
+from .files import written_whole
 from .filters import Filter, build_filter, model_ksize
 from .kernels import compare
 from .model import LearnableKernel
+from .models import AffineKernel
 from .oracle import least_squares_kernel, magnitude_pair, relative_residual
 from .store import MAPPED_BUDGET_MB, CropSampler, Store, StoreCropSampler
 
@@ -416,14 +417,10 @@ def train_filter(
         "crops": settings["crops"],
         "crop_size": settings["crop_size"],
         "whiten": data.whiten,
-        "learned_val_residual": relative_residual(xv, yv, result.kernels, filt.combine)
-        if filt.output == "float"
-        else math.sqrt(max(result.final_val_loss, 0.0)),
+        "learned_val_residual": relative_residual(xv, yv, filt.model_of(result.kernels), output=None),
         # Best *linear* fit on held-out crops: large for a filter no kernel reproduces.
-        "linear_residual": relative_residual(
-            xv, yv, least_squares_kernel(x, y, ksize)[None] if filt.combine == "magnitude" else oracle
-        ),
-        "oracle_val_residual": relative_residual(xv, yv, oracle, filt.combine),
+        "linear_residual": relative_residual(xv, yv, AffineKernel(least_squares_kernel(x, y, ksize))),
+        "oracle_val_residual": relative_residual(xv, yv, filt.model_of(oracle)),
         "kernel_errors": compare(result.kernels, true, filt.combine, filt.output) if true is not None else None,
         "oracle_errors": compare(oracle, true, filt.combine, "float") if true is not None else None,
         "torch": torch.__version__,
@@ -445,17 +442,15 @@ def save_outcome(outcome: TrainingOutcome, model_path: str | Path, oracle_path: 
 
     if not np.all(np.isfinite(outcome.kernels)):
         raise TrainingError(f"{outcome.filter.name}: refusing to write a non-finite kernel")
-    metadata = {
-        "filter": json.dumps(outcome.info["filter"], sort_keys=True),
-        "combine": outcome.filter.combine,
-        "output": outcome.filter.output,
-        "layout": "kernel: (n_kernels, K, K) float64, correlation orientation",
-    }
+    metadata = {"filter": outcome.info["filter"], "border": "reflect101", "units": "8-bit scale"}
     for path in (model_path, oracle_path, info_path, history_path):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-    save_kernels(model_path, outcome.kernels, metadata)
-    oracle = outcome.oracle if outcome.oracle is not None else np.full_like(outcome.kernels, np.nan)
-    save_kernels(oracle_path, oracle, {**metadata, "kind": "least-squares oracle"})
+    outcome.filter.model_of(outcome.kernels).save(model_path, metadata)
+    if outcome.oracle is not None and np.all(np.isfinite(outcome.oracle)):
+        outcome.filter.model_of(outcome.oracle).save(oracle_path, {**metadata, "fit": "least-squares oracle"})
+    else:  # no oracle: an empty file keeps the job's outputs complete; evaluation reads none
+        with written_whole(oracle_path) as partial:
+            partial.write_bytes(b"")
     with written_whole(info_path) as partial:
         partial.write_text(json.dumps(outcome.info, indent=2))
     with written_whole(history_path) as partial:

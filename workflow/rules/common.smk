@@ -17,7 +17,9 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
     p for p in (PACKAGE_PARENT, os.environ.get("PYTHONPATH")) if p
 )
 
+from img2kernel.codefiles import modules_run_by
 from img2kernel.locks import clear_stale_locks, record_owner, release_owner
+from img2kernel.sources import GENERATED, PAIRS, source_of, stores
 from img2kernel.config import (
     ConfigError,
     canonical_json,
@@ -67,13 +69,17 @@ wildcard_constraints:
     filter=FILTER_NAME,
 
 
-def code(*modules):
-    """Package modules a stage runs, as inputs: editing one reruns exactly the stages that use it.
+def code(script, also=(), exclude=()):
+    """Package modules a stage's script can run, as inputs: editing one reruns exactly the
+    stages that can run it. Derived from the imports (img2kernel.codefiles); ``also`` adds
+    files no import names (a template), ``exclude`` drops modules imported but never run.
 
-    Snakemake's own code trigger sees a rule's script file (by mtime) but not the modules
-    that script imports; listing them as inputs closes that gap.
+    Paths are relative to the working directory, so a project copied or cloned elsewhere
+    with its workflow inside it has nothing to rerun.
     """
-    return [str(Path(PACKAGE_PARENT) / "img2kernel" / module) for module in modules]
+    script_path = Path(workflow.basedir) / "workflow" / "scripts" / script
+    modules = list(modules_run_by(str(script_path), tuple(exclude))) + list(also)
+    return [os.path.relpath(Path(PACKAGE_PARENT) / "img2kernel" / m) for m in modules]
 
 
 def config_label():
@@ -86,10 +92,42 @@ def validated_filters():
     try:
         check_config(config, config_label(), check_files=workflow.is_main_process)
         filters_file = config["filters"]
-        specs = check_filters(load_yaml(filters_file), filters_file, config["train"])
+        specs = check_filters(load_yaml(filters_file), filters_file, config["train"], check_files=workflow.is_main_process)
     except ConfigError as err:
         raise WorkflowError(f"invalid configuration: {err}") from None
     return {spec["name"]: spec for spec in specs}
+
+
+def filter_names(source):
+    """Names of the filters whose pairs come from ``source`` (GENERATED or PAIRS)."""
+    return [name for name, spec in FILTERS.items() if source_of(spec) == source]
+
+
+def filter_stores(wildcards):
+    """The store folders of a filter's pairs, whatever their source: {inputs, targets}."""
+    return stores(FILTERS[wildcards.filter])
+
+
+def pairs_files(wildcards):
+    """Every local file a pairs filter reads: editing, adding or removing one rebuilds its store."""
+    from img2kernel.sources.pairs import local_files
+
+    return local_files(FILTERS[wildcards.filter])
+
+
+def pairs_settings(wildcards):
+    """What decides a pairs filter's store: its files, channels, holdout, and the split seed."""
+    spec = FILTERS[wildcards.filter]
+    keys = ("inputs", "outputs", "table", "channels", "holdout")
+    return canonical_json({"spec": {k: spec[k] for k in keys if k in spec}, "seed": config["split"]["seed"]})
+
+
+def other_kernels(wildcards):
+    """For a pairs filter, the specs of the user's own filters, which its identification
+    compares with; nothing for the others, so editing one filter reruns no other's evaluation."""
+    if source_of(FILTERS[wildcards.filter]) != PAIRS:
+        return ""
+    return canonical_json({name: target_spec(FILTERS[name]) for name in filter_names(GENERATED)})
 
 
 def url_source():
@@ -136,11 +174,34 @@ def training_gpus():
 
 def benchmark_files():
     """Every benchmark file of the jobs the report covers (time and memory per stage)."""
-    per_filter = expand("results/benchmarks/{stage}/{filter}.tsv", stage=["targets", "train", "eval"], filter=FILTERS)
-    data = ["results/benchmarks/urls/url_list.tsv", "results/benchmarks/images/download.tsv", "results/benchmarks/store/inputs.tsv"]
-    return data + per_filter + ["results/benchmarks/summary.tsv"]
+    files = []
+    if filter_names(GENERATED):
+        files += ["results/benchmarks/urls/url_list.tsv", "results/benchmarks/images/download.tsv", "results/benchmarks/store/inputs.tsv"]
+        files += expand("results/benchmarks/targets/{filter}.tsv", filter=filter_names(GENERATED))
+    files += expand("results/benchmarks/pairs/{filter}.tsv", filter=filter_names(PAIRS))
+    files += expand("results/benchmarks/{stage}/{filter}.tsv", stage=["train", "eval"], filter=FILTERS)
+    return files + ["results/benchmarks/summary.tsv"]
+
+
+def data_summaries():
+    """The download and inputs-store summaries the report shows; none when every filter brings its own pairs."""
+    if not filter_names(GENERATED):
+        return {"pairs_manifests": expand("results/store/pairs/{filter}/inputs", filter=filter_names(PAIRS))}
+    return {
+        "urls": "results/urls/urls.json",
+        "images": "results/images",
+        "store": "results/store/inputs",
+        "pairs_manifests": expand("results/store/pairs/{filter}/inputs", filter=filter_names(PAIRS)),
+    }
 
 
 def final_outputs():
-    """What `snakemake` with no target builds: every stage for every filter, and the report."""
-    return ["results/report.html"]
+    """What `snakemake` with no target builds: every filter's model, evaluation and plots,
+    the tables and the report. Naming each one (not the report alone) makes a plain rerun
+    rebuild any of them that was deleted, and what depends on it, and nothing else."""
+    per_filter = expand(
+        ["results/models/{filter}.safetensors", "results/eval/{filter}.json", "results/plots/{filter}/kernels.png",
+         "results/plots/{filter}/training.png", "results/plots/{filter}/images.png"],
+        filter=FILTERS,
+    )
+    return per_filter + ["results/tables/kernels.csv", "results/tables/kernels.md", "results/report.html"]

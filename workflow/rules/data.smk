@@ -4,7 +4,7 @@
 rule url_list:
     input:
         source=url_source(),
-        code=code("urls.py", "data.py"),
+        code=code("url_list.py", exclude=["store.py"]),
     output:
         table="results/urls/urls.parquet",
         counts="results/urls/urls.json",
@@ -25,7 +25,7 @@ rule url_list:
 rule download:
     input:
         urls="results/urls/urls.parquet",
-        code=code("data.py"),
+        code=code("download.py", exclude=["store.py"]),
     output:
         directory("results/images"),
     params:
@@ -45,7 +45,7 @@ rule download:
 rule inputs_store:
     input:
         images="results/images",
-        code=code("data.py", "store.py"),
+        code=code("inputs_store.py"),
     output:
         directory("results/store/inputs"),
     params:

@@ -3,13 +3,12 @@
 
 rule evaluate:
     input:
-        inputs="results/store/inputs",
-        targets="results/store/targets/{filter}",
+        unpack(filter_stores),
         model="results/models/{filter}.safetensors",
         oracle="results/models/{filter}.oracle.safetensors",
         info="results/models/{filter}.json",
         history="results/train/{filter}.csv",
-        code=code("evaluate.py", "plots.py", "kernels.py", "filters.py", "store.py", "files.py"),
+        code=code("evaluate.py"),
     output:
         result="results/eval/{filter}.json",
         kernels=report(
@@ -32,6 +31,7 @@ rule evaluate:
         ),
     params:
         max_images=config["eval"]["max_images"],
+        catalogue=other_kernels,
     resources:
         cpu_slots=1,
     log:
@@ -47,7 +47,7 @@ rule evaluate:
 rule summary:
     input:
         evaluations=expand("results/eval/{filter}.json", filter=FILTERS),
-        code=code("summary.py", "plots.py"),
+        code=code("summary.py"),
     output:
         csv=report("results/tables/kernels.csv", caption="../report/table.rst", category="Summary"),
         markdown="results/tables/kernels.md",

@@ -3,15 +3,13 @@
 
 rule report:
     input:
+        unpack(lambda wildcards: data_summaries()),
         evaluations=expand("results/eval/{filter}.json", filter=FILTERS),
         plots=expand("results/plots/{filter}/{figure}.png", filter=FILTERS, figure=["kernels", "training", "images"]),
         table="results/tables/kernels.csv",
         summary_plot="results/plots/summary.png",
-        urls="results/urls/urls.json",
-        images="results/images",
-        store="results/store/inputs",
         benchmarks=benchmark_files(),
-        code=code("report.py", "templates/report.html.j2"),
+        code=code("report.py", also=["templates/report.html.j2"]),
     output:
         "results/report.html",
     log:

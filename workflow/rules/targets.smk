@@ -4,7 +4,7 @@
 rule targets:
     input:
         inputs="results/store/inputs",
-        code=code("targets.py", "filters.py", "store.py"),
+        code=code("targets.py"),
     output:
         directory("results/store/targets/{filter}"),
     params:

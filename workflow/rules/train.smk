@@ -1,11 +1,11 @@
-# Training stage: one job per filter learns its kernel(s) and fits the least-squares oracle.
+# Training stage: one job per filter learns its model from its pairs, whatever their source
+# (our targets: gradient training and the least-squares oracle; your pairs: the pairs fit).
 
 
 rule train:
     input:
-        inputs="results/store/inputs",
-        targets="results/store/targets/{filter}",
-        code=code("train.py", "model.py", "oracle.py", "kernels.py", "filters.py", "store.py", "ops.py", "files.py"),
+        unpack(filter_stores),
+        code=code("train.py"),
     output:
         model="results/models/{filter}.safetensors",
         oracle="results/models/{filter}.oracle.safetensors",

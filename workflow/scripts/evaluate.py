@@ -1,20 +1,35 @@
-"""Snakemake entry point: evaluate one trained filter on the test split and plot it."""
-from img2kernel.evaluate import evaluate_and_plot
+"""Snakemake entry point: evaluate one trained filter on its held-out pairs and plot it."""
+import json
+
 from img2kernel.logs import log_to
+from img2kernel.sources import GENERATED, PAIRS, source_of
+
+
+def evaluate_generated():
+    from img2kernel.evaluate import evaluate_and_plot
+
+    return evaluate_and_plot(
+        snakemake.input.inputs, snakemake.input.targets, snakemake.input.model, snakemake.input.oracle,
+        snakemake.input.info, snakemake.input.history, snakemake.output.result, snakemake.output.kernels,
+        snakemake.output.training, snakemake.output.images, max_images=snakemake.params.max_images,
+    )
+
+
+def evaluate_pairs():
+    from img2kernel.evaluate_pairs import evaluate_pairs_and_plot
+
+    catalogue = json.loads(snakemake.params.catalogue) if snakemake.params.catalogue else {}
+    return evaluate_pairs_and_plot(
+        snakemake.input.inputs, snakemake.input.targets, snakemake.input.model, snakemake.input.info,
+        snakemake.input.history, snakemake.output.result, snakemake.output.kernels, snakemake.output.training,
+        snakemake.output.images, catalogue=catalogue, max_images=snakemake.params.max_images,
+    )
+
+
+EVALUATE = {GENERATED: evaluate_generated, PAIRS: evaluate_pairs}
 
 if __name__ == "__main__":
     with log_to(snakemake.log[0]) as log:
-        result = evaluate_and_plot(
-            snakemake.input.inputs,
-            snakemake.input.targets,
-            snakemake.input.model,
-            snakemake.input.oracle,
-            snakemake.input.info,
-            snakemake.input.history,
-            snakemake.output.result,
-            snakemake.output.kernels,
-            snakemake.output.training,
-            snakemake.output.images,
-            max_images=snakemake.params.max_images,
-        )
-        log.info("%s: %s (test PSNR %.1f dB)", result["filter"], result["verdict"], result["test_psnr"])
+        spec = json.loads(open(snakemake.input.info).read())["filter"]
+        result = EVALUATE[source_of(spec)]()
+        log.info("%s: %s (%s PSNR %.1f dB)", result["filter"], result["verdict"], result.get("split", "test"), result["test_psnr"])

@@ -7,15 +7,17 @@ from img2kernel.report import render_report
 if __name__ == "__main__":
     with log_to(snakemake.log[0]) as log:
         evaluations = snakemake.input.evaluations
+        downloaded = "images" in snakemake.input.keys()
         render_report(
             evaluations,
             [Path(snakemake.input.table).parent.parent / "plots" / Path(e).stem for e in evaluations],
             snakemake.input.table,
             snakemake.input.summary_plot,
-            Path(snakemake.input.images) / "summary.json",
-            Path(snakemake.input.store) / "manifest.json",
+            Path(snakemake.input.images) / "summary.json" if downloaded else None,
+            Path(snakemake.input.store) / "manifest.json" if downloaded else None,
             snakemake.input.benchmarks,
             snakemake.output[0],
-            url_counts=snakemake.input.urls,
+            url_counts=snakemake.input.urls if downloaded else None,
+            pairs_manifests=[Path(folder) / "manifest.json" for folder in snakemake.input.pairs_manifests],
         )
         log.info("report written to %s", snakemake.output[0])

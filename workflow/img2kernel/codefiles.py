@@ -1,0 +1,71 @@
+"""The package modules a stage's script can run, derived from the imports (no hand-written lists).
+
+Snakemake reruns a job when its script changes, not when a module the script imports
+changes; the workflow lists these modules as each rule's inputs, so editing one reruns
+exactly the stages that can run it. Imports inside functions count (lazy imports run
+too). Standard library only: the Snakefile calls this on every start.
+"""
+
+from __future__ import annotations
+
+import ast
+from functools import lru_cache
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent
+# Reachable by import but never changes a result: the job log's formatting.
+NEVER_RESULTS = {"logs.py"}
+
+
+def _resolve(base: Path, module: str | None, level: int, names: list[str]) -> list[Path]:
+    """Files an import statement can load, inside the package; ``base`` is the importing file's folder."""
+    if level == 0:
+        if not module or not (module == "img2kernel" or module.startswith("img2kernel.")):
+            return []
+        parts, folder = module.split(".")[1:], PACKAGE
+    else:
+        folder = base
+        for _ in range(level - 1):
+            folder = folder.parent
+        parts = module.split(".") if module else []
+    target = folder.joinpath(*parts)
+    found = []
+    if target.with_suffix(".py").is_file():
+        found.append(target.with_suffix(".py"))
+    elif (target / "__init__.py").is_file():
+        found.append(target / "__init__.py")
+        # `from .models import affine` loads the submodule itself
+        found.extend(target / f"{n}.py" for n in names if (target / f"{n}.py").is_file())
+    return [f for f in found if PACKAGE in f.parents or f.parent == PACKAGE]
+
+
+def _imports(path: Path) -> list[Path]:
+    files = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            files.extend(_resolve(path.parent, node.module, node.level, [a.name for a in node.names]))
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                files.extend(_resolve(path.parent, alias.name, 0, []))
+    # importing a module runs the __init__ of every package above it first
+    for found in list(files):
+        folder = found.parent
+        while folder == PACKAGE or PACKAGE in folder.parents:
+            if (folder / "__init__.py").is_file():
+                files.append(folder / "__init__.py")
+            folder = folder.parent
+    return files
+
+
+@lru_cache(maxsize=None)
+def modules_run_by(script: str | Path, exclude: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """Sorted package-relative paths (``train.py``, ``models/affine.py``) ``script`` can run."""
+    seen: set[Path] = set()
+    todo = _imports(Path(script))
+    while todo:
+        path = todo.pop()
+        if path not in seen:
+            seen.add(path)
+            todo.extend(_imports(path))
+    names = {p.relative_to(PACKAGE).as_posix() for p in seen}
+    return tuple(sorted(names - NEVER_RESULTS - set(exclude)))

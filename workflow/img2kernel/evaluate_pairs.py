@@ -1,0 +1,160 @@
+"""Evaluation of a ``pairs`` filter on its held-out pairs: what the kernel is, and the evidence.
+
+The prediction is the model's own (:meth:`img2kernel.models.Model.predict`) with the border
+rule the fit found and the output file's rounding and clipping, so the figures compare
+what the model writes with what the tool wrote, pixel for pixel.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+from skimage.metrics import structural_similarity
+
+from . import borders, plots
+from .fit.pairs import SPLIT_CODES, LINEAR_FACTOR
+from .identify import identify
+from .models import Model, load_model
+from .models.base import STORAGE_RANGE
+from .sources.pairs import load_pairs
+
+
+def catalogue_of(specs: dict) -> dict[str, np.ndarray]:
+    """The kernels of the user's own filters, by name, for identification."""
+    from .filters import FilterSpecError, build_filter
+
+    kernels = {}
+    for name, spec in specs.items():
+        try:
+            filt = build_filter(spec)
+        except FilterSpecError:
+            continue
+        if filt.linear:
+            kernels[f"{name} (your filter)"] = filt.kernels[0]
+    return kernels
+
+
+def heldout_metrics(model: Model, border: str, x: np.ndarray, y: np.ndarray, use: np.ndarray, storage: str, whole: bool) -> dict:
+    """PSNR, identical-pixel share and max error over the used pixels; SSIM on a whole held-out image."""
+    prediction = model.predict(x, border if border in borders.RULES else borders.DEFAULT)
+    prediction = prediction.reshape(y.shape)
+    diff = (prediction - y)[use]
+    low, high = STORAGE_RANGE.get(storage, (float(np.nanmin(y)), float(np.nanmax(y))))
+    data_range = (high - low) or 1.0
+    mse = float(np.mean(np.square(diff))) if diff.size else math.nan
+    metrics = {
+        "pixels": int(diff.size),
+        "mse": mse,
+        "psnr": math.inf if mse == 0 else 10 * math.log10(data_range**2 / mse) if diff.size else math.nan,
+        "identical_fraction": float(np.mean(diff == 0)) if diff.size else math.nan,
+        "max_abs_error": float(np.max(np.abs(diff))) if diff.size else math.nan,
+        "ssim": math.nan,
+    }
+    if whole and np.all(np.isfinite(y)) and min(y.shape[:2]) >= 7:
+        metrics["ssim"] = float(structural_similarity(y, prediction, data_range=data_range, channel_axis=2))
+    return metrics, prediction
+
+
+def verdict(info: dict, identification: dict) -> str:
+    floor, residual = info["noise_floor"], info["residual_rms"]
+    if info["linear"]:
+        return f"linear: {identification['text']}"
+    return (f"not a linear filter: the best {info['ksize']}x{info['ksize']} kernel leaves {residual:.3g} RMS "
+            f"({residual / floor:.1f}x the noise floor of {floor:.3g}; linear means at most {LINEAR_FACTOR:g}x)")
+
+
+def evaluate_pairs(inputs_folder, outputs_folder, model_path, info_path, catalogue: dict | None = None,
+                   max_images: int | None = None, examples: list | None = None, max_examples: int = 3) -> dict:
+    """Everything the report and tables show about one pairs filter (see README, "Your own pairs")."""
+    model, metadata = load_model(model_path)
+    info = json.loads(Path(info_path).read_text())
+    pairs, manifest = load_pairs(inputs_folder, outputs_folder)
+    identification = identify(model, catalogue_of(catalogue or {}), info["noise_floor"])
+    split = "test"
+    if not any((codes == SPLIT_CODES["test"]).any() for codes in pairs.splits):
+        split = "val" if any((codes == SPLIT_CODES["val"]).any() for codes in pairs.splits) else "train"
+    per_image = []
+    for index, key in enumerate(pairs.keys):
+        use = pairs.usable(index, None) & (pairs.splits[index] == SPLIT_CODES[split])
+        if not use.any() or (max_images is not None and len(per_image) >= max_images):
+            continue
+        whole = manifest["split_mode"] == "pairs"
+        # Clipped pixels count too: the model writes them as the tool's file does.
+        known = np.all(np.isfinite(pairs.outputs[index]), axis=2) & (pairs.splits[index] == SPLIT_CODES[split])
+        metrics, prediction = heldout_metrics(model, metadata.get("border", borders.DEFAULT), pairs.inputs[index],
+                                              pairs.outputs[index], known, pairs.output_storage, whole)
+        per_image.append({"key": key, "shape": list(pairs.inputs[index].shape), **metrics})
+        if examples is not None and len(examples) < max_examples:
+            shown_target = np.where(np.isfinite(pairs.outputs[index]), pairs.outputs[index], prediction)
+            examples.append(plots.image_preview(key, _display(pairs.inputs[index]), _display(shown_target), _display(prediction)))
+
+    def mean(field):
+        values = [m[field] for m in per_image if not math.isnan(m[field])]
+        return float(np.mean(values)) if values else math.nan
+
+    return {
+        "filter": info["filter"]["name"],
+        "kind": "pairs",
+        "source": "pairs",
+        "spec": info["filter"],
+        "model": model.name,
+        "model_description": model.describe(),
+        "linear": bool(info["linear"]),
+        "ksize": info["ksize"],
+        "model_ksize": info["ksize"],
+        "n_kernels": model.c_out * model.c_in,
+        "parameters": model.n_parameters,
+        "channels": info["channels"],
+        "border": info["border"],
+        "identification": identification,
+        "kernel": model.kernel.tolist(),
+        "bias": model.bias.tolist(),
+        "sizes": info["sizes"],
+        "noise_floor": info["noise_floor"],
+        "residual_rms": info["residual_rms"],
+        "residual_in_floors": info["residual_in_floors"],
+        "pairs": info["pairs"],
+        "split_mode": info["split_mode"],
+        "splits": info["splits"],
+        "split": split,
+        "split_images": len(per_image),
+        "images": per_image,
+        "test_psnr": mean("psnr"),
+        "test_ssim": mean("ssim"),
+        "test_identical_fraction": mean("identical_fraction"),
+        "input_storage": info["input_storage"],
+        "output_storage": info["output_storage"],
+        "conversions": info["conversions"],
+        "rows": info["rows"],
+        "eligible_rows": info["eligible_rows"],
+        "saturated_pixels": info["saturated_pixels"],
+        "train_seconds": info["seconds"],
+        "device": info["device"],
+        "verdict": verdict(info, identification),
+    }
+
+
+def _display(array: np.ndarray) -> np.ndarray:
+    """A 2-D view for the figure: the only channel, or the mean of the colour channels."""
+    array = np.asarray(array, dtype=np.float64)
+    return array[..., 0] if array.shape[2] == 1 else array.mean(axis=2)
+
+
+def evaluate_pairs_and_plot(inputs_folder, outputs_folder, model_path, info_path, history_csv, result_json,
+                            kernels_png, training_png, images_png, catalogue: dict | None = None,
+                            max_images: int | None = None, shown_images: int = 3) -> dict:
+    """The evaluate[filter] job of a pairs filter: metrics to JSON and its three plots."""
+    examples: list = []
+    evaluation = evaluate_pairs(inputs_folder, outputs_folder, model_path, info_path, catalogue, max_images, examples,
+                                shown_images)
+    Path(result_json).parent.mkdir(parents=True, exist_ok=True)
+    Path(result_json).write_text(json.dumps(evaluation, indent=2))
+    for path in (kernels_png, training_png, images_png):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    plots.pairs_kernels_figure(evaluation, kernels_png)
+    plots.sizes_figure(evaluation, training_png)
+    plots.images_figure(examples, evaluation["filter"], images_png)
+    return evaluation

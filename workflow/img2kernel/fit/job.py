@@ -1,0 +1,64 @@
+"""The train job of a ``pairs`` filter: fit the stored pairs, write the model and its evidence.
+
+The model is the masked least-squares fit itself (:func:`img2kernel.fit.pairs.fit_pairs`),
+exact for a linear tool; the ``oracle`` output holds the same model, so the files a train
+job writes are the same for every source.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from .. import borders
+from ..files import written_whole
+from ..sources.pairs import load_pairs
+from .pairs import PairsFit, fit_pairs
+
+HISTORY_COLUMNS = ["ksize", "parameters", "train_rms", "heldout_rms"]
+
+
+def train_pairs(inputs_folder: str | Path, outputs_folder: str | Path, spec: dict, seed: int = 0) -> tuple[PairsFit, dict, dict]:
+    """Fit a pairs filter from its stores; returns (fit, info for the JSON sidecar, store manifest)."""
+    started = time.perf_counter()
+    pairs, manifest = load_pairs(inputs_folder, outputs_folder)
+    read_seconds = time.perf_counter() - started
+    fit = fit_pairs(pairs, max_ksize=int(spec.get("max_ksize", 15)), ksize=spec.get("ksize"), seed=seed)
+    info = {
+        "filter": spec,
+        "source": "pairs",
+        **fit.summary(),
+        "pairs": manifest["pairs"],
+        "split_mode": manifest["split_mode"],
+        "splits": manifest["splits"],
+        "input_storage": manifest["input_storage"],
+        "output_storage": manifest["output_storage"],
+        "conversions": manifest["conversions"],
+        "read_seconds": read_seconds,
+        "device": "cpu (closed-form least squares)",
+    }
+    return fit, info, manifest
+
+
+def save_pairs_fit(fit: PairsFit, info: dict, model_path, oracle_path, info_path, history_path) -> None:
+    """The model (safetensors: ``kernel`` (C_out, C_in, K, K), ``bias`` (C_out,)), its copy as the
+    least-squares oracle, the JSON sidecar and the residual per kernel size; each written whole."""
+    # "none needed" (1x1) and "valid-mode output" leave no rule to find: apply uses the default.
+    border = fit.border["rule"] if fit.border["rule"] in borders.RULES else borders.DEFAULT
+    metadata = {
+        "filter": info["filter"],
+        "border": border,
+        "units": "stored",
+        "input_storage": info["input_storage"],
+        "output_storage": info["output_storage"],
+        "layout": "kernel (C_out, C_in, K, K) correlation orientation, bias (C_out,); out[o] = sum_i k[o,i] * in[i] + b[o]",
+    }
+    fit.model.save(model_path, metadata)
+    fit.model.save(oracle_path, {**metadata, "fit": "least-squares (the model itself)"})
+    with written_whole(info_path) as partial:
+        partial.write_text(json.dumps(info, indent=2))
+    with written_whole(history_path) as partial:
+        pd.DataFrame(fit.sizes, columns=HISTORY_COLUMNS).to_csv(partial, index=False)

@@ -1,0 +1,192 @@
+"""Masked least squares for affine kernels: the normal equations, without im2col of the whole data.
+
+For a K x K kernel over C_in channels, each used output pixel contributes one row of
+F = C_in * K * K window values, a constant 1 for the bias, and its C_out output values.
+Rows are built a few image rows at a time and folded into X'X, X'1, X'Y, Y'1, Y'Y and n,
+so memory stays near one block whatever the data size.
+
+Exactness: 8-bit data, centred on 128, are integers of at most 128 in magnitude, whose
+products (at most 2^14) summed over 1024 rows stay below 2^24, where float32 is exact.
+Those blocks run as float32 BLAS (symmetric rank-k update) and are summed in float64:
+the normal equations are exact, at about 2.6 times the speed of float64 (15x15 on
+5 megapixels: 2.7 s vs 7 s here). Other data (16-bit, float) run in float64.
+
+The equations of every smaller odd size are sub-blocks of the largest one's (the same
+pixels, a centred subset of the window), so one pass serves the whole size search.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.linalg
+from numpy.lib.stride_tricks import sliding_window_view
+from scipy.linalg.blas import ssyrk
+
+EXACT_CHUNK = 1024  # rows per float32 block: 1024 * 128 * 128 = 2^24
+EXACT_OFFSET = 128.0
+BLOCK_PIXELS = 16384  # output pixels turned into rows at a time
+
+
+@dataclass
+class FitSample:
+    """One (input, output) pair and the output pixels a fit may use.
+
+    Attributes:
+        x: (H, W, C_in) input values as stored.
+        y: (H, W, C_out) output values as stored; NaN where unknown (a valid-mode output's ring).
+        use: (H, W) bool, the output pixels this fit may use (its split, unsaturated, finite).
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    use: np.ndarray
+
+
+@dataclass
+class NormalEquations:
+    """The accumulated sums of one pass at ``ksize`` (the largest size searched)."""
+
+    ksize: int
+    c_in: int
+    c_out: int
+    xx: np.ndarray  # (F, F)
+    x1: np.ndarray  # (F,)
+    xy: np.ndarray  # (F, C_out)
+    y1: np.ndarray  # (C_out,)
+    yy: np.ndarray  # (C_out,) sums of squares per output channel
+    rows: int
+    eligible_rows: int
+    x_offset: np.ndarray  # (C_in,) subtracted from inputs before the sums
+    y_offset: np.ndarray  # (C_out,)
+    exact: bool
+
+    def _index(self, ksize: int) -> np.ndarray:
+        """Feature indices of the centred ``ksize`` window inside the largest one, (c, dy, dx) order."""
+        if ksize % 2 == 0 or not 1 <= ksize <= self.ksize:
+            raise ValueError(f"ksize must be odd and at most {self.ksize}, got {ksize}")
+        margin = (self.ksize - ksize) // 2
+        grid = np.arange(self.c_in * self.ksize * self.ksize).reshape(self.c_in, self.ksize, self.ksize)
+        return grid[:, margin : margin + ksize, margin : margin + ksize].reshape(-1)
+
+    def _system(self, ksize: int) -> tuple[np.ndarray, np.ndarray]:
+        idx = self._index(ksize)
+        f = len(idx)
+        gram = np.empty((f + 1, f + 1))
+        gram[:f, :f] = self.xx[np.ix_(idx, idx)]
+        gram[:f, f] = gram[f, :f] = self.x1[idx]
+        gram[f, f] = self.rows
+        rhs = np.vstack([self.xy[idx], self.y1[None]])
+        return gram, rhs
+
+    def solve(self, ksize: int) -> tuple[np.ndarray, np.ndarray]:
+        """The least-squares kernel (C_out, C_in, K, K) and bias (C_out,) at ``ksize``, in stored units."""
+        if self.rows == 0:
+            raise ValueError("no usable pixels to fit (every output pixel is saturated, unknown or too near the edge)")
+        gram, rhs = self._system(ksize)
+        try:
+            theta = scipy.linalg.solve(gram, rhs, assume_a="pos")
+        except (np.linalg.LinAlgError, scipy.linalg.LinAlgError, ValueError):
+            theta = scipy.linalg.lstsq(gram, rhs)[0]  # rank-deficient data (flat images): minimum norm
+        f = gram.shape[0] - 1
+        kernel = theta[:f].T.reshape(self.c_out, self.c_in, ksize, ksize)
+        # Undo the centring: y - cy = k * (x - cx) + b'  =>  b = b' + cy - sum_c cx_c * sum(k[o, c]).
+        bias = theta[f] + self.y_offset - np.einsum("oikl,i->o", kernel, self.x_offset)
+        return kernel, bias
+
+    def rms_residual(self, ksize: int, kernel: np.ndarray, bias: np.ndarray) -> float:
+        """RMS residual over the fit's own pixels and output channels, from the sums (no second pass)."""
+        gram, rhs = self._system(ksize)
+        f = gram.shape[0] - 1
+        centred_bias = bias - self.y_offset + np.einsum("oikl,i->o", kernel, self.x_offset)
+        theta = np.vstack([kernel.reshape(self.c_out, -1).T, centred_bias[None]])
+        rss = self.yy - 2 * np.sum(theta * rhs, axis=0) + np.einsum("fo,fg,go->o", theta, gram, theta)
+        return float(np.sqrt(max(float(np.sum(rss)), 0.0) / max(self.rows * self.c_out, 1)))
+
+
+def _integer_8bit(storage: str) -> bool:
+    return storage == "uint8"
+
+
+def normal_equations(
+    samples: list[FitSample],
+    ksize: int,
+    *,
+    input_storage: str = "float32",
+    output_storage: str = "float32",
+    max_rows: int | None = None,
+    seed: int = 0,
+) -> NormalEquations:
+    """Accumulate the normal equations of a ``ksize`` affine kernel over the samples' used pixels.
+
+    Only output pixels whose whole window lies inside the image are rows (the border rule
+    is unknown, so no padded pixel enters the fit). With ``max_rows``, a seeded random
+    subset of about that many rows is used (the same for the same data and seed).
+    """
+    if ksize < 1 or ksize % 2 == 0:
+        raise ValueError(f"ksize must be odd and positive, got {ksize}")
+    if not samples:
+        raise ValueError("no pairs to fit")
+    h = ksize // 2
+    c_in, c_out = samples[0].x.shape[2], samples[0].y.shape[2]
+    exact = _integer_8bit(input_storage) and _integer_8bit(output_storage)
+    dtype = np.float32 if exact else np.float64
+    if exact:
+        x_offset, y_offset = np.full(c_in, EXACT_OFFSET), np.full(c_out, EXACT_OFFSET)
+    else:  # centring keeps the float64 sums well conditioned (no exactness claim)
+        x_offset = np.mean([np.nanmean(s.x.reshape(-1, c_in), axis=0) for s in samples], axis=0)
+        y_offset = np.mean([np.nanmean(s.y.reshape(-1, c_out), axis=0) for s in samples], axis=0)
+    usable = [_interior(s.use, h) for s in samples]
+    eligible = int(sum(u.sum() for u in usable))
+    keep_probability = 1.0 if not max_rows or eligible <= max_rows else max_rows / eligible
+    rng = np.random.default_rng(seed)
+    f = c_in * ksize * ksize
+    xx, x1, xy = np.zeros((f, f)), np.zeros(f), np.zeros((f, c_out))
+    y1, yy, rows = np.zeros(c_out), np.zeros(c_out), 0
+    for sample, use in zip(samples, usable):
+        if keep_probability < 1.0:
+            use = use & (rng.random(use.shape) < keep_probability)
+        height, width = use.shape
+        if height <= 2 * h or width <= 2 * h or not use.any():
+            continue
+        xc = (sample.x - x_offset).astype(dtype, copy=False)
+        yc = (sample.y - y_offset).astype(dtype, copy=False)
+        block_rows = max(1, BLOCK_PIXELS // (width - 2 * h))
+        for r0 in range(h, height - h, block_rows):
+            r1 = min(r0 + block_rows, height - h)
+            mask = use[r0:r1, h : width - h]
+            n = int(mask.sum())
+            if n == 0:
+                continue
+            windows = sliding_window_view(xc[r0 - h : r1 + h], (ksize, ksize), axis=(0, 1))  # (r, w, C, K, K)
+            block_x = windows[mask].reshape(n, f)
+            block_y = yc[r0:r1, h : width - h][mask]
+            rows += n
+            if exact:
+                for s in range(0, n, EXACT_CHUNK):
+                    cx, cy = np.ascontiguousarray(block_x[s : s + EXACT_CHUNK]), block_y[s : s + EXACT_CHUNK]
+                    xx += ssyrk(1.0, cx, trans=1)  # upper triangle; mirrored below
+                    x1 += cx.sum(axis=0)
+                    xy += cx.T @ cy
+                    y1 += cy.sum(axis=0)
+                    yy += np.square(cy).sum(axis=0)
+            else:
+                xx += block_x.T @ block_x
+                x1 += block_x.sum(axis=0)
+                xy += block_x.T @ block_y
+                y1 += block_y.sum(axis=0)
+                yy += np.square(block_y).sum(axis=0)
+    if exact:
+        xx = np.triu(xx) + np.triu(xx, 1).T
+    return NormalEquations(ksize, c_in, c_out, xx, x1, xy, y1, yy, rows, eligible, x_offset, y_offset, exact)
+
+
+def _interior(use: np.ndarray, halo: int) -> np.ndarray:
+    """``use`` with the outer ``halo`` rows and columns cleared (their windows leave the image)."""
+    out = np.zeros_like(use, dtype=bool)
+    if halo == 0:
+        out[:] = use
+    elif use.shape[0] > 2 * halo and use.shape[1] > 2 * halo:
+        out[halo:-halo, halo:-halo] = use[halo:-halo, halo:-halo]
+    return out

@@ -1,0 +1,281 @@
+"""Fit an affine kernel to (input, output) pairs made by any tool (docs/design.md, "Pairs").
+
+Nothing about the tool is assumed:
+
+- **Saturation**: in an integer output file, pixels at the type's limits (0 or 255 for
+  8 bits) may be clipped, so they are left out of the fit and of every residual.
+- **Border**: unknown, so the fit uses only output pixels whose whole window lies inside
+  the image; afterwards each border rule (:mod:`img2kernel.borders`) predicts the edge
+  ring and the one with the smallest residual there is reported.
+- **Size**: the normal equations of the largest size contain every smaller odd size's,
+  so all sizes are solved from one pass; the chosen size is the smallest whose held-out
+  residual is within half the noise floor (in quadrature) of the best size's.
+- **Linear or not**: decided by the held-out residual against the noise floor that the
+  output's storage implies (8-bit rounding: 1/sqrt(12) = 0.29 levels RMS), not a PSNR.
+- **Units**: the kernel and bias map input values as stored to output values as stored.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .. import borders
+from ..models import AffineKernel
+from ..models.base import STORAGE_RANGE
+from .lstsq import FitSample, normal_equations
+
+SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
+ROUNDING_RMS = 1 / math.sqrt(12)  # uniform rounding error of an integer file, in its levels
+# Float files: the tool's own float32 arithmetic (sums of K*K products) and storage round
+# at about this fraction of the output's RMS; float64 far below it.
+FLOAT_RELATIVE_FLOOR = {"float32": 2e-6, "float64": 1e-12}
+LINEAR_FACTOR = 2.0  # a linear filter's held-out residual is within this many noise floors
+SIZE_TOLERANCE = 0.5  # a size is enough when its extra residual is below this many floors
+# Rows for the normal equations, at most: about 3e11 multiply-adds (a 15x15 gray kernel on
+# 5.9 megapixels, seconds here); a colour fit with three times the features samples rows.
+ROW_BUDGET = 3e11
+
+
+@dataclass
+class Pairs:
+    """(input, output) pairs as the fit sees them.
+
+    Attributes:
+        keys: one name per pair.
+        inputs: (H, W, C_in) arrays, values as stored.
+        outputs: (H, W, C_out) arrays, values as stored; NaN where unknown.
+        splits: (H, W) uint8 arrays of SPLIT_CODES (whole pairs, or tiles of one image).
+        input_storage, output_storage: ``uint8``, ``uint16``, ``float32`` or ``float64``.
+    """
+
+    keys: list[str]
+    inputs: list[np.ndarray]
+    outputs: list[np.ndarray]
+    splits: list[np.ndarray]
+    input_storage: str = "float32"
+    output_storage: str = "float32"
+
+    @property
+    def c_in(self) -> int:
+        return self.inputs[0].shape[2]
+
+    @property
+    def c_out(self) -> int:
+        return self.outputs[0].shape[2]
+
+    def usable(self, index: int, split: str | None) -> np.ndarray:
+        """(H, W) bool: known, unsaturated output pixels of ``split`` (None: any split)."""
+        y = self.outputs[index]
+        mask = np.all(np.isfinite(y), axis=2)
+        if self.output_storage in STORAGE_RANGE:
+            low, high = STORAGE_RANGE[self.output_storage]
+            mask &= ~np.any((y <= low) | (y >= high), axis=2)
+        if split is not None:
+            mask &= self.splits[index] == SPLIT_CODES[split]
+        return mask
+
+    def samples(self, split: str | None) -> list[FitSample]:
+        return [FitSample(x, y, self.usable(i, split)) for i, (x, y) in enumerate(zip(self.inputs, self.outputs))]
+
+    def saturated_pixels(self) -> int:
+        if self.output_storage not in STORAGE_RANGE:
+            return 0
+        low, high = STORAGE_RANGE[self.output_storage]
+        return int(sum(np.any((y <= low) | (y >= high), axis=2).sum() for y in self.outputs))
+
+    def output_rms(self) -> float:
+        total = sum(float(np.nansum(np.square(y, dtype=np.float64))) for y in self.outputs)
+        count = sum(int(np.isfinite(y).sum()) for y in self.outputs)
+        return math.sqrt(total / count) if count else 0.0
+
+
+def noise_floor(storage: str, output_rms: float) -> float:
+    """The RMS error the output's storage alone implies, in stored units."""
+    if storage in STORAGE_RANGE:
+        return ROUNDING_RMS
+    return FLOAT_RELATIVE_FLOOR.get(storage, FLOAT_RELATIVE_FLOOR["float32"]) * max(output_rms, 1e-30)
+
+
+@dataclass
+class PairsFit:
+    """What the pairs fit found; :meth:`summary` is the JSON the train job writes."""
+
+    model: AffineKernel
+    ksize: int
+    sizes: list[dict]
+    noise_floor: float
+    residual_rms: float
+    residual_split: str
+    linear: bool
+    border: dict
+    rows: int
+    eligible_rows: int
+    exact_sums: bool
+    saturated_pixels: int
+    seconds: float
+    timings: dict = field(default_factory=dict)
+
+    def summary(self) -> dict:
+        return {
+            "model": self.model.name,
+            "description": self.model.describe(),
+            "ksize": self.ksize,
+            "channels": {"input": self.model.c_in, "output": self.model.c_out, "structure": self.model.structure()},
+            "bias": self.model.bias.tolist(),
+            "sizes": self.sizes,
+            "noise_floor": self.noise_floor,
+            "residual_rms": self.residual_rms,
+            "residual_split": self.residual_split,
+            "residual_in_floors": self.residual_rms / self.noise_floor if self.noise_floor else math.inf,
+            "linear": self.linear,
+            "border": self.border,
+            "rows": self.rows,
+            "eligible_rows": self.eligible_rows,
+            "exact_sums": self.exact_sums,
+            "saturated_pixels": self.saturated_pixels,
+            "seconds": self.seconds,
+            "timings": self.timings,
+        }
+
+
+def fit_pairs(pairs: Pairs, *, max_ksize: int = 15, ksize: int | None = None, seed: int = 0) -> PairsFit:
+    """Find the affine kernel, its size, the border rule and the linear verdict for ``pairs``."""
+    started = time.perf_counter()
+    if not pairs.keys:
+        raise ValueError("no pairs to fit")
+    smallest_side = min(min(x.shape[:2]) for x in pairs.inputs)
+    largest = ksize or max_ksize
+    if largest > smallest_side:
+        raise ValueError(
+            f"a {largest}x{largest} kernel does not fit in the smallest image ({smallest_side} pixels); "
+            "set a smaller ksize or max_ksize"
+        )
+    sizes_to_try = [ksize] if ksize else list(range(1, largest + 1, 2))
+    features = pairs.c_in * largest * largest + 1
+    equations = normal_equations(
+        pairs.samples("train"),
+        largest,
+        input_storage=pairs.input_storage,
+        output_storage=pairs.output_storage,
+        max_rows=int(ROW_BUDGET / features**2),
+        seed=seed,
+    )
+    timings = {"normal_equations": time.perf_counter() - started}
+    held_out = next((s for s in ("val", "test") if any(pairs.usable(i, s).any() for i in range(len(pairs.keys)))), "train")
+    floor = noise_floor(pairs.output_storage, pairs.output_rms())
+    step = time.perf_counter()
+    sizes, models = [], {}
+    for k in sizes_to_try:
+        kernel, bias = equations.solve(k)
+        model = AffineKernel(kernel, bias)
+        models[k] = model
+        sizes.append(
+            {
+                "ksize": k,
+                "parameters": model.n_parameters,
+                "train_rms": equations.rms_residual(k, kernel, bias),
+                "heldout_rms": heldout_rms(model, pairs, held_out, largest // 2),
+            }
+        )
+    timings["sizes"] = time.perf_counter() - step
+    best = min(s["heldout_rms"] for s in sizes)
+    chosen = next(s for s in sizes if s["heldout_rms"] ** 2 - best**2 <= (SIZE_TOLERANCE * floor) ** 2)
+    model = models[chosen["ksize"]]
+    step = time.perf_counter()
+    border = detect_border(model, pairs)
+    timings["border"] = time.perf_counter() - step
+    output = pairs.output_storage if pairs.output_storage in STORAGE_RANGE else "float"
+    final = AffineKernel(model.kernel, model.bias, output=output)
+    return PairsFit(
+        model=final,
+        ksize=chosen["ksize"],
+        sizes=sizes,
+        noise_floor=floor,
+        residual_rms=chosen["heldout_rms"],
+        residual_split=held_out,
+        linear=chosen["heldout_rms"] <= LINEAR_FACTOR * floor,
+        border=border,
+        rows=equations.rows,
+        eligible_rows=equations.eligible_rows,
+        exact_sums=equations.exact,
+        saturated_pixels=pairs.saturated_pixels(),
+        seconds=time.perf_counter() - started,
+        timings=timings,
+    )
+
+
+def heldout_rms(model: AffineKernel, pairs: Pairs, split: str, halo: int) -> float:
+    """RMS of (prediction - output) over ``split``'s usable pixels at least ``halo`` from the edge.
+
+    The same pixels for every model size (``halo`` of the largest), no border rule involved.
+    """
+    total, count = 0.0, 0
+    for i, (x, y) in enumerate(zip(pairs.inputs, pairs.outputs)):
+        mask = pairs.usable(i, split)[halo : y.shape[0] - halo, halo : y.shape[1] - halo]
+        if not mask.any():
+            continue
+        margin = halo - model.halo
+        block = x[margin : x.shape[0] - margin, margin : x.shape[1] - margin]
+        prediction = model.predict_valid(block, output="float").reshape(mask.shape + (-1,))
+        target = y[halo : y.shape[0] - halo, halo : y.shape[1] - halo]
+        diff = (prediction - target)[mask]
+        total += float(np.sum(np.square(diff)))
+        count += diff.size
+    return math.sqrt(total / count) if count else math.nan
+
+
+def detect_border(model: AffineKernel, pairs: Pairs) -> dict:
+    """Which border rule reproduces the outputs' edge ring best, with the RMS of each rule there.
+
+    Returns ``{"rule": ..., "rms": {rule: value}, "ring_pixels": n}``; ``rule`` is
+    ``"none needed"`` for a 1x1 kernel and ``"valid-mode output"`` when every output's
+    ring is unknown (outputs smaller than their inputs by the kernel's margin).
+    """
+    h = model.halo
+    if h == 0:
+        return {"rule": "none needed", "rms": {}, "ring_pixels": 0, "note": "a 1x1 kernel reads no pixel outside the image"}
+    rules = [r for r in borders.RULES if r != "unfiltered" or model.c_in == model.c_out]
+    sums = dict.fromkeys(rules, 0.0)
+    count = 0
+    for i, (x, y) in enumerate(zip(pairs.inputs, pairs.outputs)):
+        ring = borders.ring_mask(y.shape, h) & pairs.usable(i, None)
+        if not ring.any():
+            continue
+        count += int(ring.sum()) * y.shape[2]
+        for rule in rules:
+            prediction = ring_prediction(model, x, rule)
+            sums[rule] += float(np.sum(np.square(prediction[ring].reshape(-1) - y[ring].reshape(-1))))
+    if count == 0:
+        return {"rule": "valid-mode output", "rms": {}, "ring_pixels": 0,
+                "note": "the outputs have no edge ring (they are smaller than the inputs by the kernel's margin)"}
+    rms = {rule: math.sqrt(value / count) for rule, value in sums.items()}
+    best = min(rms, key=rms.get)
+    # A 3x3 kernel reads one pixel outside: reflect and replicate then give the same ring.
+    equivalent = [rule for rule, value in rms.items() if value <= rms[best] * (1 + 1e-9) + 1e-12]
+    return {"rule": best, "rms": rms, "ring_pixels": count, "equivalent": equivalent}
+
+
+def ring_prediction(model: AffineKernel, image: np.ndarray, rule: str) -> np.ndarray:
+    """(H, W, C_out) float prediction, computed only on the edge ring (NaN inside)."""
+    h = model.halo
+    height, width = image.shape[:2]
+    out = np.full((height, width, model.c_out), np.nan)
+    if rule == "unfiltered":
+        ring = borders.ring_mask(image.shape, h)
+        out[ring] = image[ring]
+        return out
+    padded = borders.pad(np.asarray(image, dtype=np.float64), h, rule)
+    strips = (
+        (slice(0, min(3 * h, height + 2 * h)), slice(None), (slice(0, min(h, height)), slice(None))),
+        (slice(max(height - h, 0), None), slice(None), (slice(max(height - h, 0), None), slice(None))),
+        (slice(None), slice(0, min(3 * h, width + 2 * h)), (slice(None), slice(0, min(h, width)))),
+        (slice(None), slice(max(width - h, 0), None), (slice(None), slice(max(width - h, 0), None))),
+    )
+    for rows, cols, target in strips:
+        prediction = model.predict_valid(padded[rows, cols], output="float")
+        out[target] = prediction.reshape(prediction.shape[:2] + (-1,))
+    return out

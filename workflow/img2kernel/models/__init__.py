@@ -1,0 +1,62 @@
+"""Models: one interface (:class:`Model`), a registry, and loading from safetensors.
+
+Adding a model: write its module here (a :class:`Model` subclass) and add one line to
+``MODELS``; every stage then trains, evaluates, applies and reports it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from .affine import AffineKernel
+from .base import Model, planes, stack
+from .magnitude import MagnitudeModel
+
+MODELS: dict[str, type[Model]] = {
+    AffineKernel.name: AffineKernel,
+    MagnitudeModel.name: MagnitudeModel,
+}
+
+__all__ = ["MODELS", "AffineKernel", "MagnitudeModel", "Model", "load_model", "planes", "stack"]
+
+
+def load_model(path: str | os.PathLike) -> tuple[Model, dict]:
+    """(model, metadata) from a safetensors model file; nothing is unpickled.
+
+    Metadata values written as JSON are decoded; every error names the file.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such model file (results/models/NAME.safetensors)")
+    try:
+        with safe_open(str(path), framework="numpy") as handle:
+            metadata = dict(handle.metadata() or {})
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    except SafetensorError as err:
+        raise ValueError(f"{path}: not a safetensors model file ({err})") from None
+    name = metadata.get("model")
+    if name not in MODELS:
+        raise ValueError(
+            f"{path}: metadata 'model' is {name!r}, not one of {', '.join(MODELS)} "
+            "(a model file written by an older img2kernel: rerun its train job)"
+        )
+    for key, value in tensors.items():
+        if value.size == 0:
+            raise ValueError(f"{path}: tensor {key!r} is empty (shape {value.shape})")
+        if not (value == value).all() or not abs(value).max() < float("inf"):
+            raise ValueError(f"{path}: tensor {key!r} holds NaN or infinite values; refusing to use it")
+    try:
+        model = MODELS[name].from_tensors(tensors, metadata.get("output", "float"))
+    except (KeyError, ValueError) as err:
+        raise ValueError(f"{path}: {name} model with tensors {', '.join(f'{k} {v.shape}' for k, v in tensors.items())}: {err}") from None
+    decoded = {}
+    for key, value in metadata.items():
+        try:
+            decoded[key] = json.loads(value)
+        except (TypeError, ValueError):
+            decoded[key] = value
+    return model, decoded

@@ -1,0 +1,164 @@
+"""The one model interface (docs/design.md, "Models").
+
+A model is built from its parameters (or a spec), predicts on a whole image with a border
+rule, saves and loads with safetensors, and describes itself for the report. Training,
+the least-squares fit, evaluation, ``img2kernel apply`` and the report all go through it:
+no stage writes a model's arithmetic again.
+
+Images are (H, W) for one channel or (H, W, C) for several; values as stored (8-bit
+0..255, 16-bit 0..65535, float as held), nothing rescaled. Every model's arithmetic lives
+in :meth:`Model.respond_valid`, the *valid* response of an image that already carries a
+halo of ``halo`` pixels; whole-image prediction pads by the border rule first, and tiled
+``apply`` pads each tile, so both run the same code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+from .. import borders
+
+UINT8_MAX = 255.0
+# The step between the model's function and the stored file: none, an edge map's |y|
+# saturated as cv2.convertScaleAbs does, or rounding and clipping to an integer file type.
+OUTPUTS = ("float", "abs_uint8", "uint8", "uint16")
+STORAGE_RANGE = {"uint8": (0.0, 255.0), "uint16": (0.0, 65535.0)}
+
+
+def planes(image: np.ndarray) -> list[np.ndarray]:
+    """The channel planes of an (H, W) or (H, W, C) image, as 2-D views."""
+    if image.ndim == 2:
+        return [image]
+    if image.ndim == 3:
+        return [image[..., c] for c in range(image.shape[2])]
+    raise ValueError(f"expected an image of shape (H, W) or (H, W, C), got {image.shape}")
+
+
+def stack(channels: list[np.ndarray]) -> np.ndarray:
+    """(H, W) for one channel, (H, W, C) for several: the inverse of :func:`planes`."""
+    return channels[0] if len(channels) == 1 else np.stack(channels, axis=-1)
+
+
+def saturate_uint8(values: np.ndarray) -> np.ndarray:
+    """What ``cv2.convertScaleAbs`` stores, kept in ``values``' float dtype: |x| saturated
+    to 0..255 and rounded."""
+    return np.rint(np.minimum(np.abs(values), UINT8_MAX))
+
+
+def output_step(values: np.ndarray, output: str) -> np.ndarray:
+    """Apply an output step (see ``OUTPUTS``) to float values, keeping their dtype."""
+    if output == "float":
+        return values
+    if output == "abs_uint8":
+        return saturate_uint8(values)
+    low, high = STORAGE_RANGE[output]
+    return np.clip(np.rint(values), low, high)
+
+
+class Model(ABC):
+    """Base of every model. Subclasses set ``name`` and implement the abstract methods.
+
+    Attributes:
+        output: ``float``; ``abs_uint8`` (|y| saturated to 0..255 and rounded, as
+            ``cv2.convertScaleAbs`` stores an edge map); ``uint8`` or ``uint16`` (rounded
+            and clipped as an integer image file stores it).
+    """
+
+    name: ClassVar[str]
+
+    def __init__(self, output: str = "float"):
+        if output not in OUTPUTS:
+            raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
+        self.output = output
+
+    # -- what every model declares
+    @property
+    @abstractmethod
+    def ksize(self) -> int:
+        """Side K of the (square, odd) window the model reads around each pixel."""
+
+    @property
+    @abstractmethod
+    def c_in(self) -> int: ...
+
+    @property
+    @abstractmethod
+    def c_out(self) -> int: ...
+
+    @abstractmethod
+    def respond(self, padded: list[np.ndarray], dtype: type) -> list[np.ndarray]:
+        """The model's function before the output step, on the valid region.
+
+        Args:
+            padded: ``c_in`` planes (H + 2h, W + 2h), h = ``halo``.
+            dtype: float type of the arithmetic (float64 for evaluation, float32 for speed).
+        Returns:
+            ``c_out`` planes (H, W).
+        """
+
+    @abstractmethod
+    def tensors(self) -> dict[str, np.ndarray]:
+        """The parameters as named float64 arrays (the safetensors file's tensors)."""
+
+    @classmethod
+    @abstractmethod
+    def from_tensors(cls, tensors: dict[str, np.ndarray], output: str = "float") -> "Model": ...
+
+    @abstractmethod
+    def describe(self) -> str:
+        """One line for the report: what the model is, in words."""
+
+    # -- shared behaviour
+    @property
+    def halo(self) -> int:
+        return self.ksize // 2
+
+    @property
+    def n_parameters(self) -> int:
+        return int(sum(t.size for t in self.tensors().values()))
+
+    def predict_valid(self, padded: np.ndarray, dtype: type = np.float64, output: str | None = None) -> np.ndarray:
+        """(H + 2h, W + 2h[, C_in]) -> (H, W[, C_out]) in ``dtype``: no border rule involved.
+
+        ``output`` overrides the model's output step (``"float"``: the values before it).
+        """
+        channels = planes(np.asarray(padded))
+        if len(channels) != self.c_in:
+            raise ValueError(f"{self.name} model takes {self.c_in} channel(s), the image has {len(channels)}")
+        if min(channels[0].shape) < self.ksize:
+            raise ValueError(f"a {channels[0].shape} block is smaller than the {self.ksize}x{self.ksize} window")
+        step = self.output if output is None else output
+        return stack([output_step(o, step) for o in self.respond(channels, dtype)])
+
+    def predict(
+        self, image: np.ndarray, border: str = borders.DEFAULT, dtype: type = np.float64, output: str | None = None
+    ) -> np.ndarray:
+        """Same-size output (H, W[, C_out]) of a whole image, outside pixels by ``border``."""
+        image = np.asarray(image)
+        work = image.astype(dtype, copy=False)
+        out = self.predict_valid(borders.pad(work, self.halo, border), dtype, output)
+        if border == "unfiltered":
+            borders.restore_unfiltered_ring(out, stack(planes(work)), self.halo)
+        return out
+
+    def save(self, path: str | os.PathLike, metadata: dict | None = None) -> None:
+        """safetensors with :meth:`tensors`, the model's name and output step, and ``metadata``
+        (values JSON-encoded unless already strings); written whole or not at all."""
+        from safetensors.numpy import save_file
+
+        from ..files import written_whole
+
+        tensors = self.tensors()
+        if not all(np.all(np.isfinite(t)) for t in tensors.values()):
+            raise ValueError(f"{path}: refusing to write a {self.name} model with non-finite parameters")
+        meta = {k: v if isinstance(v, str) else json.dumps(v, sort_keys=True) for k, v in (metadata or {}).items()}
+        meta.update(model=self.name, output=self.output)
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        with written_whole(path) as partial:
+            save_file({k: np.ascontiguousarray(v, dtype=np.float64) for k, v in tensors.items()}, str(partial), metadata=meta)

@@ -1,0 +1,61 @@
+"""The magnitude model: ``out = sqrt(sum_j (k_j * in)^2)``, the edge strength of n kernels."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .affine import OUTPUT_WORDS, correlate_valid
+from .base import Model
+
+
+class MagnitudeModel(Model):
+    """n kernels (n, C_in, K, K) whose responses are combined by the Euclidean norm.
+
+    The kernels are unique only up to an orthogonal transform of the n-tuple (a rotation
+    or reflection leaves the norm unchanged): compare them after Procrustes alignment
+    (:func:`img2kernel.kernels.align`). The norm is computed in float64 and rounded once,
+    so it has the same bits on every run and thread.
+    """
+
+    name = "magnitude"
+
+    def __init__(self, kernel: np.ndarray, output: str = "float"):
+        super().__init__(output)
+        kernel = np.asarray(kernel, dtype=np.float64)
+        if kernel.ndim == 3:
+            kernel = kernel[:, None]
+        if kernel.ndim != 4 or kernel.shape[2] != kernel.shape[3] or kernel.shape[2] % 2 == 0 or 0 in kernel.shape:
+            raise ValueError(f"kernel must be (n, C_in, K, K) with K odd and nothing empty, got {kernel.shape}")
+        self.kernel = kernel
+
+    @property
+    def ksize(self) -> int:
+        return self.kernel.shape[-1]
+
+    @property
+    def c_in(self) -> int:
+        return self.kernel.shape[1]
+
+    @property
+    def c_out(self) -> int:
+        return 1
+
+    def respond(self, padded, dtype):
+        total = None
+        for j in range(self.kernel.shape[0]):
+            response = sum(correlate_valid(padded[i], self.kernel[j, i], dtype) for i in range(self.c_in))
+            square = np.square(response, dtype=np.float64)
+            total = square if total is None else total + square
+        return [np.sqrt(total).astype(dtype, copy=False)]
+
+    def tensors(self):
+        return {"kernel": self.kernel}
+
+    @classmethod
+    def from_tensors(cls, tensors, output="float"):
+        return cls(tensors["kernel"], output)
+
+    def describe(self) -> str:
+        k, n = self.ksize, self.kernel.shape[0]
+        text = f"magnitude of {n} {k}x{k} kernels, sqrt(sum of squares)"
+        return text + OUTPUT_WORDS[self.output]

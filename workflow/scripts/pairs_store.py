@@ -1,0 +1,13 @@
+"""Snakemake entry point: read a pairs filter's files once into its input and output stores."""
+import json
+
+from img2kernel.logs import log_to
+from img2kernel.sources.pairs import build_pairs_store
+
+if __name__ == "__main__":
+    with log_to(snakemake.log[0]) as log:
+        settings = json.loads(snakemake.params.settings)
+        spec = {"name": snakemake.wildcards.filter, **settings["spec"]}
+        manifest = build_pairs_store(spec, snakemake.output.inputs, snakemake.output.outputs, seed=settings["seed"])
+        log.info("%s: %d pairs (%s split), channels %s, storage %s -> %s", spec["name"], manifest["pairs"],
+                 manifest["split_mode"], manifest["channels"], manifest["input_storage"], manifest["output_storage"])
