@@ -1,4 +1,5 @@
-"""The `img2kernel` command: apply a learned kernel to any image, and print the speed benchmarks."""
+"""The `img2kernel` command: fit a kernel to your own image pairs, apply a learned model to any
+image, and print the speed benchmarks."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ import sys
 def _print_table(rows: list[dict]) -> None:
     if not rows:
         return
-    columns = list(rows[0])
-    cells = [[_fmt(r[c]) for c in columns] for r in rows]
+    columns = list(dict.fromkeys(c for r in rows for c in r))  # every row's columns, first seen first
+    cells = [[_fmt(r.get(c, "")) for c in columns] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
     print("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
     for row in cells:
@@ -31,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
         "bench",
         help="print speed figures: store (crop rate), targets (MP/s), train (ours vs public recipe; needs `snakemake` run first), apply (huge image)",
     )
-    bench.add_argument("what", nargs="*", help="store, stream, targets, train, apply (default: store, stream, targets)")
+    bench.add_argument("what", nargs="*", help="store, stream, targets, train, apply, pairs (default: store, stream, targets)")
     bench.add_argument("--store", default="results/store/inputs", help="inputs store (default: built from the sample photos if absent)")
     bench.add_argument("--filters", default="config/filters.yaml")
     bench.add_argument("--crop", type=int, default=128)
@@ -43,6 +44,21 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--tile", type=int, default=1024, help="tile side for `apply`")
     bench.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu",
                        help="where `train` trains, ours and the public recipe alike (default: cpu)")
+
+    fit = sub.add_parser(
+        "fit",
+        help="find the kernel behind a tool's output from one or more before/after pairs (no config needed)",
+        description="Fit the affine kernel that maps each INPUT to its OUTPUT (the same fit as a `kind: pairs` "
+                    "filter): size, border rule, channels, linear verdict and what the kernel is.",
+    )
+    fit.add_argument("files", nargs="+", metavar="INPUT OUTPUT", help="pairs of files: input, output, input, output, ...")
+    fit.add_argument("-o", "--output", default="kernel.safetensors", help="model file to write (default kernel.safetensors)")
+    fit.add_argument("--ksize", type=int, default=None, help="the kernel size, if known (odd); else found up to --max-ksize")
+    fit.add_argument("--max-ksize", type=int, default=15, help="largest odd size the search tries (default 15)")
+    fit.add_argument("--channels-in", type=int, choices=[1, 3], default=None, help="fit 1 (gray) or 3 (RGB) input channels")
+    fit.add_argument("--channels-out", type=int, choices=[1, 3], default=None, help="fit 1 or 3 output channels")
+    fit.add_argument("--holdout", type=float, default=0.3, help="fraction held out, half to choose the size, half to report")
+    fit.add_argument("--seed", type=int, default=0, help="seed of the split")
 
     apply = sub.add_parser(
         "apply",
@@ -58,6 +74,16 @@ def main(argv: list[str] | None = None) -> int:
                        help="convert colour to gray (as the store does) or filter each channel")
 
     args = parser.parse_args(argv)
+    if args.command == "fit":
+        from .fit.command import fit_files
+
+        try:
+            print(fit_files(args.files, args.output, ksize=args.ksize, max_ksize=args.max_ksize,
+                            channels={"input": args.channels_in, "output": args.channels_out}, holdout=args.holdout,
+                            seed=args.seed))
+        except (OSError, ValueError) as err:
+            parser.exit(2, f"img2kernel fit: {err}\n")
+        return 0
     if args.command == "apply":
         from .apply import apply_to_file
 
@@ -72,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "bench":
         from . import bench as benchmarks
 
-        known = ["store", "targets", "stream", "train", "apply"]
+        known = ["store", "targets", "stream", "train", "apply", "pairs"]
         unknown = sorted(set(args.what) - set(known))
         if unknown:
             parser.error(f"unknown benchmark {', '.join(unknown)}; choose from {', '.join(known)}")
@@ -100,6 +126,20 @@ def main(argv: list[str] | None = None) -> int:
                 f"{result['ksize']}x{result['ksize']} kernel, one process each (tiled apply reads the file memory-mapped):"
             )
             _print_table(result["rows"])
+        if "pairs" in args.what:
+            from .bench_pairs import bench_large_fit, bench_pairs
+
+            print("\npairs made by other libraries from 6 sample photos (256x256), fitted as a `pairs` filter; kernel errors "
+                  "are max-abs / largest true tap, lstsq64 an independent float64 least squares on the same pixels; "
+                  "target: error <= max(2 x lstsq64, 1e-3), offset within 1 level, right size, nonlinear judged not linear:")
+            _print_table(bench_pairs())
+            large = bench_large_fit()
+            print(f"\n15x15 fit on {large['megapixels']:.1f} MP of 8-bit pairs ({large['train_pixels']:,} train pixels): "
+                  f"{large['fit_s']:.2f} s (target 10 s; normal equations {large['normal_equations_s']:.2f} s, sizes "
+                  f"{large['sizes_s']:.2f} s, channels {large['structure_s']:.2f} s, border {large['border_s']:.2f} s; reading "
+                  f"the files {large['read_s']:.2f} s more), size found {large['ksize_found']}, kernel error "
+                  f"{large['kernel_error']:.2g} (float64 least squares on the same pixels: {large['lstsq64_error']:.2g}), "
+                  f"linear {large['linear']}")
         if "train" in args.what:
             rows, magnitude = benchmarks.bench_training(
                 args.store, args.targets, args.config, budget_seconds=args.budget, names=args.only, device=args.device

@@ -113,6 +113,7 @@ def evaluate_pairs(inputs_folder, outputs_folder, model_path, info_path, catalog
         "kernel": model.kernel.tolist(),
         "bias": model.bias.tolist(),
         "sizes": info["sizes"],
+        "structures": info["structures"],
         "noise_floor": info["noise_floor"],
         "residual_rms": info["residual_rms"],
         "residual_in_floors": info["residual_in_floors"],

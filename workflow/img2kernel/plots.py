@@ -171,6 +171,7 @@ def sizes_figure(evaluation: dict, path: str | Path) -> None:
     floor = evaluation["noise_floor"]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     ax = axes[0]
+    ax.plot(sizes["ksize"], np.maximum(sizes["train_rms"], 1e-30), marker=".", label="train RMS residual")
     ax.plot(sizes["ksize"], np.maximum(sizes["heldout_rms"], 1e-30), marker="o", label="held-out RMS residual")
     ax.axhline(floor, color="red", linestyle="--", linewidth=1, label=f"noise floor {floor:.3g}")
     ax.axvline(evaluation["ksize"], color="gray", linestyle=":", label=f"chosen {evaluation['ksize']}x{evaluation['ksize']}")

@@ -74,12 +74,15 @@ def code(script, also=(), exclude=()):
     stages that can run it. Derived from the imports (img2kernel.codefiles); ``also`` adds
     files no import names (a template), ``exclude`` drops modules imported but never run.
 
-    Paths are relative to the working directory, so a project copied or cloned elsewhere
-    with its workflow inside it has nothing to rerun.
+    Inside the working directory (a clone, run where it is) the paths are relative, so a
+    project copied or cloned elsewhere has nothing to rerun; a workflow outside it (``-s``
+    elsewhere) is named by absolute paths, which stay valid for cluster jobs.
     """
     script_path = Path(workflow.basedir) / "workflow" / "scripts" / script
     modules = list(modules_run_by(str(script_path), tuple(exclude))) + list(also)
-    return [os.path.relpath(Path(PACKAGE_PARENT) / "img2kernel" / m) for m in modules]
+    files = [Path(PACKAGE_PARENT) / "img2kernel" / m for m in modules]
+    here = Path.cwd().resolve()
+    return [str(f.resolve().relative_to(here)) if f.resolve().is_relative_to(here) else str(f) for f in files]
 
 
 def config_label():

@@ -18,7 +18,7 @@ from ..files import written_whole
 from ..sources.pairs import load_pairs
 from .pairs import PairsFit, fit_pairs
 
-HISTORY_COLUMNS = ["ksize", "parameters", "train_rms", "heldout_rms"]
+HISTORY_COLUMNS = ["ksize", "parameters", "train_rms", "heldout_rms", "residual_rms"]
 
 
 def train_pairs(inputs_folder: str | Path, outputs_folder: str | Path, spec: dict, seed: int = 0) -> tuple[PairsFit, dict, dict]:
@@ -45,7 +45,8 @@ def train_pairs(inputs_folder: str | Path, outputs_folder: str | Path, spec: dic
 
 def save_pairs_fit(fit: PairsFit, info: dict, model_path, oracle_path, info_path, history_path) -> None:
     """The model (safetensors: ``kernel`` (C_out, C_in, K, K), ``bias`` (C_out,)), its copy as the
-    least-squares oracle, the JSON sidecar and the residual per kernel size; each written whole."""
+    least-squares oracle, the JSON sidecar and the residual per kernel size; each written whole
+    (``oracle_path`` and ``history_path`` may be None: the command line writes neither)."""
     # "none needed" (1x1) and "valid-mode output" leave no rule to find: apply uses the default.
     border = fit.border["rule"] if fit.border["rule"] in borders.RULES else borders.DEFAULT
     metadata = {
@@ -57,8 +58,10 @@ def save_pairs_fit(fit: PairsFit, info: dict, model_path, oracle_path, info_path
         "layout": "kernel (C_out, C_in, K, K) correlation orientation, bias (C_out,); out[o] = sum_i k[o,i] * in[i] + b[o]",
     }
     fit.model.save(model_path, metadata)
-    fit.model.save(oracle_path, {**metadata, "fit": "least-squares (the model itself)"})
+    if oracle_path is not None:
+        fit.model.save(oracle_path, {**metadata, "fit": "least-squares (the model itself)"})
     with written_whole(info_path) as partial:
         partial.write_text(json.dumps(info, indent=2))
-    with written_whole(history_path) as partial:
-        pd.DataFrame(fit.sizes, columns=HISTORY_COLUMNS).to_csv(partial, index=False)
+    if history_path is not None:
+        with written_whole(history_path) as partial:
+            pd.DataFrame(fit.sizes, columns=HISTORY_COLUMNS).to_csv(partial, index=False)

@@ -85,15 +85,51 @@ class NormalEquations:
         if self.rows == 0:
             raise ValueError("no usable pixels to fit (every output pixel is saturated, unknown or too near the edge)")
         gram, rhs = self._system(ksize)
-        try:
-            theta = scipy.linalg.solve(gram, rhs, assume_a="pos")
-        except (np.linalg.LinAlgError, scipy.linalg.LinAlgError, ValueError):
-            theta = scipy.linalg.lstsq(gram, rhs)[0]  # rank-deficient data (flat images): minimum norm
+        theta = _solve(gram, rhs)
         f = gram.shape[0] - 1
         kernel = theta[:f].T.reshape(self.c_out, self.c_in, ksize, ksize)
         # Undo the centring: y - cy = k * (x - cx) + b'  =>  b = b' + cy - sum_c cx_c * sum(k[o, c]).
         bias = theta[f] + self.y_offset - np.einsum("oikl,i->o", kernel, self.x_offset)
         return kernel, bias
+
+    def solve_structured(self, ksize: int, structure: str) -> tuple[np.ndarray, np.ndarray]:
+        """Least squares with the channels restricted, from the same sums (C_in = C_out only):
+
+        - ``per-channel``: output o reads input channel o alone (a kernel per channel);
+        - ``shared``: one kernel for every channel, a bias per channel.
+        """
+        if self.c_in != self.c_out:
+            raise ValueError(f"structure {structure!r} needs as many input as output channels")
+        idx = self._index(ksize).reshape(self.c_in, -1)
+        f = idx.shape[1]
+        kernel = np.zeros((self.c_out, self.c_in, ksize, ksize))
+        if structure == "per-channel":
+            centred_bias = np.zeros(self.c_out)
+            for o in range(self.c_out):
+                gram = np.empty((f + 1, f + 1))
+                gram[:f, :f] = self.xx[np.ix_(idx[o], idx[o])]
+                gram[:f, f] = gram[f, :f] = self.x1[idx[o]]
+                gram[f, f] = self.rows
+                theta = _solve(gram, np.append(self.xy[idx[o], o], self.y1[o]))
+                kernel[o, o] = theta[:f].reshape(ksize, ksize)
+                centred_bias[o] = theta[f]
+        elif structure == "shared":
+            c = self.c_out
+            gram = np.zeros((f + c, f + c))
+            rhs = np.zeros(f + c)
+            for o in range(c):
+                gram[:f, :f] += self.xx[np.ix_(idx[o], idx[o])]
+                gram[:f, f + o] = gram[f + o, :f] = self.x1[idx[o]]
+                gram[f + o, f + o] = self.rows
+                rhs[:f] += self.xy[idx[o], o]
+                rhs[f + o] = self.y1[o]
+            theta = _solve(gram, rhs)
+            for o in range(c):
+                kernel[o, o] = theta[:f].reshape(ksize, ksize)
+            centred_bias = theta[f:]
+        else:
+            raise ValueError(f"unknown channel structure {structure!r}")
+        return kernel, centred_bias + self.y_offset - np.einsum("oikl,i->o", kernel, self.x_offset)
 
     def rms_residual(self, ksize: int, kernel: np.ndarray, bias: np.ndarray) -> float:
         """RMS residual over the fit's own pixels and output channels, from the sums (no second pass)."""
@@ -103,6 +139,13 @@ class NormalEquations:
         theta = np.vstack([kernel.reshape(self.c_out, -1).T, centred_bias[None]])
         rss = self.yy - 2 * np.sum(theta * rhs, axis=0) + np.einsum("fo,fg,go->o", theta, gram, theta)
         return float(np.sqrt(max(float(np.sum(rss)), 0.0) / max(self.rows * self.c_out, 1)))
+
+
+def _solve(gram: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    try:
+        return scipy.linalg.solve(gram, rhs, assume_a="pos")
+    except (np.linalg.LinAlgError, scipy.linalg.LinAlgError, ValueError):
+        return scipy.linalg.lstsq(gram, rhs)[0]  # rank-deficient data (flat images): minimum norm
 
 
 def _integer_8bit(storage: str) -> bool:

@@ -8,10 +8,14 @@ Nothing about the tool is assumed:
   the image; afterwards each border rule (:mod:`img2kernel.borders`) predicts the edge
   ring and the one with the smallest residual there is reported.
 - **Size**: the normal equations of the largest size contain every smaller odd size's,
-  so all sizes are solved from one pass; the chosen size is the smallest whose held-out
-  residual is within half the noise floor (in quadrature) of the best size's.
-- **Linear or not**: decided by the held-out residual against the noise floor that the
-  output's storage implies (8-bit rounding: 1/sqrt(12) = 0.29 levels RMS), not a PSNR.
+  so all sizes are solved from one pass; the chosen size is the smallest whose residual
+  is within half the noise floor (in quadrature) of the best size's.
+- **Linear or not**: decided by the residual against the noise floor that the output's
+  storage implies (8-bit rounding: 1/sqrt(12) = 0.29 levels RMS), not a PSNR.
+- **Which residual**: the larger of the train and held-out RMS. With a few pairs the
+  held-out one may be a single flat image (a median filter changes almost nothing there),
+  and with hundreds of parameters against thousands of pixels the train one is not
+  measurably optimistic; a linear tool has both at the floor.
 - **Units**: the kernel and bias map input values as stored to output values as stored.
 """
 
@@ -107,6 +111,7 @@ class PairsFit:
     model: AffineKernel
     ksize: int
     sizes: list[dict]
+    structures: list[dict]
     noise_floor: float
     residual_rms: float
     residual_split: str
@@ -127,6 +132,7 @@ class PairsFit:
             "channels": {"input": self.model.c_in, "output": self.model.c_out, "structure": self.model.structure()},
             "bias": self.model.bias.tolist(),
             "sizes": self.sizes,
+            "structures": self.structures,
             "noise_floor": self.noise_floor,
             "residual_rms": self.residual_rms,
             "residual_split": self.residual_split,
@@ -173,18 +179,17 @@ def fit_pairs(pairs: Pairs, *, max_ksize: int = 15, ksize: int | None = None, se
         kernel, bias = equations.solve(k)
         model = AffineKernel(kernel, bias)
         models[k] = model
-        sizes.append(
-            {
-                "ksize": k,
-                "parameters": model.n_parameters,
-                "train_rms": equations.rms_residual(k, kernel, bias),
-                "heldout_rms": heldout_rms(model, pairs, held_out, largest // 2),
-            }
-        )
+        train, held = equations.rms_residual(k, kernel, bias), heldout_rms(model, pairs, held_out, largest // 2)
+        sizes.append({"ksize": k, "parameters": model.n_parameters, "train_rms": train, "heldout_rms": held,
+                      "residual_rms": max(train, held)})
     timings["sizes"] = time.perf_counter() - step
-    best = min(s["heldout_rms"] for s in sizes)
-    chosen = next(s for s in sizes if s["heldout_rms"] ** 2 - best**2 <= (SIZE_TOLERANCE * floor) ** 2)
-    model = models[chosen["ksize"]]
+    best = min(s["residual_rms"] for s in sizes)
+    chosen = next(s for s in sizes if s["residual_rms"] ** 2 - best**2 <= (SIZE_TOLERANCE * floor) ** 2)
+    step = time.perf_counter()
+    model, structures = choose_structure(equations, chosen["ksize"], models[chosen["ksize"]], chosen, pairs, held_out,
+                                         largest // 2, floor)
+    chosen = {**chosen, "residual_rms": next(s["residual_rms"] for s in structures if s["chosen"])}
+    timings["structure"] = time.perf_counter() - step
     step = time.perf_counter()
     border = detect_border(model, pairs)
     timings["border"] = time.perf_counter() - step
@@ -194,10 +199,11 @@ def fit_pairs(pairs: Pairs, *, max_ksize: int = 15, ksize: int | None = None, se
         model=final,
         ksize=chosen["ksize"],
         sizes=sizes,
+        structures=structures,
         noise_floor=floor,
-        residual_rms=chosen["heldout_rms"],
+        residual_rms=chosen["residual_rms"],
         residual_split=held_out,
-        linear=chosen["heldout_rms"] <= LINEAR_FACTOR * floor,
+        linear=chosen["residual_rms"] <= LINEAR_FACTOR * floor,
         border=border,
         rows=equations.rows,
         eligible_rows=equations.eligible_rows,
@@ -206,6 +212,41 @@ def fit_pairs(pairs: Pairs, *, max_ksize: int = 15, ksize: int | None = None, se
         seconds=time.perf_counter() - started,
         timings=timings,
     )
+
+
+def choose_structure(equations, ksize: int, full: AffineKernel, full_row: dict, pairs: Pairs, split: str, halo: int,
+                     floor: float) -> tuple[AffineKernel, list[dict]]:
+    """The simplest channel structure whose held-out residual is within the noise of the full model's.
+
+    Candidates, fewest parameters first: one kernel shared by every channel, a kernel per
+    channel (both solved exactly from the same sums), a channel matrix times one kernel
+    (the rank-1 part of the full fit: RGB to gray then a kernel, gray to RGB with gains),
+    and the full cross-channel kernel. Noise alone never makes a per-channel filter look
+    cross-channel: a candidate is kept when its residual is within half the noise floor
+    (in quadrature) of the best candidate's.
+    """
+    candidates = []
+    if full.c_in == full.c_out > 1:
+        for structure in ("shared", "per-channel"):
+            kernel, bias = equations.solve_structured(ksize, structure)
+            candidates.append((structure, AffineKernel(kernel, bias)))
+    if full.c_in * full.c_out > 1:
+        c_out, c_in, k, _ = full.kernel.shape
+        u, sv, vt = np.linalg.svd(full.kernel.reshape(c_out * c_in, k * k), full_matrices=False)
+        rank1 = (u[:, :1] * sv[:1]) @ vt[:1]
+        candidates.append(("channel matrix x one kernel", AffineKernel(rank1.reshape(full.kernel.shape), full.bias)))
+    rows = []
+    for name, m in candidates:
+        train, held = equations.rms_residual(ksize, m.kernel, m.bias), heldout_rms(m, pairs, split, halo)
+        rows.append({"structure": name, "parameters": m.n_parameters, "train_rms": train, "heldout_rms": held,
+                     "residual_rms": max(train, held), "model": m})
+    rows.append({"structure": "full", "parameters": full.n_parameters, "train_rms": full_row["train_rms"],
+                 "heldout_rms": full_row["heldout_rms"], "residual_rms": full_row["residual_rms"], "model": full})
+    best = min(r["residual_rms"] for r in rows)
+    chosen = next(r for r in sorted(rows, key=lambda r: r["parameters"])
+                  if r["residual_rms"] ** 2 - best**2 <= (SIZE_TOLERANCE * floor) ** 2)
+    table = [{**{k: v for k, v in r.items() if k != "model"}, "chosen": r is chosen} for r in rows]
+    return chosen["model"], table
 
 
 def heldout_rms(model: AffineKernel, pairs: Pairs, split: str, halo: int) -> float:

@@ -1,0 +1,316 @@
+"""Your own pairs: kernels behind other libraries' outputs (Pillow, scipy.ndimage, OpenCV),
+found with their size, orientation, offset, channels and border rule; and bad input named."""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import scipy.ndimage as ndi
+from PIL import Image, ImageFilter
+
+from img2kernel.config import ConfigError, check_filters
+from img2kernel.filters import deriv_kernel
+from img2kernel.fit.lstsq import FitSample, normal_equations
+from img2kernel.fit.pairs import fit_pairs
+from img2kernel.identify import identify
+from img2kernel.sources.pairs import build_pairs_store, list_pairs, load_pairs, read_pairs, to_fit_pairs
+
+SOBEL_X = deriv_kernel(1, 0, 3)
+LABEL = "config/filters.yaml"
+
+
+def rgb_photos(count: int = 4, size: tuple[int, int] = (96, 128)) -> list[np.ndarray]:
+    """Centre crops of scikit-image's colour photos, uint8 RGB."""
+    import skimage.data
+
+    photos = [skimage.data.astronaut(), skimage.data.coffee(), skimage.data.chelsea(), skimage.data.rocket(),
+              skimage.data.immunohistochemistry()]
+    crops = []
+    for photo in photos[:count]:
+        top, left = (photo.shape[0] - size[0]) // 2, (photo.shape[1] - size[1]) // 2
+        crops.append(np.ascontiguousarray(photo[top : top + size[0], left : left + size[1], :3]))
+    return crops
+
+
+def gray_photos(count: int = 4, size=(96, 128)) -> list[np.ndarray]:
+    return [cv2.cvtColor(p, cv2.COLOR_RGB2GRAY) for p in rgb_photos(count, size)]
+
+
+def write_pairs(root: Path, inputs: list[np.ndarray], outputs: list[np.ndarray], out_suffix: str = ".png") -> dict:
+    """Save with Pillow (PNG) or OpenCV (float TIFF); returns a pairs spec."""
+    (root / "in").mkdir(parents=True, exist_ok=True)
+    (root / "out").mkdir(parents=True, exist_ok=True)
+    for i, (x, y) in enumerate(zip(inputs, outputs)):
+        Image.fromarray(x).save(root / "in" / f"photo {i}.png")
+        if out_suffix == ".png":
+            Image.fromarray(y).save(root / "out" / f"photo {i}.png")
+        else:
+            cv2.imwrite(str(root / "out" / f"photo {i}{out_suffix}"), y[..., ::-1] if y.ndim == 3 else y)
+    return {"name": "mine", "kind": "pairs", "inputs": str(root / "in"), "outputs": str(root / "out")}
+
+
+def fit_spec(spec: dict, **options):
+    loaded, manifest = read_pairs(spec, list_pairs(spec))
+    pairs = to_fit_pairs(loaded, manifest)
+    result = fit_pairs(pairs, **options)
+    return result, identify(result.model, noise_floor=result.noise_floor), manifest
+
+
+def uint8(values: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(values), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("tool, orientation", [(ndi.convolve, "rotated 180 degrees (the tool convolves)"),
+                                               (ndi.correlate, "as is")])
+def test_scipy_convolve_and_correlate_are_told_apart(tmp_path, tool, orientation):
+    photos = gray_photos()
+    outputs = [uint8(tool(p.astype(np.float64), SOBEL_X / 8) + 128) for p in photos]
+    result, found, _ = fit_spec(write_pairs(tmp_path, photos, outputs))
+    assert result.linear and result.ksize == 3
+    assert found["kernel"]["name"] == "sobel_x (ksize 3)" and found["kernel"]["scale"] == pytest.approx(0.125, rel=1e-3)
+    assert found["kernel"]["orientation"].startswith(orientation)
+    assert result.border["rule"] in ("reflect", "replicate") and "reflect" in result.border["equivalent"]
+    assert abs(result.model.bias[0] - 128) < 1
+
+
+def test_pillow_sharpen_on_colour_is_the_same_kernel_per_channel_with_its_own_border(tmp_path):
+    photos = rgb_photos()
+    outputs = [np.asarray(Image.fromarray(p).filter(ImageFilter.SHARPEN)) for p in photos]
+    result, found, manifest = fit_spec(write_pairs(tmp_path, photos, outputs), max_ksize=5)
+    assert manifest["channels"] == {"input": 3, "output": 3}
+    assert result.linear and result.ksize == 3 and result.saturated_pixels > 0
+    assert found["channels"] == "the same kernel on each colour channel"
+    assert found["kernel"]["name"] == "Pillow SHARPEN" and found["kernel"]["scale"] == pytest.approx(1, abs=1e-3)
+    assert result.border["rule"] == "unfiltered"  # Pillow's kernel filters copy the edge pixels
+
+
+def test_opencv_rgb_to_gray_then_sobel_saved_as_float_tiff(tmp_path):
+    photos = rgb_photos()
+    # Gray in float32 (cv2.cvtColor on uint8 would round the gray image: a step no kernel has).
+    outputs = [cv2.Sobel(cv2.cvtColor(p.astype(np.float32), cv2.COLOR_RGB2GRAY), cv2.CV_32F, 0, 1, ksize=5) for p in photos]
+    result, found, manifest = fit_spec(write_pairs(tmp_path, photos, outputs, ".tif"))
+    assert manifest["output_storage"] == "float32" and result.model.c_in == 3 and result.model.c_out == 1
+    assert result.ksize == 5 and result.linear and result.border["rule"] == "reflect101"
+    assert found["channels"].startswith("RGB to gray") and "Rec. 601" in found["channels"]
+    assert found["kernel"]["name"] == "sobel_y (ksize 5)" and found["kernel"]["orientation"].startswith("as is")
+
+
+def test_pillow_kernel_with_scale_and_offset(tmp_path):
+    photos = gray_photos()
+    kernel = ImageFilter.Kernel((3, 3), SOBEL_X.ravel().tolist(), scale=4, offset=100)
+    outputs = [np.asarray(Image.fromarray(p).filter(kernel)) for p in photos]
+    result, found, _ = fit_spec(write_pairs(tmp_path, photos, outputs))
+    assert result.linear and found["kernel"]["name"] == "sobel_x (ksize 3)"
+    assert found["kernel"]["scale"] == pytest.approx(0.25, rel=1e-3)
+    assert found["kernel"]["orientation"].startswith("as is")  # Pillow flips rows (see below): sobel_x cannot tell
+    assert abs(result.model.bias[0] - 100) < 1
+    assert "offset +100" in found["text"] or "offset +99" in found["text"]
+
+
+def test_pillow_applies_its_kernels_flipped_up_down(tmp_path):
+    """Found here, not told: Pillow's Kernel filter reads its kernel's rows in reverse order."""
+    photos = gray_photos()
+    outputs = [np.asarray(Image.fromarray(p).filter(ImageFilter.EMBOSS)) for p in photos]
+    result, found, _ = fit_spec(write_pairs(tmp_path, photos, outputs))
+    assert result.linear and found["identified"]
+    assert found["kernel"]["name"] == "Pillow EMBOSS" and found["kernel"]["orientation"] == "flipped up-down"
+    assert found["text"].startswith("Pillow EMBOSS x 1, flipped up-down, offset +128")
+
+
+def test_8_bit_saturation_is_left_out_of_the_fit(tmp_path):
+    photos = gray_photos()
+    sharpen = np.array([[0, -2, 0], [-2, 9, -2], [0, -2, 0]], dtype=np.float32)
+    outputs = [cv2.filter2D(p, -1, sharpen) for p in photos]  # OpenCV saturates uint8 results
+    result, found, _ = fit_spec(write_pairs(tmp_path, photos, outputs))
+    clipped = sum(int(((o == 0) | (o == 255)).sum()) for o in outputs)
+    assert result.saturated_pixels == clipped > 1000
+    assert result.linear and result.ksize == 3
+    assert np.max(np.abs(result.model.kernel[0, 0] - sharpen)) / 9 < 1e-3
+
+
+def test_a_kernel_larger_than_3x3_has_its_size_found(tmp_path):
+    photos = gray_photos()
+    kernel = np.random.default_rng(5).normal(size=(7, 7)).astype(np.float32)
+    outputs = [cv2.filter2D(p.astype(np.float32), cv2.CV_32F, kernel) for p in photos]
+    result, found, _ = fit_spec(write_pairs(tmp_path, photos, outputs, ".tif"), max_ksize=11)
+    assert result.ksize == 7 and result.linear
+    assert [s["ksize"] for s in result.sizes] == [1, 3, 5, 7, 9, 11]
+    ls = result.model.kernel[0, 0]
+    assert np.max(np.abs(ls - kernel)) / np.max(np.abs(kernel)) < 1e-5
+    assert found["text"] == "no known kernel"
+
+
+def test_one_pair_alone_is_split_by_tiles_and_reproduced(tmp_path):
+    photo = gray_photos(1, (160, 200))[0]
+    output = uint8(ndi.correlate(photo.astype(np.float64), deriv_kernel(0, 1, 3) / 4 + 0, mode="nearest") + 128)
+    spec = write_pairs(tmp_path, [photo], [output])
+    result, found, manifest = fit_spec(spec)
+    assert manifest["split_mode"] == "tiles" and manifest["splits"] == {"tiles": 1}
+    assert result.residual_split == "val" and result.linear
+    assert found["kernel"]["name"] == "sobel_y (ksize 3)"
+    assert result.border["rule"] == "replicate" or "replicate" in result.border["equivalent"]
+
+
+def test_a_nonlinear_tool_is_judged_not_linear(tmp_path):
+    photos = gray_photos()
+    outputs = [np.asarray(Image.fromarray(p).filter(ImageFilter.MedianFilter(3))) for p in photos]
+    result, _, _ = fit_spec(write_pairs(tmp_path, photos, outputs), max_ksize=5)
+    assert not result.linear and result.residual_rms > 3 * result.noise_floor
+
+
+def test_gray_to_colour_with_gains_per_channel(tmp_path):
+    photos = gray_photos()
+    outputs = [np.dstack([uint8(0.5 * p), uint8(0.8 * p), uint8(0.3 * p + 40)]) for p in photos]
+    result, found, manifest = fit_spec(write_pairs(tmp_path, photos, outputs), max_ksize=3)
+    assert manifest["channels"] == {"input": 1, "output": 3} and result.ksize == 1
+    assert found["channels"].startswith("gray to RGB with gains")
+    np.testing.assert_allclose(result.model.kernel[:, 0, 0, 0], [0.5, 0.8, 0.3], atol=2e-3)
+    np.testing.assert_allclose(result.model.bias, [0, 0, 40], atol=0.5)
+
+
+def test_a_valid_mode_output_is_aligned(tmp_path):
+    photos = gray_photos()
+    kernel = np.random.default_rng(2).normal(size=(5, 5))
+    outputs = [ndi.correlate(p.astype(np.float64), kernel)[2:-2, 2:-2].astype(np.float32) for p in photos]
+    result, _, _ = fit_spec(write_pairs(tmp_path, photos, outputs, ".tif"), max_ksize=7)
+    assert result.ksize == 5 and result.border["rule"] == "valid-mode output"
+    assert np.max(np.abs(result.model.kernel[0, 0] - kernel)) < 1e-4
+
+
+def test_float32_sums_of_8_bit_data_are_exact():
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (70, 90, 1)).astype(np.float32)
+    y = rng.integers(0, 256, (70, 90, 1)).astype(np.float32)
+    use = np.ones((70, 90), bool)
+    exact = normal_equations([FitSample(x, y, use)], 5, input_storage="uint8", output_storage="uint8")
+    reference = normal_equations([FitSample(x, y, use)], 5, input_storage="float64", output_storage="float64")
+    assert exact.exact and not reference.exact
+    for k in (1, 3, 5):
+        a, b = exact.solve(k), reference.solve(k)
+        np.testing.assert_allclose(a[0], b[0], rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(a[1], b[1], rtol=1e-9, atol=1e-9)
+
+
+def test_the_pairs_store_keeps_values_as_stored_and_keys_safe(tmp_path):
+    photos = gray_photos(3)
+    outputs = [(p.astype(np.uint16) * 257) for p in photos]
+    spec = write_pairs(tmp_path, photos, outputs)
+    manifest = build_pairs_store(spec, tmp_path / "s" / "in", tmp_path / "s" / "out")
+    assert manifest["input_storage"] == "uint8" and manifest["output_storage"] == "uint16"
+    pairs, _ = load_pairs(tmp_path / "s" / "in", tmp_path / "s" / "out")
+    assert pairs.keys == ["photo_0", "photo_1", "photo_2"]  # "photo 0.png": spaces become _
+    np.testing.assert_array_equal(pairs.outputs[0][..., 0], outputs[0])
+    assert sorted(manifest["splits"]) == ["test", "train", "val"]
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def filters_document(**entry):
+    return {"filters": [{"name": "mine", "kind": "pairs", **entry}]}
+
+
+def error_of(document) -> str:
+    with pytest.raises(ConfigError) as raised:
+        check_filters(copy.deepcopy(document), LABEL)
+    return str(raised.value)
+
+
+def test_bad_folders_are_named_before_any_job(tmp_path):
+    (tmp_path / "empty").mkdir()
+    where = f"{LABEL}: filter 'mine' (entry 1): field"
+    message = error_of(filters_document(inputs=str(tmp_path / "missing"), outputs=str(tmp_path / "empty")))
+    assert message.startswith(f"{where} 'inputs': folder") and "does not exist" in message
+    message = error_of(filters_document(inputs=str(tmp_path / "empty"), outputs=str(tmp_path / "empty")))
+    assert "field 'inputs'" in message and "holds no images" in message
+    assert "either a table or" in error_of(filters_document(inputs="a", outputs="b", table="t.csv"))
+    assert "field 'outputs': a pairs filter needs" in error_of(filters_document(inputs="a"))
+
+
+def test_unmatched_files_are_listed_with_counts(tmp_path):
+    photos = gray_photos(3)
+    spec = write_pairs(tmp_path, photos, photos)
+    for i in range(3, 10):
+        Image.fromarray(photos[0]).save(tmp_path / "in" / f"extra {i}.png")
+    Image.fromarray(photos[0]).save(tmp_path / "out" / "lonely.png")
+    message = error_of({"filters": [spec]})
+    assert "7 input(s) without an output: extra 3.png, extra 4.png, extra 5.png, extra 6.png, extra 7.png and 2 more" in message
+    assert "1 output(s) without an input: lonely.png" in message
+
+
+def test_pairs_of_different_sizes_name_both_shapes(tmp_path):
+    photos = gray_photos(2)
+    spec = write_pairs(tmp_path, photos, [photos[0], photos[1][:90]])
+    message = error_of({"filters": [spec]})
+    assert "sizes differ: input" in message and "is 128x96" in message and "is 128x90" in message
+
+
+def test_channel_counts_that_differ_between_pairs(tmp_path):
+    photos = rgb_photos(2)
+    spec = write_pairs(tmp_path, [photos[0], cv2.cvtColor(photos[1], cv2.COLOR_RGB2GRAY)], photos)
+    message = error_of({"filters": [spec]})
+    assert "field 'inputs'" in message and "photo 1.png has 1 channel(s) but" in message
+
+
+def test_truncated_and_unreadable_files_are_named(tmp_path):
+    photos = gray_photos(2)
+    spec = write_pairs(tmp_path, photos, photos)
+    damaged = tmp_path / "out" / "photo 1.png"
+    damaged.write_bytes(damaged.read_bytes()[:200])
+    message = error_of({"filters": [spec]})
+    assert "field 'outputs'" in message and "photo 1.png: not a readable image" in message
+
+
+def test_a_table_without_its_columns(tmp_path):
+    table = tmp_path / "pairs.csv"
+    table.write_text("input,result\na.png,b.png\n")
+    message = error_of(filters_document(table=str(table)))
+    assert "field 'table'" in message and "has no 'output' column (columns: input, result)" in message
+
+
+def test_a_table_of_paths_and_file_urls(tmp_path):
+    photos = gray_photos(3)
+    spec = write_pairs(tmp_path, photos, [uint8(ndi.correlate(p.astype(float), SOBEL_X) / 4 + 128) for p in photos])
+    rows = [f"{tmp_path / 'in' / f'photo {i}.png'},file://{tmp_path / 'out' / f'photo {i}.png'}" for i in range(3)]
+    (tmp_path / "pairs.csv").write_text("input,output\n" + "\n".join(rows) + "\n")
+    table_spec = {"name": "mine", "kind": "pairs", "table": str(tmp_path / "pairs.csv")}
+    check_filters({"filters": [table_spec]}, LABEL)
+    result, found, _ = fit_spec(table_spec)
+    assert result.linear and found["kernel"]["name"] == "sobel_x (ksize 3)"
+
+
+def test_a_url_table_is_fetched_with_img2dataset_from_a_loopback_server(tmp_path, image_server):
+    base, served = image_server
+    photos = gray_photos(3)
+    outputs = [uint8(ndi.correlate(p.astype(float), SOBEL_X) / 4 + 128) for p in photos]
+    rows = []
+    for i, (x, y) in enumerate(zip(photos, outputs)):
+        Image.fromarray(x).save(served / f"before{i}.png")
+        Image.fromarray(y).save(served / f"after{i}.png")
+        rows.append(f"{base}/before{i}.png,{base}/after{i}.png")
+    (tmp_path / "pairs.csv").write_text("input,output\n" + "\n".join(rows) + "\n")
+    spec = {"name": "web", "kind": "pairs", "table": str(tmp_path / "pairs.csv")}
+    check_filters({"filters": [spec]}, LABEL)  # URLs are not opened before the job
+    manifest = build_pairs_store(spec, tmp_path / "s" / "in", tmp_path / "s" / "out")
+    assert manifest["pairs"] == 3
+    pairs, _ = load_pairs(tmp_path / "s" / "in", tmp_path / "s" / "out")
+    for key, x, y in zip(pairs.keys, pairs.inputs, pairs.outputs):
+        i = int(key[-1])  # keys from the input URL's name: before0, before1, ...
+        np.testing.assert_array_equal(x[..., 0], photos[i])
+        np.testing.assert_array_equal(y[..., 0], outputs[i])
+    result = fit_pairs(pairs, max_ksize=5)
+    assert result.linear and math.isclose(result.model.kernel[0, 0, 1, 2], 0.5, abs_tol=1e-2)
+
+
+def test_mixed_storage_types_are_refused_naming_files(tmp_path):
+    photos = gray_photos(3)
+    spec = write_pairs(tmp_path, photos, photos)
+    (tmp_path / "out" / "photo 2.png").unlink()
+    cv2.imwrite(str(tmp_path / "out" / "photo 2.tif"), photos[2].astype(np.float32))
+    with pytest.raises(ValueError, match="output files mix storage types"):
+        read_pairs(spec, list_pairs(spec))

@@ -1,0 +1,199 @@
+"""`img2kernel bench pairs`: the pairs fit on pairs made by other libraries, against its targets.
+
+Every case makes its pairs from the sample photos with a tool whose kernel is known
+(OpenCV, scipy.ndimage, Pillow), saves them as that tool's users would (8-bit PNG with
+rounding and clipping, float TIFF), fits them through the same code as a ``pairs``
+filter, and compares what was found with the truth:
+
+- kernel max-abs error relative to the largest tap, against the error of an independent
+  float64 least-squares solution (numpy ``lstsq`` on an explicit im2col of the same
+  pixels); target: within 2x of it or 1e-3, whichever is larger;
+- offset error in output levels (target: within 1), C_out x C_in and size;
+- nonlinear tools judged not linear;
+- the time of a 15x15 fit on about 5 megapixels of 8-bit pairs (target: 10 s).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import cv2
+import numpy as np
+
+from .data import sample_image_paths
+from .filters import deriv_kernel
+from .fit.lstsq import normal_equations
+from .fit.pairs import Pairs, fit_pairs
+from .identify import identify
+from .sources.pairs import list_pairs, read_pairs, to_fit_pairs
+
+
+@dataclass
+class Case:
+    name: str
+    tool: str
+    make: Callable[[np.ndarray], np.ndarray]  # RGB uint8 photo -> output array as the tool saves it
+    colour: bool  # inputs saved in colour
+    kernel: np.ndarray | None  # true (C_out, C_in, K, K) in correlation orientation, None: nonlinear
+    bias: np.ndarray | None
+    suffix: str = ".png"
+    max_ksize: int = 9
+
+
+def _gray(photo):
+    return cv2.cvtColor(photo, cv2.COLOR_RGB2GRAY)
+
+
+def _u8(values):
+    return np.clip(np.rint(values), 0, 255).astype(np.uint8)
+
+
+def cases() -> list[Case]:
+    import scipy.ndimage as ndi
+    from PIL import Image, ImageFilter
+
+    rng = np.random.default_rng(7)
+    random5 = rng.normal(size=(5, 5)).astype(np.float32)
+    sobel_x = deriv_kernel(1, 0, 3)
+    gauss7 = cv2.getGaussianKernel(7, 1.5) @ cv2.getGaussianKernel(7, 1.5).T
+    sharpen = np.array([[0, -1, 0], [-1, 5, -1], [0, -1, 0]], dtype=np.float64)
+    emboss = np.array([[-1, 0, 0], [0, 1, 0], [0, 0, 0]], dtype=np.float64)
+    rec601 = np.array([0.299, 0.587, 0.114])
+    sobel_y5 = deriv_kernel(0, 1, 5)
+    return [
+        Case("random 5x5, float TIFF", "cv2.filter2D", lambda p: cv2.filter2D(_gray(p).astype(np.float32), cv2.CV_32F, random5),
+             False, random5.astype(np.float64)[None, None], np.zeros(1), ".tif"),
+        Case("sobel_x/4 + 127.5, convolved", "scipy.ndimage.convolve",
+             lambda p: _u8(ndi.convolve(_gray(p).astype(np.float64), sobel_x / 4) + 127.5), False,
+             (sobel_x[::-1, ::-1] / 4)[None, None], np.array([127.5])),
+        Case("gaussian 7x7 sigma 1.5", "cv2.GaussianBlur", lambda p: cv2.GaussianBlur(_gray(p), (7, 7), 1.5), False,
+             gauss7[None, None], np.zeros(1)),
+        Case("sharpen, per RGB channel, saturated", "cv2.filter2D (uint8)", lambda p: cv2.filter2D(p, -1, sharpen), True,
+             np.eye(3)[:, :, None, None] * sharpen, np.zeros(3)),
+        Case("EMBOSS, per RGB channel", "Pillow ImageFilter.EMBOSS",
+             lambda p: np.asarray(Image.fromarray(p).filter(ImageFilter.EMBOSS)), True,
+             np.eye(3)[:, :, None, None] * emboss[::-1], np.full(3, 128.0)),
+        Case("RGB to gray, then sobel_y 5x5", "numpy + cv2.Sobel",
+             lambda p: cv2.Sobel((p.astype(np.float32) @ rec601.astype(np.float32)), cv2.CV_32F, 0, 1, ksize=5), True,
+             rec601[None, :, None, None] * sobel_y5, np.zeros(1), ".tif"),
+        Case("median 3x3", "Pillow MedianFilter", lambda p: np.asarray(Image.fromarray(_gray(p)).filter(ImageFilter.MedianFilter(3))),
+             False, None, None, max_ksize=5),
+        Case("erosion 3x3", "cv2.erode", lambda p: cv2.erode(_gray(p), np.ones((3, 3), np.uint8)), False, None, None, max_ksize=5),
+    ]
+
+
+def photos(count: int, side: int = 256) -> list[np.ndarray]:
+    """Centre crops (side x side) of the sample photos, RGB uint8."""
+    found = []
+    for path in sample_image_paths():
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if image is None or min(image.shape[:2]) < side:
+            continue
+        top, left = (image.shape[0] - side) // 2, (image.shape[1] - side) // 2
+        found.append(np.ascontiguousarray(image[top : top + side, left : left + side, ::-1]))
+        if len(found) == count:
+            break
+    return found
+
+
+def _save(folder: Path, name: str, array: np.ndarray, suffix: str) -> None:
+    array = array[..., ::-1] if array.ndim == 3 else array
+    cv2.imwrite(str(folder / f"{name}{suffix}"), np.ascontiguousarray(array))
+
+
+def reference_lstsq(pairs: Pairs, ksize: int) -> np.ndarray:
+    """Independent float64 least squares on an explicit im2col of the train pixels: (C_out, C_in, K, K)."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    h = ksize // 2
+    rows, targets = [], []
+    for i, (x, y) in enumerate(zip(pairs.inputs, pairs.outputs)):
+        use = pairs.usable(i, "train")[h : x.shape[0] - h, h : x.shape[1] - h]
+        if not use.any():
+            continue
+        windows = sliding_window_view(x.astype(np.float64), (ksize, ksize), axis=(0, 1))[use]
+        rows.append(windows.reshape(len(windows), -1))
+        targets.append(y[h : x.shape[0] - h, h : x.shape[1] - h][use].astype(np.float64))
+    a = np.hstack([np.vstack(rows), np.ones((sum(len(r) for r in rows), 1))])
+    theta = np.linalg.lstsq(a, np.vstack(targets), rcond=None)[0]
+    c_in = pairs.c_in
+    return theta[:-1].T.reshape(-1, c_in, ksize, ksize)
+
+
+def _fit_folder(folder: Path, max_ksize: int, ksize: int | None = None):
+    spec = {"name": "bench", "kind": "pairs", "inputs": str(folder / "in"), "outputs": str(folder / "out")}
+    started = time.perf_counter()
+    loaded, manifest = read_pairs(spec, list_pairs(spec))
+    pairs = to_fit_pairs(loaded, manifest)
+    read_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    result = fit_pairs(pairs, max_ksize=max_ksize, ksize=ksize)
+    return pairs, result, read_seconds, time.perf_counter() - started
+
+
+def bench_pairs(count: int = 6, side: int = 256) -> list[dict]:
+    """One row per case: what was found against the truth and the targets (see the module doc)."""
+    rows = []
+    shots = photos(count, side)
+    with tempfile.TemporaryDirectory(prefix="img2kernel-bench-pairs-") as root:
+        for n, case in enumerate(cases()):
+            folder = Path(root) / str(n)
+            (folder / "in").mkdir(parents=True)
+            (folder / "out").mkdir()
+            for i, photo in enumerate(shots):
+                _save(folder / "in", f"p{i}", photo if case.colour else _gray(photo), ".png")
+                _save(folder / "out", f"p{i}", case.make(photo), case.suffix)
+            pairs, result, _, seconds = _fit_folder(folder, case.max_ksize)
+            model = result.model
+            row = {"case": case.name, "tool": case.tool, "found": f"{model.c_out}x{model.c_in}x{result.ksize}x{result.ksize}",
+                   "linear": result.linear, "border": result.border["rule"],
+                   "identification": identify(model, noise_floor=result.noise_floor)["text"], "fit_s": seconds}
+            if case.kernel is None:
+                row.update(expected="not linear", target_met=not result.linear)
+            else:
+                true = case.kernel
+                scale = float(np.max(np.abs(true)))
+                size_ok = model.kernel.shape == true.shape
+                error = float(np.max(np.abs(model.kernel - true))) / scale if size_ok else float("nan")
+                reference = reference_lstsq(pairs, true.shape[-1])
+                reference_error = float(np.max(np.abs(reference - true))) / scale
+                offset_error = float(np.max(np.abs(model.bias - case.bias)))
+                row.update(
+                    expected=f"{true.shape[0]}x{true.shape[1]}x{true.shape[2]}x{true.shape[3]}",
+                    kernel_error=error, lstsq64_error=reference_error, offset_error=offset_error,
+                    target_met=bool(size_ok and result.linear and error <= max(2 * reference_error, 1e-3) and offset_error <= 1),
+                )
+            rows.append(row)
+    return rows
+
+
+def bench_large_fit(megapixels: float = 5.0, ksize: int = 15) -> dict:
+    """A 15x15 fit (size search 1..15, border, verdict) on about 5 megapixels of 8-bit pairs."""
+    side = 1024
+    shots = photos(100, 512)
+    tiles = []
+    while sum(t.size for t in tiles) < megapixels * 1e6:
+        tiles.extend(cv2.resize(_gray(s), (side, side), interpolation=cv2.INTER_CUBIC) for s in shots)
+    count = max(3, int(round(megapixels * 1e6 / (side * side))))
+    tiles = tiles[:count]
+    kernel = np.random.default_rng(3).normal(size=(ksize, ksize)).astype(np.float32) / ksize
+    with tempfile.TemporaryDirectory(prefix="img2kernel-bench-pairs-") as root:
+        folder = Path(root)
+        (folder / "in").mkdir()
+        (folder / "out").mkdir()
+        for i, tile in enumerate(tiles):
+            _save(folder / "in", f"t{i}", tile, ".png")
+            _save(folder / "out", f"t{i}", cv2.filter2D(tile, -1, kernel), ".png")
+        pairs, result, read_seconds, seconds = _fit_folder(folder, ksize)
+    scale = float(np.max(np.abs(kernel)))
+    error = float(np.max(np.abs(result.model.kernel[0, 0] - kernel)) / scale) if result.ksize == ksize else float("nan")
+    # The same pixels through the float64 path (im2col blocks and float64 BLAS, no exact-integer trick).
+    reference = normal_equations(pairs.samples("train"), ksize, input_storage="float64", output_storage="float64")
+    reference_error = float(np.max(np.abs(reference.solve(ksize)[0][0, 0] - kernel)) / scale)
+    return {"megapixels": sum(x.shape[0] * x.shape[1] for x in pairs.inputs) / 1e6, "train_pixels": result.rows,
+            "ksize_found": result.ksize, "kernel_error": error, "lstsq64_error": reference_error, "linear": result.linear,
+            "read_s": read_seconds, "fit_s": seconds, **{f"{k}_s": v for k, v in result.timings.items()}}

@@ -1,0 +1,73 @@
+"""`img2kernel fit INPUT OUTPUT [...]`: the pairs fit of a pipeline filter, from the command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .. import borders
+from ..evaluate_pairs import heldout_metrics, verdict
+from ..identify import identify
+from ..sources.pairs import PairRef, _key, read_pairs, to_fit_pairs
+from .job import save_pairs_fit
+from .pairs import SPLIT_CODES, fit_pairs
+
+
+def fit_files(files: list[str], model_path: str | Path, *, ksize: int | None = None, max_ksize: int = 15,
+              channels: dict | None = None, holdout: float = 0.3, seed: int = 0) -> str:
+    """Fit the pairs (input, output, input, output, ...), write the model, return the printout."""
+    if len(files) % 2:
+        raise ValueError(f"give files in pairs, INPUT OUTPUT; got {len(files)} files (the last one, {files[-1]}, has no partner)")
+    for value, name in ((ksize, "--ksize"), (max_ksize, "--max-ksize")):
+        if value is not None and (value < 1 or value % 2 == 0):
+            raise ValueError(f"{name} must be odd and positive, got {value}")
+    if not 0 < holdout <= 0.8:
+        raise ValueError(f"--holdout must be above 0 and at most 0.8, got {holdout}")
+    if not Path(model_path).parent.is_dir():
+        raise ValueError(f"{model_path}: folder {Path(model_path).parent} does not exist")
+    used: set[str] = set()
+    refs = [PairRef(_key(Path(files[i]).stem, used), files[i], files[i + 1]) for i in range(0, len(files), 2)]
+    spec = {"name": "fit", "kind": "pairs", "holdout": holdout,
+            "channels": {k: v for k, v in (channels or {}).items() if v}}
+    loaded, manifest = read_pairs(spec, refs, seed=seed)
+    pairs = to_fit_pairs(loaded, manifest)
+    result = fit_pairs(pairs, max_ksize=max_ksize, ksize=ksize, seed=seed)
+    summary = result.summary()
+    info = {"filter": {**spec, "files": files}, "source": "pairs", **summary, "input_storage": manifest["input_storage"],
+            "output_storage": manifest["output_storage"]}
+    save_pairs_fit(result, info, model_path, None, Path(model_path).with_suffix(".json"), None)
+    identification = identify(result.model, noise_floor=result.noise_floor)
+    model = result.model
+    lines = [f"pairs: {len(loaded)} ({'each split by disjoint tiles' if manifest['split_mode'] == 'tiles' else 'split by name'}), "
+             f"{manifest['input_storage']} -> {manifest['output_storage']}, channels {model.c_in} -> {model.c_out}"]
+    lines.append(f"kernel size: {result.ksize}x{result.ksize}; RMS residual per size (larger of train and held-out): "
+                 + ", ".join(f"{s['ksize']}: {s['residual_rms']:.3g}" for s in result.sizes))
+    if len(result.structures) > 1:
+        lines.append("channels: " + ", ".join(f"{s['structure']}{' (chosen)' if s['chosen'] else ''} {s['residual_rms']:.3g}"
+                                               for s in result.structures))
+    with np.printoptions(precision=5, suppress=True, linewidth=160):
+        for o in range(model.c_out):
+            for i in range(model.c_in):
+                label = f"kernel out {o} <- in {i}" if model.c_in * model.c_out > 1 else "kernel (correlation orientation)"
+                lines.append(f"{label}:\n{model.kernel[o, i]}")
+    lines.append("bias: " + ", ".join(f"{b:.5g}" for b in model.bias))
+    border = result.border
+    lines.append(f"border: {border['rule']}" + ("; edge-ring RMS " + ", ".join(f"{r} {v:.3g}" for r, v in border["rms"].items())
+                                                 if border["rms"] else f" ({border.get('note', '')})"))
+    lines.append(verdict({**summary}, identification))
+    held = "test"
+    used_pixels = [pairs.usable(i, None) & (pairs.splits[i] == SPLIT_CODES[held]) for i in range(len(pairs.keys))]
+    scores = []
+    for i, use in enumerate(used_pixels):
+        if use.any():
+            known = np.all(np.isfinite(pairs.outputs[i]), axis=2) & (pairs.splits[i] == SPLIT_CODES[held])
+            metrics, _ = heldout_metrics(model, border["rule"] if border["rule"] in borders.RULES else borders.DEFAULT,
+                                         pairs.inputs[i], pairs.outputs[i], known, pairs.output_storage, whole=False)
+            scores.append(metrics)
+    if scores:
+        lines.append(f"held-out {held} pixels: PSNR {np.mean([s['psnr'] for s in scores]):.2f} dB, "
+                     f"{100 * np.mean([s['identical_fraction'] for s in scores]):.2f}% identical to the tool's file")
+    lines.append(f"model written to {model_path}, details in {Path(model_path).with_suffix('.json')} "
+                 f"(apply it: img2kernel apply {model_path} IN OUT)")
+    return "\n".join(lines)
