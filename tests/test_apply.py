@@ -43,12 +43,12 @@ def test_tiles_equal_whole_image_inference(gray_images, tile, shape):
     np.testing.assert_allclose(apply_tiled(image, model, tile=tile), whole, rtol=1e-5, atol=1e-3)
 
 
-@pytest.mark.parametrize("rule", borders.RULES)
-@pytest.mark.parametrize("channels", [(1, 1), (3, 3), (3, 1), (1, 3)])
+# The unfiltered ring copies input pixels, so it needs as many output as input channels.
+@pytest.mark.parametrize("rule, channels", [(rule, channels) for rule in borders.RULES
+                                            for channels in [(1, 1), (3, 3), (3, 1), (1, 3)]
+                                            if rule != "unfiltered" or channels[0] == channels[1]])
 def test_tiles_equal_whole_image_for_every_border_rule_and_channel_layout(gray_images, rule, channels):
     c_in, c_out = channels
-    if rule == "unfiltered" and c_in != c_out:
-        pytest.skip("the unfiltered ring needs as many output as input channels")
     planes = [np.tile(g, (1, 2))[:45, :70] for g in gray_images]
     image = np.dstack(planes) if c_in == 3 else planes[0]
     model = random_model(5, c_in, c_out, seed=c_in * 10 + c_out)

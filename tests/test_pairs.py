@@ -16,9 +16,9 @@ from PIL import Image, ImageFilter
 from img2kernel.config import ConfigError, check_filters
 from img2kernel.filters import deriv_kernel
 from img2kernel.fit.lstsq import FitSample, normal_equations
-from img2kernel.fit.pairs import fit_pairs
+from img2kernel.fit.pairs import fit_pairs, load_pairs, to_fit_pairs
 from img2kernel.identify import identify
-from img2kernel.sources.pairs import build_pairs_store, list_pairs, load_pairs, read_pairs, to_fit_pairs
+from img2kernel.sources.pairs import build_pairs_store, list_pairs, read_pairs
 
 SOBEL_X = deriv_kernel(1, 0, 3)
 LABEL = "config/filters.yaml"

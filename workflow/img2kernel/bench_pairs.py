@@ -27,9 +27,9 @@ import numpy as np
 from .data import sample_image_paths
 from .filters import deriv_kernel
 from .fit.lstsq import normal_equations
-from .fit.pairs import Pairs, fit_pairs
+from .fit.pairs import Pairs, fit_pairs, to_fit_pairs
 from .identify import identify
-from .sources.pairs import list_pairs, read_pairs, to_fit_pairs
+from .sources.pairs import list_pairs, read_pairs
 
 
 @dataclass

@@ -15,11 +15,11 @@ import numpy as np
 from skimage.metrics import structural_similarity
 
 from . import borders, plots
-from .fit.pairs import SPLIT_CODES, LINEAR_FACTOR
+from .fit.pairs import LINEAR_FACTOR, load_pairs
 from .identify import identify
 from .models import Model, load_model
 from .models.base import STORAGE_RANGE
-from .sources.pairs import load_pairs
+from .sources.pairs import SPLIT_CODES
 
 
 def catalogue_of(specs: dict) -> dict[str, np.ndarray]:

@@ -16,15 +16,8 @@ from typing import Callable
 import cv2
 import numpy as np
 
+from .errors import FilterSpecError  # noqa: F401  (re-exported: raised by the kinds below)
 from .models.base import UINT8_MAX, saturate_uint8  # noqa: F401  (re-exported: one definition)
-
-
-class FilterSpecError(ValueError):
-    """A filter spec is valid by schema but not as a filter; ``field`` names the culprit."""
-
-    def __init__(self, field_name: str, message: str):
-        super().__init__(message)
-        self.field = field_name
 
 
 @dataclass(frozen=True)

@@ -203,24 +203,35 @@ def sizes_figure(evaluation: dict, path: str | Path) -> None:
 
 
 def summary_figure(table: pd.DataFrame, path: str | Path) -> None:
-    """Kernel error per filter, learned beside the least-squares oracle, log scale."""
-    table = table[table["kernel_rel_max_abs_error"].notna()]
-    fig, ax = plt.subplots(figsize=(max(6, 0.7 * len(table) + 2), 4))
-    positions = np.arange(len(table))
+    """Kernel error per filter of our own (learned beside the least-squares oracle), and for
+    your own pairs the residual in noise floors beside the linear threshold; log scales."""
+    from .fit.pairs import LINEAR_FACTOR
+
+    ours = table[table["kernel_rel_max_abs_error"].notna()]
+    pairs = table[table["residual_in_floors"].notna()] if "residual_in_floors" in table else table.iloc[:0]
+    panels = [p for p in (("ours", ours), ("pairs", pairs)) if len(p[1])] or [("ours", ours)]
+    widths = [max(4.0, 0.7 * len(rows) + 2) for _, rows in panels]
+    fig, axes = plt.subplots(1, len(panels), figsize=(sum(widths), 4), squeeze=False,
+                             gridspec_kw={"width_ratios": widths})
     floor = 1e-16  # an exact zero has no place on a log axis
-    learned = np.maximum(table["kernel_rel_max_abs_error"].astype(float), floor)
-    oracle = np.maximum(table["oracle_rel_max_abs_error"].astype(float), floor)
-    ax.bar(positions - 0.2, learned, 0.4, label="learned (trained)")
-    ax.bar(positions + 0.2, oracle, 0.4, label="least-squares oracle")
-    ax.axhline(1e-4, color="red", linestyle="--", linewidth=1, label="1e-4 target")
-    ax.set_yscale("log")
-    ax.set_xticks(positions)
-    ax.set_xticklabels(table["filter"], rotation=30, ha="right")
-    ax.set_ylabel("max |learned - true| / max |true|")
-    ax.legend(fontsize=8)
-    ax.grid(True, axis="y", which="major", alpha=0.3)
-    ax.set_title("Kernel error per filter")
+    for ax, (kind, rows) in zip(axes[0], panels):
+        positions = np.arange(len(rows))
+        if kind == "ours":
+            ax.bar(positions - 0.2, np.maximum(rows["kernel_rel_max_abs_error"].astype(float), floor), 0.4, label="learned (trained)")
+            ax.bar(positions + 0.2, np.maximum(rows["oracle_rel_max_abs_error"].astype(float), floor), 0.4, label="least-squares oracle")
+            ax.axhline(1e-4, color="red", linestyle="--", linewidth=1, label="1e-4 target")
+            ax.set_ylabel("max |learned - true| / max |true|")
+            ax.set_title("Kernel error per filter")
+        else:
+            ax.bar(positions, np.maximum(rows["residual_in_floors"].astype(float), floor), 0.5, label="RMS residual / noise floor")
+            ax.axhline(LINEAR_FACTOR, color="red", linestyle="--", linewidth=1, label=f"linear up to {LINEAR_FACTOR:g}")
+            ax.set_ylabel("residual in noise floors")
+            ax.set_title("Your pairs: residual of the best kernel")
+        ax.set_yscale("log")
+        ax.set_xticks(positions)
+        ax.set_xticklabels(rows["filter"], rotation=30, ha="right")
+        ax.legend(fontsize=8)
+        ax.grid(True, axis="y", which="major", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
-

@@ -25,9 +25,10 @@ COLUMNS = [
     "device",
     "verdict",
     "border",
-    # For the plot: errors relative to the largest true tap.
+    # For the plot: errors relative to the largest true tap; a pairs filter's residual in noise floors.
     "kernel_rel_max_abs_error",
     "oracle_rel_max_abs_error",
+    "residual_in_floors",
 ]
 
 
@@ -64,6 +65,6 @@ def write_summary(evaluation_files, csv_path, markdown_path, plot_path) -> pd.Da
     for path in (csv_path, markdown_path, plot_path):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(csv_path, index=False)
-    Path(markdown_path).write_text(table.drop(columns=COLUMNS[-2:]).to_markdown(index=False, floatfmt=".3g") + "\n")
+    Path(markdown_path).write_text(table.drop(columns=COLUMNS[-3:]).to_markdown(index=False, floatfmt=".3g") + "\n")
     summary_figure(table, plot_path)
     return table

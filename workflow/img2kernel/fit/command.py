@@ -9,9 +9,9 @@ import numpy as np
 from .. import borders
 from ..evaluate_pairs import heldout_metrics, verdict
 from ..identify import identify
-from ..sources.pairs import PairRef, _key, read_pairs, to_fit_pairs
+from ..sources.pairs import SPLIT_CODES, PairRef, _key, read_pairs
 from .job import save_pairs_fit
-from .pairs import SPLIT_CODES, fit_pairs
+from .pairs import fit_pairs, to_fit_pairs
 
 
 def fit_files(files: list[str], model_path: str | Path, *, ksize: int | None = None, max_ksize: int = 15,

@@ -15,8 +15,7 @@ import pandas as pd
 
 from .. import borders
 from ..files import written_whole
-from ..sources.pairs import load_pairs
-from .pairs import PairsFit, fit_pairs
+from .pairs import PairsFit, fit_pairs, load_pairs
 
 HISTORY_COLUMNS = ["ksize", "parameters", "train_rms", "heldout_rms", "residual_rms"]
 

@@ -21,18 +21,20 @@ Nothing about the tool is assumed:
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from .. import borders
 from ..models import AffineKernel
 from ..models.base import STORAGE_RANGE
+from ..sources.pairs import SPLIT_CODES, LoadedPair, split_codes
 from .lstsq import FitSample, normal_equations
 
-SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
 ROUNDING_RMS = 1 / math.sqrt(12)  # uniform rounding error of an integer file, in its levels
 # Float files: the tool's own float32 arithmetic (sums of K*K products) and storage round
 # at about this fraction of the output's RMS; float64 far below it.
@@ -95,6 +97,29 @@ class Pairs:
         total = sum(float(np.nansum(np.square(y, dtype=np.float64))) for y in self.outputs)
         count = sum(int(np.isfinite(y).sum()) for y in self.outputs)
         return math.sqrt(total / count) if count else 0.0
+
+
+def to_fit_pairs(loaded: list[LoadedPair], manifest: dict) -> Pairs:
+    """:class:`Pairs` of decoded pairs (:func:`img2kernel.sources.pairs.read_pairs`), with their split codes."""
+    codes = [split_codes(p.ref.key, p.x.shape, p.split, manifest) for p in loaded]
+    return Pairs([p.ref.key for p in loaded], [p.x for p in loaded], [p.y for p in loaded], codes,
+                 manifest["input_storage"], manifest["output_storage"])
+
+
+def load_pairs(inputs_folder: str | Path, outputs_folder: str | Path) -> tuple[Pairs, dict]:
+    """A pairs filter's stores as :class:`Pairs`, with their split codes; and the store manifest."""
+    from ..store import Store
+
+    manifest = json.loads((Path(inputs_folder) / "manifest.json").read_text())
+    inputs, outputs = Store(inputs_folder), Store(outputs_folder)
+    keys = inputs.keys()
+    xs, ys, codes = [], [], []
+    for key in keys:
+        x, y = np.asarray(inputs.array(key)), np.asarray(outputs.array(key))
+        xs.append(x[..., None] if x.ndim == 2 else x)
+        ys.append(y[..., None] if y.ndim == 2 else y)
+        codes.append(split_codes(key, x.shape, inputs.split_of(key), manifest))
+    return Pairs(keys, xs, ys, codes, manifest["input_storage"], manifest["output_storage"]), manifest
 
 
 def noise_floor(storage: str, output_rms: float) -> float:

@@ -24,10 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..filters import FilterSpecError
+from ..errors import FilterSpecError
 from ..images import IMAGE_SUFFIXES, ImageReadError, image_header, read_pixels
 
 SHOWN = 5  # names listed in an error before "and N more"
+SPLIT_CODES = {"train": 0, "val": 1, "test": 2}  # per-pixel split labels of a stored pair
 STORAGE_ORDER = ("uint8", "uint16", "float32", "float64")
 REC601 = np.array([0.299, 0.587, 0.114])
 MIN_TILE = 16
@@ -202,12 +203,12 @@ def check_pairs(spec: dict) -> dict:
 # ----------------------------------------------------------------------------- the store job
 
 
-def fetch_urls(refs: list[PairRef], work: Path, timeout: float = 10, retries: int = 2) -> dict[tuple[str, str], Path]:
+def fetch_urls(refs: list[PairRef], work: Path, timeout: float = 10, retries: int = 2) -> dict[tuple[str, str], Path | str]:
     """Download every http(s) location with img2dataset, bytes as served (no re-encoding).
 
     Both files of a pair keep the pair's key (``pair_key``, ``role`` columns saved by
     img2dataset), so they are matched whatever order downloads finish in. Returns
-    {(key, role): file}; a location that failed is missing, and the caller names it.
+    {(key, role): file}, or for a location that failed, img2dataset's reason as a string.
     """
     import os
     import tarfile
@@ -231,6 +232,12 @@ def fetch_urls(refs: list[PairRef], work: Path, timeout: float = 10, retries: in
         compute_hash=None, extract_exif=False,
     )
     fetched: dict[tuple[str, str], Path] = {}
+    failures = {}
+    for table_path in sorted((work / "shards").glob("*.parquet")):
+        results = pd.read_parquet(table_path)
+        for row in results.itertuples(index=False):
+            if getattr(row, "status", "success") != "success":
+                failures[(row.pair_key, row.role)] = str(getattr(row, "error_message", "") or row.status)
     files = work / "files"
     files.mkdir(exist_ok=True)
     for shard in sorted((work / "shards").glob("*.tar")):
@@ -248,6 +255,8 @@ def fetch_urls(refs: list[PairRef], work: Path, timeout: float = 10, retries: in
                 target = files / f"{meta['pair_key']}.{meta['role']}{suffix if suffix in IMAGE_SUFFIXES else '.img'}"
                 target.write_bytes(tar.extractfile(payload).read())
                 fetched[(meta["pair_key"], meta["role"])] = target
+    for key, reason in failures.items():
+        fetched.setdefault(key, reason)  # a string: why it failed, for the error message
     return fetched
 
 
@@ -286,8 +295,6 @@ def split_codes(key: str, shape: tuple[int, ...], label: str, manifest: dict) ->
     A whole pair's label fills it; a ``tiles`` pair gets disjoint tiles, ordered by a seeded
     hash, the first ones test, the next val (each at least one tile), the rest train.
     """
-    from ..fit.pairs import SPLIT_CODES
-
     height, width = shape[:2]
     if label != "tiles":
         return np.full((height, width), SPLIT_CODES[label], dtype=np.uint8)
@@ -326,8 +333,8 @@ def read_pairs(spec: dict, refs: list[PairRef], fetched: dict[tuple[str, str], P
         arrays = {}
         for role, location in (("input", ref.input), ("output", ref.output)):
             path = fetched.get((ref.key, role)) if PairRef.is_url(location) else Path(location)
-            if path is None:
-                raise ValueError(f"{name}: {role} {location} could not be downloaded (see the log)")
+            if path is None or isinstance(path, str):
+                raise ValueError(f"{name}: {role} {location} could not be downloaded: {path or 'no answer'}")
             try:
                 pixels, storage, file_notes = read_pixels(path)
             except ImageReadError as err:
@@ -388,15 +395,6 @@ def read_pairs(spec: dict, refs: list[PairRef], fetched: dict[tuple[str, str], P
     return loaded, manifest
 
 
-def to_fit_pairs(loaded: list[LoadedPair], manifest: dict):
-    """:class:`img2kernel.fit.pairs.Pairs` of decoded pairs, with their split codes."""
-    from ..fit.pairs import Pairs
-
-    codes = [split_codes(p.ref.key, p.x.shape, p.split, manifest) for p in loaded]
-    return Pairs([p.ref.key for p in loaded], [p.x for p in loaded], [p.y for p in loaded], codes,
-                 manifest["input_storage"], manifest["output_storage"])
-
-
 def build_pairs_store(spec: dict, inputs_folder: str | Path, outputs_folder: str | Path, seed: int = 0) -> dict:
     """The ``pairs_store`` job: decode every pair once into two stores; returns the manifest.
 
@@ -421,21 +419,3 @@ def build_pairs_store(spec: dict, inputs_folder: str | Path, outputs_folder: str
     for folder in (inputs_folder, outputs_folder):
         (Path(folder) / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return manifest
-
-
-def load_pairs(inputs_folder: str | Path, outputs_folder: str | Path):
-    """The stored pairs as :class:`img2kernel.fit.pairs.Pairs`, with their split codes; and the manifest."""
-    from ..fit.pairs import Pairs
-    from ..store import Store
-
-    manifest = json.loads((Path(inputs_folder) / "manifest.json").read_text())
-    inputs, outputs = Store(inputs_folder), Store(outputs_folder)
-    keys = inputs.keys()
-    xs, ys, codes = [], [], []
-    for key in keys:
-        x, y = np.asarray(inputs.array(key)), np.asarray(outputs.array(key))
-        xs.append(x[..., None] if x.ndim == 2 else x)
-        ys.append(y[..., None] if y.ndim == 2 else y)
-        codes.append(split_codes(key, x.shape, inputs.split_of(key), manifest))
-    pairs = Pairs(keys, xs, ys, codes, manifest["input_storage"], manifest["output_storage"])
-    return pairs, manifest
