@@ -1,6 +1,6 @@
 """The closed-form oracle: the least-squares kernel of the very crops training sees.
 
-In float64 through the normal equations (DESIGN.md: float32 normal equations are not
+In float64 through the normal equations (docs/design.md, "Numerical conventions": float32 normal equations are not
 positive definite and reach errors of 1e-2). For a linear filter it recovers the true
 kernel to ~1e-12; its relative residual on held-out crops measures how linear a filter
 is (a median's is large). For ``magnitude`` filters, y^2 = p^T M p with M = sum k k^T is

@@ -1,4 +1,4 @@
-"""The sharded array store (DESIGN.md, "The store").
+"""The sharded array store (docs/design.md, "The store").
 
 A shard is one uncompressed tar of ``<key>.npy`` members (webdataset's layout, so
 ``tar``, ``tarfile`` and webdataset read it) plus a sidecar ``<shard>.tar.index.json``

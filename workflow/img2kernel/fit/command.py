@@ -49,6 +49,8 @@ def fit_files(files: list[str], model_path: str | Path, *, ksize: int | None = N
     with np.printoptions(precision=5, suppress=True, linewidth=160):
         for o in range(model.c_out):
             for i in range(model.c_in):
+                if not np.any(model.kernel[o, i]):
+                    continue  # a channel that does not reach this output
                 label = f"kernel out {o} <- in {i}" if model.c_in * model.c_out > 1 else "kernel (correlation orientation)"
                 lines.append(f"{label}:\n{model.kernel[o, i]}")
     lines.append("bias: " + ", ".join(f"{b:.5g}" for b in model.bias))
