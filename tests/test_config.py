@@ -39,7 +39,7 @@ def test_repository_configs_are_valid():
         (0, {"kind": "sobol"}, "kind", "is not one of"),
         (0, {"ksize": 4}, "ksize", "is not one of"),
         (0, {"ksize": -3}, "ksize", "is not one of"),
-        (6, {"ksize": 4}, "ksize", "multipleOf"),
+        (6, {"ksize": 4}, "ksize", "4 must be odd"),
         (6, {"ksize": "5"}, "ksize", "is not of type"),
         (0, {"dx": KeyError}, "dx", "required"),
         (0, {"dx": 0, "dy": 0}, "dx", "at least 1"),
@@ -148,3 +148,51 @@ def test_url_list_needs_its_url_column(tmp_path, suffix):
         check_config(config, "config/config.yaml")
     config = config_with(data={"urls": str(path), "url_col": "link"})
     check_config(config, "config/config.yaml")
+
+
+# ----------------------------------------------------------------------------- values that pass a schema's bounds
+
+
+@pytest.mark.parametrize(
+    "sections, match",
+    [
+        ({"split": {"val": math.nan}}, r"section 'split': field 'val': nan is not a finite number"),
+        ({"train": {"rel_tol": math.inf}}, r"section 'train': field 'rel_tol': inf is not a finite number"),
+        ({"data": {"max_side": 20, "min_side": 64}}, r"field 'max_side': 20 is below min_side 64"),
+        ({"train": {"seed": -1}}, r"field 'train.seed': -1 is less than the minimum of 0"),
+        ({"split": {"seed": 2**40}}, r"field 'split.seed': .* is greater than the maximum of 4294967295"),
+    ],
+)
+def test_values_that_would_destroy_or_corrupt_results_are_refused(sections, match):
+    with pytest.raises(ConfigError, match=r"^config/config\.yaml: (section .*)?" + match):
+        check_config(config_with(**sections), "config/config.yaml", REPO)
+
+
+def test_bad_filter_numbers_are_refused_naming_the_entry():
+    with pytest.raises(ConfigError, match=r"filter 'random_3' \(entry 8\): field 'seed': -1 is less than the minimum"):
+        check_filters(bad_filters(7, seed=-1), LABEL)
+    with pytest.raises(ConfigError, match=r"filter 'gaussian_5' \(entry 7\): field 'sigma': nan is not a finite number"):
+        check_filters(bad_filters(6, sigma=math.nan), LABEL)
+    huge = [[1e39, 0, 0], [0, 1, 0], [0, 0, 1]]
+    with pytest.raises(ConfigError, match=r"filter 'emboss' \(entry 10\): field 'kernel': .*overflow the float32 targets"):
+        check_filters(bad_filters(9, kernel=huge), LABEL)
+    near = [[2e36, 0, 0], [0, 1, 0], [0, 0, 1]]  # finite in float32, but 256 * 2e36 is not
+    with pytest.raises(ConfigError, match=r"field 'kernel': .*overflow"):
+        check_filters(bad_filters(9, kernel=near), LABEL)
+
+
+def test_messages_in_words_not_schema_jargon(tmp_path):
+    with pytest.raises(ConfigError, match=r"field 'ksize': 4 must be odd"):
+        check_filters(bad_filters(6, ksize=4), LABEL)  # gaussian: any odd size
+    with pytest.raises(ConfigError, match=r"must be a mapping of filters, got a list \(put `filters:` above the list\)"):
+        check_filters([{"name": "a", "kind": "sobel"}], LABEL)
+    path = tmp_path / "config.yaml"
+    path.write_text("train:\n  rel_tol: 1e-10\n  kernel_tol: 5E-7\n  seed: 3\n")
+    loaded = load_yaml(path)
+    assert loaded["train"] == {"rel_tol": 1e-10, "kernel_tol": 5e-7, "seed": 3}  # numbers, as YAML 1.2 reads them
+
+
+def test_a_crop_size_from_config_yaml_is_blamed_on_config_yaml():
+    document = copy.deepcopy(FILTERS)
+    with pytest.raises(ConfigError, match=r"^config/config.yaml: section 'train': field 'crop_size': crop size 5 .*'random_7' \(7x7\)"):
+        check_filters(document, LABEL, {"crop_size": 5, "ksize": None}, config_label="config/config.yaml")

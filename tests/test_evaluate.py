@@ -62,7 +62,7 @@ def test_perturbed_kernel_error_equals_the_perturbation(tiny_store):
     perturbed[0, 0, 2] += 0.01
     result = evaluate_filter(inputs, targets, as_model(filt, perturbed), None, info_for(filt))
     assert result["kernel_max_abs_error"] == pytest.approx(0.01, rel=1e-12)
-    assert result["kernel_rel_max_abs_error"] == pytest.approx(0.005, rel=1e-12)
+    assert result["kernel_max_abs_rel"] == pytest.approx(0.005, rel=1e-12)
     assert result["test_psnr"] < 100
     assert result["verdict"].startswith("approximate")
 
@@ -114,7 +114,7 @@ def test_report_escapes_names_and_embeds_every_image(tmp_path, tiny_store):
     plot_dir = tmp_path / "plots" / "f"
     plot_dir.mkdir(parents=True)
     history = tmp_path / "history.csv"
-    history.write_text("step,seconds,train_loss,val_loss,kernel_max_abs_error,kernel_rel_error,kernel_change,lr\n5,0.1,1e-3,2e-3,0.1,0.05,0.1,1\n10,0.2,1e-9,2e-9,1e-5,5e-6,1e-6,1\n")
+    history.write_text("step,seconds,train_loss,val_loss,kernel_max_abs_error,kernel_max_abs_rel,kernel_change,lr\n5,0.1,1e-3,2e-3,0.1,0.05,0.1,1\n10,0.2,1e-9,2e-9,1e-5,5e-6,1e-6,1\n")
     plots.kernels_figure(evaluation, plot_dir / "kernels.png")
     plots.training_figure(history, evil, plot_dir / "training.png")
     plots.images_figure([plots.image_preview("000", np.ones((8, 8)), np.ones((8, 8)), np.ones((8, 8)))], evil, plot_dir / "images.png")

@@ -47,7 +47,7 @@ CHILD = textwrap.dedent(
         mapped_whole_store = False
     print(json.dumps({
         "mapped_whole_store": mapped_whole_store,
-        "rel_error": outcome.info["kernel_errors"]["rel_max_abs_error"],
+        "rel_error": outcome.info["kernel_errors"]["max_abs_rel"],
         "train_images": outcome.info["train_images"],
         **peaks,
     }))

@@ -76,5 +76,5 @@ def test_whole_workflow_runs_through_cluster_generic_one_sandboxed_process_per_j
     assert planned_jobs(workdir) == {}
     for name in ("sobel_x", "random_5"):
         evaluation = json.loads((workdir / f"results/eval/{name}.json").read_text())
-        assert evaluation["kernel_errors"]["rel_max_abs_error"] < 1e-4, evaluation["kernel_errors"]
+        assert evaluation["kernel_errors"]["max_abs_rel"] < 1e-4, evaluation["kernel_errors"]
     assert "steps (100%) done" in result.stderr

@@ -1,6 +1,6 @@
 """Loading and validating config/config.yaml and config/filters.yaml.
 
-Both files are checked against the JSON schemas in ``workflow/schemas/`` through
+Both files are checked against the JSON schemas in ``workflow/img2kernel/schemas/`` (package data, so an installed package validates too) through
 ``snakemake.utils.validate`` (which also fills in the schema defaults), then by the
 checks a schema cannot express (duplicate names, square kernels, fractions that sum
 below one, a URL list that exists and has its url column). Every error names the file,
@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import copy
 import json
+import math
+import re
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
 CONFIG_SCHEMA = SCHEMA_DIR / "config.schema.yaml"
 FILTERS_SCHEMA = SCHEMA_DIR / "filters.schema.yaml"
 
@@ -26,7 +28,8 @@ class ConfigError(ValueError):
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """yaml.SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last silently)."""
+    """yaml.SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last
+    silently), and reads ``1e-10`` as the number people mean (YAML 1.1 wants ``1.0e-10``)."""
 
     def construct_mapping(self, node, deep=False):
         seen = set()
@@ -36,6 +39,14 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                 raise ConfigError(f"line {key_node.start_mark.line + 1}: key {key!r} is given twice")
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
+
+
+# YAML 1.1's float pattern without its required dot: 1e-10, 5E3, -2e+4 (YAML 1.2 reads them as floats).
+_UniqueKeyLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
 
 
 def load_yaml(path: str | Path) -> Any:
@@ -77,11 +88,43 @@ def _field_of(error) -> str:
     return ".".join(path) if path else "(top level)"
 
 
+def _plain_message(error) -> str:
+    """jsonschema's message, in words where its wording is schema jargon."""
+    schema = error.validator_value
+    if error.validator == "not" and isinstance(schema, dict) and schema.get("multipleOf") == 2:
+        return f"{error.instance!r} must be odd (a kernel has a centre tap)"
+    if error.validator == "type" and isinstance(error.instance, str) and "number" in str(schema):
+        return f"{error.instance!r} is text, not a number"
+    return error.message
+
+
 def format_schema_error(error, document: Any, file_label: str) -> str:
     """Turn a jsonschema ValidationError into one line: file, entry, field, what was wrong."""
     path = list(error.absolute_path)
     where = _describe_location(document, path, file_label)
-    return f"{where}: field {_field_of(error)!r}: {error.message}"
+    return f"{where}: field {_field_of(error)!r}: {_plain_message(error)}"
+
+
+def check_finite(document: Any, file_label: str, root: Any = None, path: tuple = ()) -> None:
+    """Refuse NaN and infinite numbers anywhere (``.nan`` passes every schema bound), naming the field."""
+    root = document if root is None else root
+    if isinstance(document, float) and not math.isfinite(document):
+        where = _describe_location(root, list(path), file_label)
+        field = ".".join(str(p) for p in (path[2:] if path[:1] == ("filters",) else path[1:] if len(path) > 1 else path))
+        raise ConfigError(f"{where}: field {field!r}: {document} is not a finite number")
+    if isinstance(document, dict):
+        for key, value in document.items():
+            check_finite(value, file_label, root, path + (key,))
+    elif isinstance(document, list):
+        for index, value in enumerate(document):
+            check_finite(value, file_label, root, path + (index,))
+
+
+def _require_mapping(document: Any, file_label: str, needs: str) -> None:
+    if not isinstance(document, dict):
+        kind = type(document).__name__ if document is not None else "empty"
+        hint = " (put `filters:` above the list)" if isinstance(document, list) and needs == "filters" else ""
+        raise ConfigError(f"{file_label}: the file must be a mapping of {needs}, got a {kind}{hint}")
 
 
 def validate_with_schema(document: Any, schema: str | Path, file_label: str) -> Any:
@@ -118,8 +161,15 @@ def check_config(config: dict, file_label: str, base_dir: str | Path = ".", chec
     ``check_files``: also open the URL list. The main Snakemake process does; a cluster job
     does not, since it may see only its own inputs (the URL list is url_list's alone).
     """
+    _require_mapping(config, file_label, "settings")
+    check_finite(config, file_label)
     validate_with_schema(config, CONFIG_SCHEMA, file_label)
     data, split = config["data"], config["split"]
+    if data["max_side"] is not None and data["max_side"] < data["min_side"]:
+        raise ConfigError(
+            f"{file_label}: section 'data': field 'max_side': {data['max_side']} is below min_side {data['min_side']}; "
+            "every image would be shrunk below the size that is kept"
+        )
     if split["val"] + split["test"] >= 1:
         raise ConfigError(
             f"{file_label}: section 'split': fields 'val' + 'test' must sum below 1 "
@@ -151,7 +201,8 @@ def check_url_list(path: Path, url_col: str, file_label: str) -> None:
 # ----------------------------------------------------------------------------- filters.yaml
 
 
-def check_filters(document: Any, file_label: str, train_defaults: dict | None = None, check_files: bool = True) -> list[dict]:
+def check_filters(document: Any, file_label: str, train_defaults: dict | None = None, check_files: bool = True,
+                  config_label: str = "config/config.yaml") -> list[dict]:
     """Schema-validate filters.yaml and check what the schema cannot; returns the filter specs.
 
     Each returned spec has its schema defaults filled in. Kernel-level checks (square,
@@ -164,6 +215,8 @@ def check_filters(document: Any, file_label: str, train_defaults: dict | None = 
 
     if document is None:
         raise ConfigError(f"{file_label}: file is empty; it needs a 'filters:' list with at least one filter")
+    _require_mapping(document, file_label, "filters")
+    check_finite(document, file_label)
     validate_with_schema(document, FILTERS_SCHEMA, file_label)
     specs = document["filters"]
     seen: dict[str, int] = {}
@@ -198,9 +251,12 @@ def check_filters(document: Any, file_label: str, train_defaults: dict | None = 
             settings = training_settings(train_defaults, spec)
             ksize = model_ksize(filt, settings)
             if settings["crop_size"] < ksize:
+                # Name the file the crop size came from: the filter's override or config.yaml's default.
+                own = "crop_size" in spec.get("train", {})
+                source = f"{where}: field 'train.crop_size'" if own else f"{config_label}: section 'train': field 'crop_size'"
                 raise ConfigError(
-                    f"{where}: field 'train.crop_size': crop size {settings['crop_size']} is smaller "
-                    f"than the kernel ({ksize}x{ksize})"
+                    f"{source}: crop size {settings['crop_size']} is smaller than the kernel of filter "
+                    f"{spec['name']!r} ({ksize}x{ksize})"
                 )
     return specs
 

@@ -113,7 +113,7 @@ def evaluate_filter(
     true = np.stack(filt.kernels) if filt.kernels is not None else None
     errors = compare(kernels, true, filt.combine, filt.output)
     oracle_errors = compare(oracle_kernels, true, filt.combine, "float") if (true is not None and oracle is not None) else None
-    rel_error = errors["rel_max_abs_error"] if errors else None
+    rel_error = errors["max_abs_rel"] if errors else None  # max-abs / largest true tap
 
     def mean(field):
         values = [m[field] for m in per_image if not math.isnan(m[field])]
@@ -139,9 +139,10 @@ def evaluate_filter(
         "kernel_errors": errors,
         "oracle_errors": oracle_errors,
         "kernel_max_abs_error": errors["max_abs_error"] if errors else None,
-        "kernel_rel_error": errors["rel_frobenius_error"] if errors else None,
-        "kernel_rel_max_abs_error": rel_error,
+        "kernel_max_abs_rel": rel_error,
+        "kernel_frobenius_rel": errors["frobenius_rel"] if errors else None,
         "oracle_max_abs_error": oracle_errors["max_abs_error"] if oracle_errors else None,
+        "oracle_max_abs_rel": oracle_errors["max_abs_rel"] if oracle_errors else None,
         "linear_residual": info["linear_residual"],
         "learned_residual": info["learned_val_residual"],
         "true_kernels": center(true, size).tolist() if true is not None else None,

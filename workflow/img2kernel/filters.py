@@ -209,7 +209,12 @@ def _custom(spec: dict) -> tuple:
     values = [v for r in rows for v in r]
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values):
         raise FilterSpecError("kernel", "every kernel entry must be a finite number")
-    kernel = np.asarray(rows, dtype=np.float32).astype(np.float64)
+    kernel = np.asarray(rows, dtype=np.float64)
+    # Inputs are on the 8-bit scale (up to 256): the largest target is at most 256 * sum|k|.
+    if 256 * np.abs(kernel).sum() >= np.finfo(np.float32).max:
+        raise FilterSpecError("kernel", f"taps this large (sum of |tap| {np.abs(kernel).sum():.3g}) would overflow the "
+                                        "float32 targets; scale the kernel down")
+    kernel = kernel.astype(np.float32).astype(np.float64)
     return (kernel,), "none", _filter2d(kernel)
 
 

@@ -56,7 +56,7 @@ def training_figure(history_csv: str | Path, name: str, path: str | Path) -> Non
     history = pd.read_csv(history_csv)
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     for ax, x in zip(axes, ("step", "seconds")):
-        for column, label in (("train_loss", "train loss"), ("val_loss", "val loss"), ("kernel_rel_error", "kernel error / max tap")):
+        for column, label in (("train_loss", "train loss"), ("val_loss", "val loss"), ("kernel_max_abs_rel", "kernel max-abs error / largest tap")):
             shown = history[history[column] > 0]  # NaN (not measured at that step) and exact zeros left out
             if len(shown):
                 ax.plot(shown[x], shown[column], marker=".", markersize=4, label=label)
@@ -207,7 +207,7 @@ def summary_figure(table: pd.DataFrame, path: str | Path) -> None:
     your own pairs the residual in noise floors beside the linear threshold; log scales."""
     from .fit.pairs import LINEAR_FACTOR
 
-    ours = table[table["kernel_rel_max_abs_error"].notna()]
+    ours = table[table["kernel_max_abs_rel"].notna()]
     pairs = table[table["residual_in_floors"].notna()] if "residual_in_floors" in table else table.iloc[:0]
     panels = [p for p in (("ours", ours), ("pairs", pairs)) if len(p[1])] or [("ours", ours)]
     widths = [max(4.0, 0.7 * len(rows) + 2) for _, rows in panels]
@@ -217,8 +217,8 @@ def summary_figure(table: pd.DataFrame, path: str | Path) -> None:
     for ax, (kind, rows) in zip(axes[0], panels):
         positions = np.arange(len(rows))
         if kind == "ours":
-            ax.bar(positions - 0.2, np.maximum(rows["kernel_rel_max_abs_error"].astype(float), floor), 0.4, label="learned (trained)")
-            ax.bar(positions + 0.2, np.maximum(rows["oracle_rel_max_abs_error"].astype(float), floor), 0.4, label="least-squares oracle")
+            ax.bar(positions - 0.2, np.maximum(rows["kernel_max_abs_rel"].astype(float), floor), 0.4, label="learned (trained)")
+            ax.bar(positions + 0.2, np.maximum(rows["oracle_max_abs_rel"].astype(float), floor), 0.4, label="least-squares oracle")
             ax.axhline(1e-4, color="red", linestyle="--", linewidth=1, label="1e-4 target")
             ax.set_ylabel("max |learned - true| / max |true|")
             ax.set_title("Kernel error per filter")

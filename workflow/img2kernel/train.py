@@ -48,7 +48,7 @@ HISTORY_COLUMNS = [
     "train_loss",
     "val_loss",
     "kernel_max_abs_error",
-    "kernel_rel_error",
+    "kernel_max_abs_rel",
     "kernel_change",
     "lr",
 ]
@@ -244,7 +244,7 @@ def fit(
             "train_loss": loss_value,
             "val_loss": math.nan,
             "kernel_max_abs_error": errors["max_abs_error"] if errors else math.nan,
-            "kernel_rel_error": errors["rel_max_abs_error"] if errors else math.nan,
+            "kernel_max_abs_rel": errors["max_abs_rel"] if errors else math.nan,
             "kernel_change": math.nan,
             "lr": lr,
         }

@@ -95,7 +95,8 @@ def validated_filters():
     try:
         check_config(config, config_label(), check_files=workflow.is_main_process)
         filters_file = config["filters"]
-        specs = check_filters(load_yaml(filters_file), filters_file, config["train"], check_files=workflow.is_main_process)
+        specs = check_filters(load_yaml(filters_file), filters_file, config["train"], check_files=workflow.is_main_process,
+                              config_label=config_label())
     except ConfigError as err:
         raise WorkflowError(f"invalid configuration: {err}") from None
     return {spec["name"]: spec for spec in specs}
