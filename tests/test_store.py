@@ -214,3 +214,19 @@ def test_store_sampler_streams_the_same_crops_one_shard_at_a_time(tmp_path):
         assert mapped() == left_mapped
         streamed.release()
         assert mapped() == 0
+
+
+@pytest.mark.parametrize("damaged", [0, 2, 4])
+def test_every_member_is_checked_not_only_the_first(tmp_path, damaged):
+    path = tmp_path / "00003.tar"
+    with ShardWriter(path) as writer:
+        for i in range(5):
+            writer.add(f"m{i}", np.full((16, 16), float(i), dtype=np.float32))
+    entry = json.loads(index_path(path).read_text())["entries"][damaged]
+    with open(path, "r+b") as handle:
+        handle.seek(entry["offset"] + 17)
+        byte = handle.read(1)
+        handle.seek(entry["offset"] + 17)
+        handle.write(bytes([byte[0] ^ 0x01]))  # one bit of one pixel
+    with pytest.raises(StoreError, match=rf"00003\.tar: member m{damaged}\.npy .*corrupted"):
+        Shard(path)

@@ -111,7 +111,7 @@ def test_magnitude_pair_is_recovered_up_to_rotation(gray_images, seed):
     result = learn(filt, gray_images, seed=seed)
     raw = compare(result.kernels, np.stack(filt.kernels), "none", "float")["max_abs_rel"]
     aligned = compare(result.kernels, np.stack(filt.kernels), "magnitude", "float")["max_abs_rel"]
-    assert aligned < 1e-3
+    assert aligned < 1e-4  # the product's figure for a recovered kernel
     assert aligned <= raw
 
 
@@ -147,11 +147,21 @@ def test_uint8_output_is_learned_up_to_sign(gray_images):
 
 def test_divergence_is_caught_and_no_nan_kernel_is_returned(gray_images):
     filt = build_filter(spec(kind="sobel", dx=1, dy=0, ksize=3))
-    with pytest.raises(TrainingError, match="diverged .* set a smaller train.lr"):
+    with pytest.raises(TrainingError, match=r"diverged \(non-finite loss\) 6 times, last at step \d+ with lr 3.125e\+28; set a smaller train.lr"):
         learn(filt, gray_images, settings={"optimizer": "adam", "lr": 1e30, "max_steps": 50})
-    # A large but survivable rate is halved until it works: the result is finite.
-    result = learn(filt, gray_images, settings={"optimizer": "adam", "lr": 1e5, "max_steps": 30})
-    assert np.all(np.isfinite(result.kernels))
+    # A step that goes non-finite restores the last good kernel and halves the rate; training
+    # then goes on to the right kernel. The probe poisons the kernel after steps 3 and 6.
+    def poison(step, seconds, model):
+        if step in (3, 6):
+            with torch.no_grad():
+                model.weight.fill_(float("nan"))
+        return False
+
+    result = learn(filt, gray_images, probe=poison)
+    assert result.recoveries == 2 and result.lr == 0.25  # L-BFGS's 1, halved twice
+    assert [row["lr"] for row in result.history][:3] == [1.0, 1.0, 1.0] and result.history[-1]["lr"] == 0.25
+    assert np.all(np.isfinite(result.kernels)) and all(np.isfinite(row["train_loss"]) for row in result.history)
+    assert compare(result.kernels, np.stack(filt.kernels), "none", "float")["max_abs_rel"] < 1e-4
 
 
 def test_training_is_complete_only_when_loss_and_kernel_settle(gray_images):
@@ -206,14 +216,49 @@ def test_median_gets_a_large_linear_residual(tmp_path, gray_images):
     assert info["linear_residual"] > 1e-3
 
 
+def unpickling_calls(source: str) -> list[str]:
+    """Calls that can unpickle, found in the syntax tree (not by text): pickle and its
+    cousins, torch.load without weights_only=True, numpy loading with allow_pickle=True."""
+    import ast
+
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            names = [a.name for a in node.names] + ([node.module] if isinstance(node, ast.ImportFrom) and node.module else [])
+            found += [f"import {n}" for n in names if n.split(".")[0] in ("pickle", "dill", "cloudpickle", "joblib")]
+        if not isinstance(node, ast.Call):
+            continue
+        name = ast.unparse(node.func)
+        keywords = {k.arg: ast.unparse(k.value) for k in node.keywords}
+        if name.endswith("torch.load") or name == "load" and "weights_only" in keywords:
+            if keywords.get("weights_only") != "True":
+                found.append(ast.unparse(node))
+        if keywords.get("allow_pickle") == "True":
+            found.append(ast.unparse(node))
+    return found
+
+
 def test_no_code_unpickles_weights():
     package = Path(__file__).resolve().parent.parent / "workflow"
     for path in package.rglob("*.py"):
-        text = path.read_text()
-        assert "import pickle" not in text and "pickle.load" not in text, path
-        for line in text.splitlines():
-            if "torch.load(" in line:
-                assert "weights_only=True" in line, f"{path}: {line.strip()}"
+        assert unpickling_calls(path.read_text()) == [], path
+
+
+def test_the_unpickling_check_finds_what_it_claims_to():
+    bad = """
+import pickle
+from torch import load as l
+import torch
+torch.load(p)
+torch.load(p, weights_only=False)
+x = torch.load(
+    p,
+    map_location="cpu",
+)
+np.load(p, allow_pickle=True)
+"""
+    assert len(unpickling_calls(bad)) == 5
+    assert unpickling_calls("torch.load(p, weights_only=True)\nnp.load(p)\n") == []
 
 
 def test_center_and_compare_handle_sizes():
@@ -241,3 +286,30 @@ def test_whitening_is_exact_for_linear_models_and_better_conditioned(gray_images
         return eigenvalues[-1] / eigenvalues[0]
 
     assert condition(laplacian_valid(inputs)) < condition(inputs) / 100
+
+
+def test_least_squares_kernel_is_not_transposed_or_flipped(gray_images):
+    """An asymmetric kernel in every direction: a transpose or flip of the solution fails."""
+    from img2kernel.oracle import least_squares_kernel
+
+    kernel = np.arange(25, dtype=np.float64).reshape(5, 5) ** 1.5 / 40 - 1.3
+    filt = build_filter(spec(kind="custom", kernel=kernel.tolist()))
+    inputs, targets = crops_for(filt, gray_images, 5, n=8)
+    solved = least_squares_kernel(inputs, targets, 5)
+    np.testing.assert_allclose(solved, filt.kernels[0], atol=1e-5)  # float32 targets of fractional taps
+    for wrong in (solved.T, solved[::-1], solved[:, ::-1]):
+        assert np.max(np.abs(wrong - filt.kernels[0])) > 0.1
+
+
+def test_magnitude_oracle_recovers_the_sobel_pair_up_to_rotation(gray_images):
+    from img2kernel.kernels import align
+    from img2kernel.oracle import magnitude_pair, relative_residual
+
+    filt = build_filter(spec(kind="sobel_magnitude", ksize=3))
+    inputs, targets = crops_for(filt, gray_images, 3, n=16)
+    pair = magnitude_pair(inputs, targets, 3)
+    true = np.stack(filt.kernels)
+    assert np.max(np.abs(align(pair, true, "magnitude", "float") - true)) / np.max(np.abs(true)) < 1e-6
+    assert relative_residual(inputs, targets, filt.model_of(pair)) < 1e-6
+    # ...and a wrong pair is not mistaken for it: the plain least-squares kernel explains little.
+    assert relative_residual(inputs, targets, filt.model_of(np.stack([pair[0], 0 * pair[1]]))) > 0.1

@@ -221,3 +221,74 @@ def test_code_edits_rerun_exactly_the_stages_that_run_that_code(built, tmp_path)
     with edited("workflow/scripts/train.py"):
         assert set(planned_jobs(workdir)) == per_filter("train", "evaluate") | {("summary", None), ("report", None)}
     assert planned_jobs(workdir) == {}
+
+
+@pytest.mark.parametrize(
+    "deleted, expected",
+    [
+        ("results/models/sobel_x.safetensors", {("train", "sobel_x"), ("evaluate", "sobel_x")}),
+        ("results/store/targets/sobel_x", {("targets", "sobel_x"), ("train", "sobel_x"), ("evaluate", "sobel_x")}),
+        ("results/eval/sobel_x.json", {("evaluate", "sobel_x")}),
+        ("results/plots/random_3/images.png", {("evaluate", "random_3")}),
+        ("results/tables/kernels.md", set()),
+    ],
+)
+def test_a_deleted_output_is_rebuilt_with_only_what_depends_on_it(built, tmp_path, deleted, expected):
+    import shutil
+
+    workdir = clone_workdir(built, tmp_path / "w")
+    path = workdir / deleted
+    shutil.rmtree(path) if path.is_dir() else path.unlink()
+    assert set(planned_jobs(workdir)) == expected | {("summary", None), ("report", None)}
+    snakemake(workdir)
+    assert path.exists() and planned_jobs(workdir) == {}
+
+
+def test_a_project_moved_to_another_folder_has_nothing_to_do(tmp_path):
+    """The project as users have it: the workflow inside the working directory (a clone)."""
+    import shutil
+
+    project = tmp_path / "first" / "img2kernel"
+    shutil.copytree(workflow_copy(), project, ignore=shutil.ignore_patterns("__pycache__"))
+    (project / "photos").mkdir()
+    urls = []
+    for i, image in enumerate(real_images(3, size=(40, 48))):
+        cv2.imwrite(str(project / "photos" / f"{i}.png"), image)
+        urls.append((project / "photos" / f"{i}.png").resolve().as_uri())
+    (project / "urls.txt").write_text("\n".join(urls) + "\n")
+    write_workdir(project, FILTERS[:1], "urls.txt")
+    snakemake(project, snakefile=project / "Snakefile")
+    moved = tmp_path / "elsewhere" / "copy"
+    shutil.copytree(project, moved, symlinks=True, copy_function=shutil.copy2)
+    assert planned_jobs(moved, snakefile=moved / "Snakefile") == {}
+    shutil.rmtree(project)  # the original gone too: the copy stands alone (its URL list is on disk)
+    assert planned_jobs(moved, snakefile=moved / "Snakefile") == {}
+
+
+def test_one_image_is_enough_split_by_tiles(tmp_path):
+    (tmp_path / "photos").mkdir()
+    image = real_images(1, size=(80, 96))[0]
+    cv2.imwrite(str(tmp_path / "photos" / "only.png"), image)
+    (tmp_path / "urls.txt").write_text((tmp_path / "photos" / "only.png").resolve().as_uri() + "\n")
+    write_workdir(tmp_path, FILTERS[:1], "urls.txt")
+    snakemake(tmp_path)
+    manifest = json.loads((tmp_path / "results/store/inputs/manifest.json").read_text())
+    assert manifest["images"] == 4 and manifest["split_by"].startswith("2 x 2 disjoint tiles")
+    evaluation = json.loads((tmp_path / "results/eval/sobel_x.json").read_text())
+    assert evaluation["split"] == "test" and evaluation["kernel_max_abs_rel"] < 1e-4
+    assert "split by 2 x 2 disjoint tiles" in (tmp_path / "results/report.html").read_text()
+
+
+def test_with_no_test_split_the_metrics_say_val(tmp_path):
+    (tmp_path / "photos").mkdir()
+    urls = []
+    for i, image in enumerate(real_images(4, size=(40, 48))):
+        cv2.imwrite(str(tmp_path / "photos" / f"{i}.png"), image)
+        urls.append((tmp_path / "photos" / f"{i}.png").resolve().as_uri())
+    (tmp_path / "urls.txt").write_text("\n".join(urls) + "\n")
+    write_workdir(tmp_path, FILTERS[:1], "urls.txt", split={"val": 0.25, "test": 0.0, "seed": 0})
+    snakemake(tmp_path)
+    evaluation = json.loads((tmp_path / "results/eval/sobel_x.json").read_text())
+    assert evaluation["split"] == "val"
+    assert "val PSNR, reflect border" in (tmp_path / "results/report.html").read_text()
+    assert (tmp_path / "results/tables/kernels.csv").read_text().splitlines()[1].split(",")[-2] == "val"

@@ -170,6 +170,11 @@ def check_config(config: dict, file_label: str, base_dir: str | Path = ".", chec
             f"{file_label}: section 'data': field 'max_side': {data['max_side']} is below min_side {data['min_side']}; "
             "every image would be shrunk below the size that is kept"
         )
+    if split["val"] <= 0:
+        raise ConfigError(
+            f"{file_label}: section 'split': field 'val': {split['val']} leaves no validation images; "
+            "training stops by watching the val split (test may be 0: evaluation then uses val and says so)"
+        )
     if split["val"] + split["test"] >= 1:
         raise ConfigError(
             f"{file_label}: section 'split': fields 'val' + 'test' must sum below 1 "

@@ -147,13 +147,16 @@ def url_list_settings():
 
 def download_settings():
     data = config["data"]
-    keys = ("max_side", "min_side", "shard_size", "timeout", "retries")
+    keys = ("shard_size", "timeout", "retries")
     return canonical_json({k: data[k] for k in keys})
 
 
 def inputs_store_settings():
+    """What decides the inputs store; the image size limits apply here, so editing them
+    rebuilds the store without downloading again."""
+    data = config["data"]
     return canonical_json(
-        {"split": config["split"], "dtype": config["store"]["dtype"], "min_side": config["data"]["min_side"]}
+        {"split": config["split"], "dtype": config["store"]["dtype"], "min_side": data["min_side"], "max_side": data["max_side"]}
     )
 
 
@@ -208,4 +211,8 @@ def final_outputs():
          "results/plots/{filter}/training.png", "results/plots/{filter}/images.png"],
         filter=FILTERS,
     )
-    return per_filter + ["results/tables/kernels.csv", "results/tables/kernels.md", "results/report.html"]
+    # The stores too: Snakemake does not rebuild a deleted input of a job whose outputs exist.
+    stores_of = [folder for name in FILTERS for folder in stores(FILTERS[name]).values()]
+    downloaded = ["results/images"] if filter_names(GENERATED) else []
+    return list(dict.fromkeys(downloaded + stores_of)) + per_filter + [
+        "results/tables/kernels.csv", "results/tables/kernels.md", "results/report.html"]

@@ -15,5 +15,6 @@ if __name__ == "__main__":
             split_seed=settings["split"]["seed"],
             dtype=settings["dtype"],
             min_side=settings["min_side"],
+            max_side=settings["max_side"],
         )
         log.info("inputs store: %s", json.dumps(manifest))
