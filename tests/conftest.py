@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import http.server
+import os
 import re
 import shutil
 import subprocess
@@ -19,6 +20,13 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
+
+# Every temporary file of the session (this process's and every Snakemake job's, wandb's
+# folders that img2dataset's import makes among them) goes into one folder, removed at the
+# end: registered first, so it runs after every other exit handler.
+SESSION_TMP = tempfile.mkdtemp(prefix="img2kernel-tests-")
+atexit.register(shutil.rmtree, SESSION_TMP, ignore_errors=True)
+os.environ["TMPDIR"] = tempfile.tempdir = SESSION_TMP
 
 
 def real_images(count: int = 3, size: tuple[int, int] = (96, 80)) -> list[np.ndarray]:

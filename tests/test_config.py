@@ -196,3 +196,17 @@ def test_a_crop_size_from_config_yaml_is_blamed_on_config_yaml():
     document = copy.deepcopy(FILTERS)
     with pytest.raises(ConfigError, match=r"^config/config.yaml: section 'train': field 'crop_size': crop size 5 .*'random_7' \(7x7\)"):
         check_filters(document, LABEL, {"crop_size": 5, "ksize": None}, config_label="config/config.yaml")
+
+
+def test_the_schemas_are_package_data_so_an_installed_package_validates():
+    import tomllib
+    from importlib.resources import files
+
+    from img2kernel import config
+
+    schemas = files("img2kernel") / "schemas"
+    assert config.CONFIG_SCHEMA == schemas / "config.schema.yaml" and config.CONFIG_SCHEMA.is_file()
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert "schemas/*.yaml" in project["package-data"]["img2kernel"]
+    subpackages = {p.parent.name for p in (REPO / "workflow" / "img2kernel").glob("*/__init__.py")}
+    assert {f"img2kernel.{name}" for name in subpackages} <= set(project["packages"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.server
 import json
+from pathlib import Path
 import threading
 import time
 from collections import Counter
@@ -51,6 +52,10 @@ def test_download_to_store_counts_failures_and_is_idempotent(tmp_path, image_ser
     assert sum(manifest["splits"].values()) == 4 and all(manifest["splits"].values())
     assert manifest["skipped"] == {"could not decode": 1, "smaller than min_side 8": 1}  # the text file, the 1x1 dot
     assert manifest["conversions"] == {"alpha channel dropped": 1, "colour converted to gray": 2, "16-bit divided by 256": 1}
+    # img2dataset's import of wandb makes temporary folders in every process: none is left.
+    from conftest import SESSION_TMP
+
+    assert not list(workdir.rglob("*wandb*")) and not [p for p in Path(SESSION_TMP).iterdir() if "wandb" in p.name]
     shapes = sorted(store.array(k).shape for k in store.keys())
     assert shapes == [(48, 40)] * 4
     arrays = [store.array(k) for k in store.keys()]
@@ -126,7 +131,7 @@ def test_download_faults_are_retried_counted_and_survived(tmp_path):
     assert "timed out" in reasons and "500" in reasons and "Remote end closed" in reasons, reasons
     # Each failure was tried 1 + retries times; the flaky URL succeeded on its retry.
     assert FaultyHandler.hits["/flaky.png"] == 2 and FaultyHandler.hits["/error.png"] == 2
-    assert len(Store(workdir / "results/store/inputs")) == 2
+    assert len(Store(workdir / "results/store/inputs")) == 8  # the 2 images that arrived, as 2 x 2 tiles each
 
 
 class GatedHandler(http.server.BaseHTTPRequestHandler):

@@ -31,16 +31,17 @@ class DownloadError(RuntimeError):
 
 
 @contextlib.contextmanager
-def img2dataset_environment() -> Iterator[None]:
+def img2dataset_environment(parent: str | Path | None = None) -> Iterator[None]:
     """Run img2dataset with its optional services off and its temporary files contained.
 
     img2dataset imports wandb, which makes two temporary folders in every process that
     imports it; the worker processes exit without removing theirs. Here every process of
-    the download makes them in one folder (TMPDIR), removed when the download is done.
+    the download makes them in one folder (TMPDIR) inside ``parent``, removed when the
+    download is done; a killed download's is removed with its stale work folder.
     """
     import tempfile
 
-    folder = tempfile.mkdtemp(prefix="img2kernel-img2dataset-")
+    folder = tempfile.mkdtemp(prefix="img2kernel-img2dataset-", dir=parent)
     saved = {name: os.environ.get(name) for name in ("TMPDIR", "WANDB_MODE", "NO_ALBUMENTATIONS_UPDATE")}
     saved_tempdir = tempfile.tempdir
     os.environ.update(TMPDIR=folder, WANDB_MODE="disabled", NO_ALBUMENTATIONS_UPDATE="1")
@@ -110,7 +111,7 @@ def download(
                 shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
     resumed = sorted(p.name for p in work.glob("*_stats.json")) if work.is_dir() else []
     work.mkdir(parents=True, exist_ok=True)
-    with img2dataset_environment():
+    with img2dataset_environment(work_root):
         from img2dataset import download as img2dataset_download
 
         img2dataset_download(

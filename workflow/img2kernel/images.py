@@ -56,7 +56,7 @@ def image_header(path: str | Path, verify: bool = True) -> Header:
             if verify:
                 image.verify()
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise ImageReadError(f"{name}: not a readable image ({err})") from None
+        raise ImageReadError(f"{path}: not a readable image ({err})") from None
     if mode not in _PIL_CHANNELS:
         raise ImageReadError(f"{path}: unsupported pixel mode {mode!r}")
     return Header(height, width, _PIL_CHANNELS[mode], mode in ("RGBA", "LA", "PA"))

@@ -210,14 +210,11 @@ def fetch_urls(refs: list[PairRef], work: Path, timeout: float = 10, retries: in
     img2dataset), so they are matched whatever order downloads finish in. Returns
     {(key, role): file}, or for a location that failed, img2dataset's reason as a string.
     """
-    import os
     import tarfile
 
     import pandas as pd
 
-    os.environ.setdefault("WANDB_MODE", "disabled")
-    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-    from img2dataset import download
+    from ..data import img2dataset_environment
 
     rows = [(loc, ref.key, role) for ref in refs for role, loc in (("input", ref.input), ("output", ref.output)) if PairRef.is_url(loc)]
     if not rows:
@@ -225,12 +222,15 @@ def fetch_urls(refs: list[PairRef], work: Path, timeout: float = 10, retries: in
     work.mkdir(parents=True, exist_ok=True)
     table = work / "urls.parquet"
     pd.DataFrame(rows, columns=["url", "pair_key", "role"]).to_parquet(table)
-    download(
-        url_list=str(table), output_folder=str(work / "shards"), input_format="parquet", url_col="url",
-        save_additional_columns=["pair_key", "role"], output_format="webdataset", disable_all_reencoding=True,
-        processes_count=1, thread_count=8, timeout=timeout, retries=retries, enable_wandb=False,
-        compute_hash=None, extract_exif=False,
-    )
+    with img2dataset_environment(work):
+        from img2dataset import download
+
+        download(
+            url_list=str(table), output_folder=str(work / "shards"), input_format="parquet", url_col="url",
+            save_additional_columns=["pair_key", "role"], output_format="webdataset", disable_all_reencoding=True,
+            processes_count=1, thread_count=8, timeout=timeout, retries=retries, enable_wandb=False,
+            compute_hash=None, extract_exif=False,
+        )
     fetched: dict[tuple[str, str], Path] = {}
     failures = {}
     for table_path in sorted((work / "shards").glob("*.parquet")):
