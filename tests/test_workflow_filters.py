@@ -244,18 +244,23 @@ def test_a_deleted_output_is_rebuilt_with_only_what_depends_on_it(built, tmp_pat
     assert path.exists() and planned_jobs(workdir) == {}
 
 
+def photo_urls(folder, count, size=(40, 48)) -> str:
+    """``count`` real photos saved in ``folder``; their file:// URLs, one per line."""
+    folder.mkdir(parents=True, exist_ok=True)
+    urls = []
+    for i, image in enumerate(real_images(count, size=size)):
+        cv2.imwrite(str(folder / f"{i}.png"), image)
+        urls.append((folder / f"{i}.png").resolve().as_uri())
+    return "\n".join(urls) + "\n"
+
+
 def test_a_project_moved_to_another_folder_has_nothing_to_do(tmp_path):
     """The project as users have it: the workflow inside the working directory (a clone)."""
     import shutil
 
     project = tmp_path / "first" / "img2kernel"
     shutil.copytree(workflow_copy(), project, ignore=shutil.ignore_patterns("__pycache__"))
-    (project / "photos").mkdir()
-    urls = []
-    for i, image in enumerate(real_images(3, size=(40, 48))):
-        cv2.imwrite(str(project / "photos" / f"{i}.png"), image)
-        urls.append((project / "photos" / f"{i}.png").resolve().as_uri())
-    (project / "urls.txt").write_text("\n".join(urls) + "\n")
+    (project / "urls.txt").write_text(photo_urls(project / "photos", 3))
     write_workdir(project, FILTERS[:1], "urls.txt")
     snakemake(project, snakefile=project / "Snakefile")
     moved = tmp_path / "elsewhere" / "copy"
@@ -266,10 +271,7 @@ def test_a_project_moved_to_another_folder_has_nothing_to_do(tmp_path):
 
 
 def test_one_image_is_enough_split_by_tiles(tmp_path):
-    (tmp_path / "photos").mkdir()
-    image = real_images(1, size=(80, 96))[0]
-    cv2.imwrite(str(tmp_path / "photos" / "only.png"), image)
-    (tmp_path / "urls.txt").write_text((tmp_path / "photos" / "only.png").resolve().as_uri() + "\n")
+    (tmp_path / "urls.txt").write_text(photo_urls(tmp_path / "photos", 1, size=(80, 96)))
     write_workdir(tmp_path, FILTERS[:1], "urls.txt")
     snakemake(tmp_path)
     manifest = json.loads((tmp_path / "results/store/inputs/manifest.json").read_text())
@@ -280,12 +282,7 @@ def test_one_image_is_enough_split_by_tiles(tmp_path):
 
 
 def test_with_no_test_split_the_metrics_say_val(tmp_path):
-    (tmp_path / "photos").mkdir()
-    urls = []
-    for i, image in enumerate(real_images(4, size=(40, 48))):
-        cv2.imwrite(str(tmp_path / "photos" / f"{i}.png"), image)
-        urls.append((tmp_path / "photos" / f"{i}.png").resolve().as_uri())
-    (tmp_path / "urls.txt").write_text("\n".join(urls) + "\n")
+    (tmp_path / "urls.txt").write_text(photo_urls(tmp_path / "photos", 4))
     write_workdir(tmp_path, FILTERS[:1], "urls.txt", split={"val": 0.25, "test": 0.0, "seed": 0})
     snakemake(tmp_path)
     evaluation = json.loads((tmp_path / "results/eval/sobel_x.json").read_text())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .base import Model
+from .base import KernelModel
 
 CHANNEL_NAMES = {1: "gray", 3: "RGB"}
 OUTPUT_WORDS = {
@@ -28,7 +28,7 @@ def correlate_valid(plane: np.ndarray, kernel: np.ndarray, dtype: type) -> np.nd
     return full[h : full.shape[0] - h, h : full.shape[1] - h]
 
 
-class AffineKernel(Model):
+class AffineKernel(KernelModel):
     """A (C_out, C_in, K, K) kernel and a (C_out,) bias.
 
     Gray (1 -> 1), per-channel or cross-channel colour (3 -> 3), colour to gray (3 -> 1)
@@ -39,24 +39,13 @@ class AffineKernel(Model):
     name = "affine"
 
     def __init__(self, kernel: np.ndarray, bias: np.ndarray | None = None, output: str = "float"):
-        super().__init__(output)
         kernel = np.asarray(kernel, dtype=np.float64)
-        if kernel.ndim == 2:
-            kernel = kernel[None, None]
-        if kernel.ndim != 4 or kernel.shape[2] != kernel.shape[3] or kernel.shape[2] % 2 == 0 or 0 in kernel.shape:
-            raise ValueError(f"kernel must be (C_out, C_in, K, K) with K odd and nothing empty, got {kernel.shape}")
-        bias = np.zeros(kernel.shape[0]) if bias is None else np.asarray(bias, dtype=np.float64).reshape(-1)
-        if bias.shape != (kernel.shape[0],):
-            raise ValueError(f"bias must have one value per output channel ({kernel.shape[0]}), got {bias.shape}")
-        self.kernel, self.bias = kernel, bias
-
-    @property
-    def ksize(self) -> int:
-        return self.kernel.shape[-1]
-
-    @property
-    def c_in(self) -> int:
-        return self.kernel.shape[1]
+        super().__init__(kernel[None, None] if kernel.ndim == 2 else kernel, "(C_out, C_in, K, K)", output)
+        c_out = self.kernel.shape[0]
+        bias = np.zeros(c_out) if bias is None else np.asarray(bias, dtype=np.float64).reshape(-1)
+        if bias.shape != (c_out,):
+            raise ValueError(f"bias must have one value per output channel ({c_out}), got {bias.shape}")
+        self.bias = bias
 
     @property
     def c_out(self) -> int:

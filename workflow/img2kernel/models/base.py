@@ -162,3 +162,23 @@ class Model(ABC):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         with written_whole(path) as partial:
             save_file({k: np.ascontiguousarray(v, dtype=np.float64) for k, v in tensors.items()}, str(partial), metadata=meta)
+
+
+class KernelModel(Model):
+    """A model whose parameters include a (n, C_in, K, K) kernel: its window and input
+    channels come from that kernel's shape."""
+
+    def __init__(self, kernel: np.ndarray, layout: str, output: str = "float"):
+        super().__init__(output)
+        kernel = np.asarray(kernel, dtype=np.float64)
+        if kernel.ndim != 4 or kernel.shape[2] != kernel.shape[3] or kernel.shape[2] % 2 == 0 or 0 in kernel.shape:
+            raise ValueError(f"kernel must be {layout} with K odd and nothing empty, got {kernel.shape}")
+        self.kernel = kernel
+
+    @property
+    def ksize(self) -> int:
+        return self.kernel.shape[-1]
+
+    @property
+    def c_in(self) -> int:
+        return self.kernel.shape[1]

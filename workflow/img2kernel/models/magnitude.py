@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 
 from .affine import OUTPUT_WORDS, correlate_valid
-from .base import Model
+from .base import KernelModel
 
 
-class MagnitudeModel(Model):
+class MagnitudeModel(KernelModel):
     """n kernels (n, C_in, K, K) whose responses are combined by the Euclidean norm.
 
     The kernels are unique only up to an orthogonal transform of the n-tuple (a rotation
@@ -20,21 +20,8 @@ class MagnitudeModel(Model):
     name = "magnitude"
 
     def __init__(self, kernel: np.ndarray, output: str = "float"):
-        super().__init__(output)
         kernel = np.asarray(kernel, dtype=np.float64)
-        if kernel.ndim == 3:
-            kernel = kernel[:, None]
-        if kernel.ndim != 4 or kernel.shape[2] != kernel.shape[3] or kernel.shape[2] % 2 == 0 or 0 in kernel.shape:
-            raise ValueError(f"kernel must be (n, C_in, K, K) with K odd and nothing empty, got {kernel.shape}")
-        self.kernel = kernel
-
-    @property
-    def ksize(self) -> int:
-        return self.kernel.shape[-1]
-
-    @property
-    def c_in(self) -> int:
-        return self.kernel.shape[1]
+        super().__init__(kernel[:, None] if kernel.ndim == 3 else kernel, "(n, C_in, K, K)", output)
 
     @property
     def c_out(self) -> int:
