@@ -132,8 +132,9 @@ def test_report_escapes_names_and_embeds_every_image(tmp_path, tiny_store):
     sources = re.findall(r'<img src="([^"]+)"', html)
     assert len(sources) == 4
     for source in sources:
-        assert source.startswith("data:image/png;base64,")
-        assert base64.b64decode(source.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+        assert source.startswith("data:image/webp;base64,")
+        payload = base64.b64decode(source.split(",", 1)[1])
+        assert payload[:4] == b"RIFF" and payload[8:12] == b"WEBP"
     assert "http://" not in html and "https://" not in html  # opens without a network
 
 

@@ -15,9 +15,17 @@ import pandas as pd  # noqa: E402
 DPI = 110
 
 
+ANNOTATED_MAX = 9  # kernels up to 9x9 carry their numbers in the cells; larger ones only colours
+
+
 def _annotated(ax, kernel: np.ndarray, vmax: float, title: str) -> None:
-    image = ax.imshow(kernel, cmap="RdBu_r", vmin=-vmax, vmax=vmax)
+    image = ax.imshow(kernel, cmap="RdBu_r", vmin=-vmax, vmax=vmax, interpolation="nearest")
     size = kernel.shape[0]
+    if size > ANNOTATED_MAX:
+        ax.set_title(f"{title} ({size}x{size})", fontsize=10)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        return image
     fontsize = max(5, 11 - size)
     for (row, col), value in np.ndenumerate(kernel):
         text = "0" if value == 0 else f"{value:.3g}" if abs(value) >= 1e-3 else f"{value:.0e}"
@@ -151,13 +159,7 @@ def pairs_kernels_figure(evaluation: dict, path: str | Path) -> None:
     for o in range(c_out):
         for i in range(c_in):
             title = f"{names.get(c_out, range(c_out))[o]} <- {names.get(c_in, range(c_in))[i]}" if c_in * c_out > 1 else f"{size}x{size} kernel"
-            if size <= 9:
-                image = _annotated(axes[o, i], kernel[o, i], vmax, title)
-            else:
-                image = axes[o, i].imshow(kernel[o, i], cmap="RdBu_r", vmin=-vmax, vmax=vmax)
-                axes[o, i].set_title(title, fontsize=10)
-                axes[o, i].set_xticks([])
-                axes[o, i].set_yticks([])
+            image = _annotated(axes[o, i], kernel[o, i], vmax, title)
     fig.colorbar(image, ax=axes, shrink=0.8)
     bias = ", ".join(f"{b:+.4g}" for b in evaluation["bias"])
     fig.suptitle(f"{evaluation['filter']}: {evaluation['identification']['text']}\nbias {bias}", fontsize=9)
