@@ -1,7 +1,6 @@
 # Helpers shared by the rules. Settings reach jobs through params: in one canonical
 # JSON form, so Snakemake's params trigger reruns exactly the jobs whose settings changed.
 import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -16,6 +15,12 @@ if PACKAGE_PARENT not in sys.path:
 os.environ["PYTHONPATH"] = os.pathsep.join(
     p for p in (PACKAGE_PARENT, os.environ.get("PYTHONPATH")) if p
 )
+
+
+# Declared, so Snakemake passes it on to every job, on a cluster too.
+envvars:
+    "PYTHONPATH",
+
 
 from img2kernel.codefiles import modules_run_by
 from img2kernel.locks import clear_stale_locks, record_owner, release_owner
@@ -171,12 +176,14 @@ def filter_training_settings(wildcards):
 
 def training_gpus():
     """1 when training will use a GPU, else 0. Checked without importing torch (slow at parse time)."""
+    from img2kernel.devices import nvidia_gpu_visible
+
     device = config["device"]
     if device == "cpu":
         return 0
     if device == "cuda":
         return 1
-    return int(Path("/dev/nvidiactl").exists() or shutil.which("nvidia-smi") is not None)
+    return int(nvidia_gpu_visible())
 
 
 def benchmark_files():
