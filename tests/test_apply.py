@@ -182,3 +182,14 @@ def test_apply_command_names_what_is_wrong_before_writing(tmp_path, gray_images,
         assert message in error and "img2kernel apply:" in error, (message, error)
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "empty.safetensors", "in.png", "k.safetensors", "nan.safetensors", "notes.txt", "old.safetensors", "rgb.safetensors"]
+
+
+def test_a_gray_pairs_model_reads_a_colour_file_as_gray_or_per_plane(tmp_path, gray_images):
+    rgb = np.dstack(gray_images).astype(np.uint8)
+    cv2.imwrite(str(tmp_path / "in.png"), rgb[..., ::-1])
+    AffineKernel(np.array([[0, 0, 0], [0, 2.0, 0], [0, 0, 0]]), [1.0]).save(tmp_path / "m.safetensors", {"units": "stored"})
+    assert main(["apply", str(tmp_path / "m.safetensors"), str(tmp_path / "in.png"), str(tmp_path / "g.npy")]) == 0
+    np.testing.assert_allclose(np.load(tmp_path / "g.npy"), 2 * (rgb.astype(np.float64) @ [0.299, 0.587, 0.114]) + 1, rtol=1e-6)
+    assert main(["apply", str(tmp_path / "m.safetensors"), str(tmp_path / "in.png"), str(tmp_path / "c.npy"),
+                 "--colour", "per-channel"]) == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "c.npy"), 2 * rgb.astype(np.float32) + 1)

@@ -194,6 +194,12 @@ def read_for_model(path: str | Path, model: Model, units: str, colour: str) -> t
         pixels, storage, notes = read_pixels(path)
     except ImageReadError as err:
         raise ValueError(str(err)) from None
+    if units == "stored" and model.c_in == 1 and pixels.ndim == 3 and colour == "gray":
+        # as a pairs store turns a colour file into the gray a one-channel fit read (Rec. 601, unrounded)
+        from .sources.pairs import REC601
+
+        pixels = (pixels.astype(np.float64) @ REC601).astype(np.float32)
+        notes.append("colour converted to gray")
     if units != "stored":  # as the inputs store holds images (img2kernel.data.to_grayscale_float32)
         if model.c_in == 1 and pixels.ndim == 3 and colour == "gray":
             pixels = cv2.cvtColor(np.ascontiguousarray(pixels), cv2.COLOR_RGB2GRAY)  # rounded in the file's depth
@@ -218,9 +224,10 @@ def apply_to_file(
     Everything is checked before any tile is filtered. A model fitted on your own pairs
     (``units: stored``) reads the input's values as stored and writes the output the way
     the tool stored it (8-bit, 16-bit or float), with the border rule that was found. A
-    model of our own filters reads 16-bit files on the 8-bit scale (divided by 256) and,
-    when it takes one channel, converts colour to gray (``colour="gray"``) or filters each
-    colour plane (``colour="per-channel"``). The output is written beside ``destination``
+    model of our own filters reads 16-bit files on the 8-bit scale (divided by 256). Either
+    kind, when it takes one channel and the file is in colour, converts colour to gray
+    (``colour="gray"``, as its store did) or filters each colour plane (``colour="per-channel"``).
+    The output is written beside ``destination``
     and moved into place when complete; a ``.npy`` destination is filled through a memory map.
     """
     from .files import written_whole
