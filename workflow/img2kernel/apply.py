@@ -115,9 +115,11 @@ def apply_tiled(
             values = model.predict_valid(block, dtype=np.float32)
             if border == "unfiltered" and halo:
                 inner = block[halo : halo + y1 - y0, halo : halo + x1 - x0]
-                ring = borders.ring_mask((height, width), halo)[y0:y1, x0:x1]
                 if values.shape != inner.shape:
                     raise ValueError("border 'unfiltered' needs as many output channels as input channels")
+                # the image's edge ring, where it crosses this tile (not a whole-image mask per tile)
+                rows, cols = np.arange(y0, y1), np.arange(x0, x1)
+                ring = ((rows < halo) | (rows >= height - halo))[:, None] | ((cols < halo) | (cols >= width - halo))[None, :]
                 values[ring] = inner[ring]
             result[y0:y1, x0:x1] = values
             with bar_lock:
@@ -158,18 +160,18 @@ def write_image(path: str | Path, array: np.ndarray, storage: str = "float") -> 
     """
     import cv2
 
+    from .models.base import STORAGE_RANGE, output_step
+
     path = Path(path)
     suffix = path.suffix.lower()
-    if storage in ("uint8", "uint16"):
-        limit = 255 if storage == "uint8" else 65535
-        array = np.clip(np.rint(array), 0, limit).astype(storage)
+    if storage in STORAGE_RANGE:
+        array = output_step(array, storage).astype(storage)
     if suffix == ".npy":
         np.save(path, array)
         return
-    if suffix == ".png" and array.dtype == np.uint16:
-        pass
-    elif suffix not in (".tif", ".tiff") or array.dtype.kind == "f" and storage in ("uint8", "uint16"):
-        array = np.clip(np.rint(array), 0, 255).astype(np.uint8)
+    keeps_16_bits = suffix == ".png" and array.dtype == np.uint16
+    if suffix not in (".tif", ".tiff") and not keeps_16_bits:
+        array = output_step(array, "uint8").astype(np.uint8)
     if array.ndim == 3 and array.shape[2] == 3:
         array = array[..., ::-1]  # OpenCV writes BGR
     if not cv2.imwrite(str(path), np.ascontiguousarray(array)):
@@ -195,11 +197,12 @@ def read_for_model(path: str | Path, model: Model, units: str, colour: str) -> t
     except ImageReadError as err:
         raise ValueError(str(err)) from None
     if units == "stored" and model.c_in == 1 and pixels.ndim == 3 and colour == "gray":
-        # as a pairs store turns a colour file into the gray a one-channel fit read (Rec. 601, unrounded)
-        from .sources.pairs import REC601
+        # as a pairs store turns a colour file into the gray a one-channel fit read
+        from .sources.pairs import as_channels
 
-        pixels = (pixels.astype(np.float64) @ REC601).astype(np.float32)
-        notes.append("colour converted to gray")
+        pixels, note = as_channels(pixels, 1)
+        pixels = pixels[..., 0].astype(np.float32)
+        notes.append(note)
     if units != "stored":  # as the inputs store holds images (img2kernel.data.to_grayscale_float32)
         if model.c_in == 1 and pixels.ndim == 3 and colour == "gray":
             pixels = cv2.cvtColor(np.ascontiguousarray(pixels), cv2.COLOR_RGB2GRAY)  # rounded in the file's depth

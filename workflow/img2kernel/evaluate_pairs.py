@@ -58,6 +58,23 @@ def heldout_metrics(model: Model, border: str, x: np.ndarray, y: np.ndarray, use
     return metrics, prediction
 
 
+def heldout_scores(model: Model, border: str, pairs, split: str, whole: bool, max_images: int | None = None):
+    """(index, metrics, prediction) of each pair with usable pixels in ``split``, at most ``max_images``.
+
+    Clipped pixels count in the metrics: the model writes them as the tool's file does.
+    """
+    scored = 0
+    for index in range(len(pairs.keys)):
+        if not pairs.usable(index, split).any():
+            continue
+        if max_images is not None and scored >= max_images:
+            return
+        metrics, prediction = heldout_metrics(model, border, pairs.inputs[index], pairs.outputs[index],
+                                              pairs.known(index, split), pairs.output_storage, whole)
+        scored += 1
+        yield index, metrics, prediction
+
+
 def verdict(info: dict, identification: dict) -> str:
     floor, residual = info["noise_floor"], info["residual_rms"]
     if info["linear"]:
@@ -77,15 +94,10 @@ def evaluate_pairs(inputs_folder, outputs_folder, model_path, info_path, catalog
     if not any((codes == SPLIT_CODES["test"]).any() for codes in pairs.splits):
         split = "val" if any((codes == SPLIT_CODES["val"]).any() for codes in pairs.splits) else "train"
     per_image = []
-    for index, key in enumerate(pairs.keys):
-        use = pairs.usable(index, None) & (pairs.splits[index] == SPLIT_CODES[split])
-        if not use.any() or (max_images is not None and len(per_image) >= max_images):
-            continue
-        whole = manifest["split_mode"] == "pairs"
-        # Clipped pixels count too: the model writes them as the tool's file does.
-        known = np.all(np.isfinite(pairs.outputs[index]), axis=2) & (pairs.splits[index] == SPLIT_CODES[split])
-        metrics, prediction = heldout_metrics(model, metadata.get("border", borders.DEFAULT), pairs.inputs[index],
-                                              pairs.outputs[index], known, pairs.output_storage, whole)
+    scores = heldout_scores(model, metadata.get("border", borders.DEFAULT), pairs, split,
+                            whole=manifest["split_mode"] == "pairs", max_images=max_images)
+    for index, metrics, prediction in scores:
+        key = pairs.keys[index]
         per_image.append({"key": key, "shape": list(pairs.inputs[index].shape), **metrics})
         if examples is not None and len(examples) < max_examples:
             shown_target = np.where(np.isfinite(pairs.outputs[index]), pairs.outputs[index], prediction)

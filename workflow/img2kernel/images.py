@@ -29,7 +29,6 @@ class Header:
     height: int
     width: int
     channels: int  # 1 or 3 after dropping alpha
-    alpha: bool
 
 
 _PIL_CHANNELS = {"1": 1, "L": 1, "P": 3, "RGB": 3, "RGBA": 3, "LA": 1, "I": 1, "I;16": 1, "I;16B": 1, "I;16L": 1,
@@ -59,14 +58,14 @@ def image_header(path: str | Path, verify: bool = True) -> Header:
         raise ImageReadError(f"{path}: not a readable image ({err})") from None
     if mode not in _PIL_CHANNELS:
         raise ImageReadError(f"{path}: unsupported pixel mode {mode!r}")
-    return Header(height, width, _PIL_CHANNELS[mode], mode in ("RGBA", "LA", "PA"))
+    return Header(height, width, _PIL_CHANNELS[mode])
 
 
 def _npy_header(path: Path, array: np.ndarray) -> Header:
     if array.ndim == 2:
-        return Header(array.shape[0], array.shape[1], 1, False)
+        return Header(array.shape[0], array.shape[1], 1)
     if array.ndim == 3 and array.shape[2] in (1, 3, 4):
-        return Header(array.shape[0], array.shape[1], 1 if array.shape[2] == 1 else 3, array.shape[2] == 4)
+        return Header(array.shape[0], array.shape[1], 1 if array.shape[2] == 1 else 3)
     raise ImageReadError(f"{path}: expected an (H, W) or (H, W, C) array with C in 1, 3, 4; got shape {array.shape}")
 
 
@@ -79,14 +78,7 @@ def read_pixels(path: str | Path) -> tuple[np.ndarray, str, list[str]]:
     path = Path(path)
     if not path.is_file():
         raise ImageReadError(f"{path}: no such file")
-    if path.suffix.lower() == ".npy":
-        try:
-            array = np.load(path)
-        except (ValueError, OSError, EOFError) as err:
-            raise ImageReadError(f"{path}: not a readable .npy array ({err})") from None
-        _npy_header(path, array)
-        return _settle(array, str(path), [])
-    return decode_pixels(path.read_bytes(), str(path))
+    return decode_pixels(path.read_bytes(), str(path))  # a .npy file is told by its magic bytes
 
 
 def decode_pixels(data: bytes, name: str) -> tuple[np.ndarray, str, list[str]]:

@@ -199,13 +199,14 @@ def benchmark_files():
 
 def data_summaries():
     """The download and inputs-store summaries the report shows; none when every filter brings its own pairs."""
+    pairs_manifests = [stores(FILTERS[name])["inputs"] for name in filter_names(PAIRS)]
     if not filter_names(GENERATED):
-        return {"pairs_manifests": expand("results/store/pairs/{filter}/inputs", filter=filter_names(PAIRS))}
+        return {"pairs_manifests": pairs_manifests}
     return {
         "urls": "results/urls/urls.json",
         "images": "results/images",
         "store": "results/store/inputs",
-        "pairs_manifests": expand("results/store/pairs/{filter}/inputs", filter=filter_names(PAIRS)),
+        "pairs_manifests": pairs_manifests,
     }
 
 

@@ -6,10 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import borders
-from ..evaluate_pairs import heldout_metrics, verdict
+from ..evaluate_pairs import heldout_scores, verdict
 from ..identify import identify
-from ..sources.pairs import SPLIT_CODES, PairRef, _key, read_pairs
+from ..sources.pairs import PairRef, _key, read_pairs
 from .job import save_pairs_fit
 from .pairs import fit_pairs, to_fit_pairs
 
@@ -59,14 +58,7 @@ def fit_files(files: list[str], model_path: str | Path, *, ksize: int | None = N
                                                  if border["rms"] else f" ({border.get('note', '')})"))
     lines.append(verdict({**summary}, identification))
     held = "test"
-    used_pixels = [pairs.usable(i, None) & (pairs.splits[i] == SPLIT_CODES[held]) for i in range(len(pairs.keys))]
-    scores = []
-    for i, use in enumerate(used_pixels):
-        if use.any():
-            known = np.all(np.isfinite(pairs.outputs[i]), axis=2) & (pairs.splits[i] == SPLIT_CODES[held])
-            metrics, _ = heldout_metrics(model, border["rule"] if border["rule"] in borders.RULES else borders.DEFAULT,
-                                         pairs.inputs[i], pairs.outputs[i], known, pairs.output_storage, whole=False)
-            scores.append(metrics)
+    scores = [metrics for _, metrics, _ in heldout_scores(model, border["rule"], pairs, held, whole=False)]
     if scores:
         lines.append(f"held-out {held} pixels: PSNR {np.mean([s['psnr'] for s in scores]):.2f} dB, "
                      f"{100 * np.mean([s['identical_fraction'] for s in scores]):.2f}% identical to the tool's file")

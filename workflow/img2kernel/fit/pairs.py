@@ -73,25 +73,30 @@ class Pairs:
     def c_out(self) -> int:
         return self.outputs[0].shape[2]
 
-    def usable(self, index: int, split: str | None) -> np.ndarray:
-        """(H, W) bool: known, unsaturated output pixels of ``split`` (None: any split)."""
-        y = self.outputs[index]
-        mask = np.all(np.isfinite(y), axis=2)
-        if self.output_storage in STORAGE_RANGE:
-            low, high = STORAGE_RANGE[self.output_storage]
-            mask &= ~np.any((y <= low) | (y >= high), axis=2)
+    def known(self, index: int, split: str | None) -> np.ndarray:
+        """(H, W) bool: output pixels of ``split`` (None: any split) whose value is known."""
+        mask = np.all(np.isfinite(self.outputs[index]), axis=2)
         if split is not None:
             mask &= self.splits[index] == SPLIT_CODES[split]
         return mask
+
+    def saturated(self, index: int) -> np.ndarray:
+        """(H, W) bool: output pixels at an integer file's limits in any channel (maybe clipped)."""
+        y = self.outputs[index]
+        if self.output_storage not in STORAGE_RANGE:
+            return np.zeros(y.shape[:2], dtype=bool)
+        low, high = STORAGE_RANGE[self.output_storage]
+        return np.any((y <= low) | (y >= high), axis=2)
+
+    def usable(self, index: int, split: str | None) -> np.ndarray:
+        """(H, W) bool: known, unsaturated output pixels of ``split`` (None: any split)."""
+        return self.known(index, split) & ~self.saturated(index)
 
     def samples(self, split: str | None) -> list[FitSample]:
         return [FitSample(x, y, self.usable(i, split)) for i, (x, y) in enumerate(zip(self.inputs, self.outputs))]
 
     def saturated_pixels(self) -> int:
-        if self.output_storage not in STORAGE_RANGE:
-            return 0
-        low, high = STORAGE_RANGE[self.output_storage]
-        return int(sum(np.any((y <= low) | (y >= high), axis=2).sum() for y in self.outputs))
+        return int(sum(self.saturated(i).sum() for i in range(len(self.outputs))))
 
     def output_rms(self) -> float:
         total = sum(float(np.nansum(np.square(y, dtype=np.float64))) for y in self.outputs)

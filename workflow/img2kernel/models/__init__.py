@@ -10,6 +10,8 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
+
 from .affine import AffineKernel
 from .base import Model, planes, stack
 from .magnitude import MagnitudeModel
@@ -47,7 +49,7 @@ def load_model(path: str | os.PathLike) -> tuple[Model, dict]:
     for key, value in tensors.items():
         if value.size == 0:
             raise ValueError(f"{path}: tensor {key!r} is empty (shape {value.shape})")
-        if not (value == value).all() or not abs(value).max() < float("inf"):
+        if not np.all(np.isfinite(value)):
             raise ValueError(f"{path}: tensor {key!r} holds NaN or infinite values; refusing to use it")
     try:
         model = MODELS[name].from_tensors(tensors, metadata.get("output", "float"))

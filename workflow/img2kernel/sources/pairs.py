@@ -29,7 +29,6 @@ from ..images import IMAGE_SUFFIXES, ImageReadError, image_header, read_pixels
 
 SHOWN = 5  # names listed in an error before "and N more"
 SPLIT_CODES = {"train": 0, "val": 1, "test": 2}  # per-pixel split labels of a stored pair
-STORAGE_ORDER = ("uint8", "uint16", "float32", "float64")
 REC601 = np.array([0.299, 0.587, 0.114])
 MIN_TILE = 16
 
@@ -242,13 +241,16 @@ def fetch_urls(refs: list[PairRef], work: Path, timeout: float = 10, retries: in
     files.mkdir(exist_ok=True)
     for shard in sorted((work / "shards").glob("*.tar")):
         with tarfile.open(shard) as tar:
-            members = {m.name: m for m in tar.getmembers() if m.isfile()}
-            for name, member in members.items():
-                if not name.endswith(".json"):
+            by_sample: dict[str, dict[str, tarfile.TarInfo]] = {}  # webdataset: one stem, a member per extension
+            for member in tar.getmembers():
+                if member.isfile():
+                    stem, _, extension = member.name.partition(".")
+                    by_sample.setdefault(stem, {})[extension] = member
+            for members in by_sample.values():
+                if "json" not in members:
                     continue
-                meta = json.loads(tar.extractfile(member).read())
-                stem = name[: -len(".json")]
-                payload = next((members[n] for n in members if n.startswith(stem + ".") and not n.endswith((".json", ".txt"))), None)
+                meta = json.loads(tar.extractfile(members["json"]).read())
+                payload = next((m for extension, m in members.items() if extension not in ("json", "txt")), None)
                 if payload is None or meta.get("status", "success") != "success":
                     continue
                 suffix = Path(meta["url"].split("?")[0]).suffix.lower()
@@ -260,7 +262,7 @@ def fetch_urls(refs: list[PairRef], work: Path, timeout: float = 10, retries: in
     return fetched
 
 
-def _as_channels(planes: np.ndarray, wanted: int) -> tuple[np.ndarray, str | None]:
+def as_channels(planes: np.ndarray, wanted: int) -> tuple[np.ndarray, str | None]:
     """(H, W, C) planes with C = ``wanted``; the conversion made, if any."""
     if planes.shape[2] == wanted:
         return planes, None
@@ -360,8 +362,8 @@ def read_pairs(spec: dict, refs: list[PairRef], fetched: dict[tuple[str, str], P
     split = split_for_pairs([ref.key for ref, _, _ in raw], holdout, seed)
     loaded = []
     for ref, x, y in raw:
-        x, note_in = _as_channels(x, channels["input"])
-        y, note_out = _as_channels(y, channels["output"])
+        x, note_in = as_channels(x, channels["input"])
+        y, note_out = as_channels(y, channels["output"])
         for role, note in (("input", note_in), ("output", note_out)):
             if note:
                 notes[f"{role}: {note}"] += 1
