@@ -50,3 +50,43 @@ def correlate_numpy(image: np.ndarray, kernel: np.ndarray, border: str = "reflec
     """:func:`correlate` for one 2-D numpy image and kernel (computed in ``dtype``)."""
     result = correlate(torch.as_tensor(np.asarray(image), dtype=dtype), torch.as_tensor(np.asarray(kernel), dtype=dtype), border)
     return result.numpy()
+
+
+# Valid correlation by FFT from this kernel side up: measured on 16 crops of 64 px with two
+# CPU threads, forward and backward, 0.6-0.8 ms at every size against 1.7 ms (9x9) to
+# 34 ms (31x31) for conv2d, at the same float32 relative error (2e-7). See docs/design.md.
+FFT_MIN_KSIZE = 9
+
+
+def fast_fft_size(n: int) -> int:
+    """The smallest size >= n whose only prime factors are 2, 3 and 5 (FFTs of such sizes are fast)."""
+    while True:
+        m = n
+        for p in (2, 3, 5):
+            while m % p == 0:
+                m //= p
+        if m == 1:
+            return n
+        n += 1
+
+
+def correlate_valid_fft(images: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
+    """Valid correlation through the FFT, differentiable; equal to ``F.conv2d(images, kernels)``.
+
+    Args:
+        images: (N, 1, H, W).
+        kernels: (C, 1, K, K), K <= min(H, W).
+
+    Returns:
+        (N, C, H - K + 1, W - K + 1).
+    """
+    h, w = images.shape[-2:]
+    k = kernels.shape[-1]
+    if images.dim() != 4 or images.shape[1] != 1 or kernels.dim() != 4 or kernels.shape[1] != 1:
+        raise ValueError(f"expected (N, 1, H, W) images and (C, 1, K, K) kernels, got {tuple(images.shape)} and {tuple(kernels.shape)}")
+    if k > min(h, w):
+        raise ValueError(f"a {k}x{k} kernel does not fit a {h}x{w} image")
+    # A circular correlation over at least H x W never wraps into the valid outputs.
+    size = (fast_fft_size(h), fast_fft_size(w))
+    spectrum = torch.fft.rfft2(images, s=size) * torch.fft.rfft2(kernels[:, 0].to(images.dtype), s=size).conj()
+    return torch.fft.irfft2(spectrum, s=size)[..., : h - k + 1, : w - k + 1]
