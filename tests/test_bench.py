@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import yaml
 
 from img2kernel.bench import bench_training, build_sample_store
@@ -34,3 +36,39 @@ def test_apply_benchmark_prints_every_run(capsys):
                 "np.load + cv2.filter2D"):
         assert run in printed
     assert "300x300 float32" in printed and "peak_anon_mb" in printed
+
+
+def test_every_job_log_ends_with_its_start_up_work_and_imports(tmp_path, monkeypatch, capsys):
+    from img2kernel.logs import log_to
+
+    (tmp_path / "slow_module_for_timing.py").write_text("import time\ntime.sleep(0.3)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    log = tmp_path / "job.log"
+    with capsys.disabled(), log_to(log) as logger:  # as in a job: the logger writes to descriptor 2
+        import slow_module_for_timing  # noqa: F401
+
+        logger.info("working")
+    last = log.read_text().strip().splitlines()[-1]
+    match = re.search(r"timing: start-up ([\d.]+) s, work ([\d.]+) s, of which imports ([\d.]+) s", last)
+    assert match, last
+    startup, work, imports = map(float, match.groups())
+    assert startup > 0 and 0.3 <= imports <= work < 5
+
+
+def test_pipeline_benchmark_splits_each_stage_into_start_up_imports_and_work(tmp_path):
+    from img2kernel.bench_pipeline import stage_timings
+
+    jobs = {"train/a": (3.0, "1.000", "2.500", "1.500"), "train/b": (2.0, "1.000", "1.500", "1.000"),
+            "report": (1.0, "0.500", "0.400", "0.100"), "urls/url_list": (0.5, "0.400", "0.050", "0.000")}
+    for job, (wall, startup, work, imports) in jobs.items():
+        benchmark = tmp_path / "results" / "benchmarks" / f"{job}.tsv"
+        log = tmp_path / "results" / "logs" / f"{job}.log"
+        benchmark.parent.mkdir(parents=True, exist_ok=True)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        benchmark.write_text(f"s\th:m:s\tmax_rss\n{wall}\t0:00:0{int(wall)}\t100\n")
+        log.write_text(f"x INFO timing: start-up {startup} s, work {work} s, of which imports {imports} s\n")
+    rows = {row["stage"]: row for row in stage_timings(tmp_path)}
+    assert [*rows] == ["urls", "train", "report"]  # pipeline order
+    assert rows["train"] == {"stage": "train", "jobs": 2, "wall_s": 5.0, "startup_s": 2.0, "imports_s": 2.5,
+                             "work_s": 1.5, "slowest_job_s": 3.0}
+    assert rows["report"]["work_s"] == 0.3

@@ -178,3 +178,29 @@ def test_large_images_are_reduced_for_the_figure_and_ssim_takes_the_central_wind
     assert window.shape == (SSIM_MAX_SIDE, SSIM_MAX_SIDE) and window[0, 0] == target[226, 526]
     assert metrics["ssim"] == pytest.approx(1.0) and metrics["mse"] == pytest.approx(25 / target.size)
     assert math.isnan(image_metrics(prediction, target, ssim=False)["ssim"])
+
+
+def test_kernel_csv_has_one_row_per_tap_centred_for_every_kernel_set(tmp_path):
+    import pandas as pd
+
+    from img2kernel.summary import write_kernels_csv
+
+    true = np.arange(9.0).reshape(1, 3, 3)
+    learned = np.pad(true, ((0, 0), (1, 1), (1, 1))) + 1e-9  # a 5x5 model around a 3x3 kernel
+    evaluation = {"source": "generated", "true_kernels": true.tolist(), "learned_kernels": learned.tolist(),
+                  "oracle_kernels": learned.tolist()}
+    write_kernels_csv(evaluation, tmp_path / "k.csv")
+    table = pd.read_csv(tmp_path / "k.csv")
+    assert list(table.columns) == ["kernel", "dy", "dx", "true", "learned", "least_squares"]
+    assert len(table) == 25 and table["dy"].min() == -2 and table["dx"].max() == 2
+    centre = table[(table.dy == 0) & (table.dx == 0)].iloc[0]
+    assert centre["true"] == 4.0 and centre["learned"] == 4.0 + 1e-9  # full precision, not rounded
+    top_left = table[(table.dy == -1) & (table.dx == -1)].iloc[0]
+    assert top_left["true"] == 0.0 and table[(table.dy == -1) & (table.dx == 1)].iloc[0]["true"] == 2.0
+
+    pairs = {"source": "pairs", "kernel": np.arange(3 * 3 * 9.0).reshape(3, 3, 3, 3).tolist()}
+    write_kernels_csv(pairs, tmp_path / "p.csv")
+    table = pd.read_csv(tmp_path / "p.csv")
+    assert list(table.columns) == ["c_out", "c_in", "dy", "dx", "learned"] and len(table) == 81
+    row = table[(table.c_out == 2) & (table.c_in == 1) & (table.dy == 1) & (table.dx == -1)].iloc[0]
+    assert row["learned"] == np.arange(81.0).reshape(3, 3, 3, 3)[2, 1, 2, 0]

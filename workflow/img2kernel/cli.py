@@ -4,6 +4,7 @@ image, and print the speed benchmarks."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 import sys
 
 
@@ -30,9 +31,9 @@ def main(argv: list[str] | None = None) -> int:
 
     bench = sub.add_parser(
         "bench",
-        help="print speed figures: store (crop rate), targets (MP/s), train (ours vs public recipe; needs `snakemake` run first), apply (huge image)",
+        help="print speed figures: store (crop rate), targets (MP/s), train (ours vs public recipe; needs `snakemake` run first), apply (huge image), pairs, pipeline (first run, no-op rerun, stages, 15x15 and 31x31 kernels)",
     )
-    bench.add_argument("what", nargs="*", help="store, stream, targets, train, apply, pairs (default: store, stream, targets)")
+    bench.add_argument("what", nargs="*", help="store, stream, targets, train, apply, pairs, pipeline (default: store, stream, targets)")
     bench.add_argument("--store", default="results/store/inputs", help="inputs store (default: built from the sample photos if absent)")
     bench.add_argument("--filters", default="config/filters.yaml")
     bench.add_argument("--crop", type=int, default=128)
@@ -44,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--tile", type=int, default=1024, help="tile side for `apply`")
     bench.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu",
                        help="where `train` trains, ours and the public recipe alike (default: cpu)")
+    bench.add_argument("--cores", type=int, default=8, help="snakemake --cores for `pipeline` (default 8, as `make run`)")
+    bench.add_argument("--keep", default=None, help="`pipeline`: run in this new folder and keep it (default: a temporary one)")
 
     fit = sub.add_parser(
         "fit",
@@ -98,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "bench":
         from . import bench as benchmarks
 
-        known = ["store", "targets", "stream", "train", "apply", "pairs"]
+        known = ["store", "targets", "stream", "train", "apply", "pairs", "pipeline"]
         unknown = sorted(set(args.what) - set(known))
         if unknown:
             parser.error(f"unknown benchmark {', '.join(unknown)}; choose from {', '.join(known)}")
@@ -140,6 +143,20 @@ def main(argv: list[str] | None = None) -> int:
                   f"the files {large['read_s']:.2f} s more), size found {large['ksize_found']}, kernel error "
                   f"{large['kernel_error']:.2g} (float64 least squares on the same pixels: {large['lstsq64_error']:.2g}), "
                   f"linear {large['linear']}")
+        if "pipeline" in args.what:
+            from .bench_pipeline import bench_pipeline
+
+            result = bench_pipeline(Path(args.config).parent, cores=args.cores, keep=args.keep)
+            print(f"\npipeline on the configuration in {Path(args.config).parent}/, in a fresh folder, --cores {args.cores}:")
+            print(f"first run {result['first_run_s']:.1f} s (target 75 s), no-op `snakemake -n` {result['noop_s']:.2f} s "
+                  f"(target 2.5 s), report {result['report_mb']:.2f} MB (target 3 MB)")
+            print("\nper stage, summed over its jobs (jobs run in parallel, so the sums exceed the run's wall time): "
+                  "start-up = interpreter, Snakemake's preamble, module imports; work = the job's code without the "
+                  "imports it makes on its path (imports_s):")
+            _print_table(result["stages"])
+            print("\nlarge linear kernels trained on the run's inputs store (target: <= 5 s, error <= 2x the float64 "
+                  "least-squares oracle's on the same crops; 2 CPU threads):")
+            _print_table(result["large_kernels"])
         if "train" in args.what:
             rows, magnitude = benchmarks.bench_training(
                 args.store, args.targets, args.config, budget_seconds=args.budget, names=args.only, device=args.device

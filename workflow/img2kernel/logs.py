@@ -2,12 +2,48 @@
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Iterator
+
+TIMING = "timing:"
+
+
+def process_age() -> float:
+    """Seconds since this process started (the interpreter, Snakemake's script preamble and
+    the script's module-level imports all run before a job's own code)."""
+    import psutil
+
+    return max(0.0, time.time() - psutil.Process().create_time())
+
+
+@contextlib.contextmanager
+def import_clock() -> Iterator[list[float]]:
+    """Sum the time spent in (outermost) import statements while active; yields a 1-list."""
+    spent = [0.0]
+    depth = [0]
+    original = builtins.__import__
+
+    def timed_import(*args, **kwargs):
+        depth[0] += 1
+        started = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            depth[0] -= 1
+            if depth[0] == 0:
+                spent[0] += time.perf_counter() - started
+
+    builtins.__import__ = timed_import
+    try:
+        yield spent
+    finally:
+        builtins.__import__ = original
 
 
 @contextlib.contextmanager
@@ -16,7 +52,11 @@ def log_to(path: str | os.PathLike) -> Iterator[logging.Logger]:
 
     Redirecting the descriptors, not just ``sys.stdout``, also captures OpenCV, torch
     and the processes img2dataset starts. An exception is logged before it propagates.
+    The last line says where the job's time went (``timing: start-up ... s, work ... s, of
+    which imports ... s``), read by ``img2kernel bench pipeline``.
     """
+    startup = process_age()
+    started = time.perf_counter()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     sys.stdout.flush()
     sys.stderr.flush()
@@ -27,7 +67,10 @@ def log_to(path: str | os.PathLike) -> Iterator[logging.Logger]:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", force=True)
         logger = logging.getLogger("img2kernel")
         try:
-            yield logger
+            with import_clock() as imports:
+                yield logger
+            logger.info("%s start-up %.3f s, work %.3f s, of which imports %.3f s", TIMING, startup,
+                        time.perf_counter() - started, imports[0])
         except BaseException:
             logger.exception("job failed")
             raise

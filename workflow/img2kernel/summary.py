@@ -66,3 +66,41 @@ def write_summary(evaluation_files, csv_path, markdown_path, plot_path) -> pd.Da
     Path(markdown_path).write_text(table.drop(columns=COLUMNS[-1:]).to_markdown(index=False, floatfmt=".3g") + "\n")
     summary_figure(table, plot_path)
     return table
+
+
+# Per-filter kernel tables: the evaluation's kernels, one row per tap (for any size; the
+# report prints numbers only up to 7x7 and links here for the rest).
+KERNEL_FIELDS = {"true": "true_kernels", "learned": "learned_kernels", "least_squares": "oracle_kernels"}
+
+
+def kernels_table(evaluation: dict) -> pd.DataFrame:
+    """Long table of a filter's kernels: kernel (or c_out, c_in), dy, dx (from the centre) and
+    one column per kernel set (true, learned, least_squares; a pairs model: learned only)."""
+    import numpy as np
+
+    from .kernels import center
+
+    if evaluation.get("source") == "pairs":
+        kernel = np.asarray(evaluation["kernel"], dtype=np.float64)  # (C_out, C_in, K, K)
+        c_out, c_in, k, _ = kernel.shape
+        index = pd.MultiIndex.from_product([range(c_out), range(c_in), range(k), range(k)], names=["c_out", "c_in", "dy", "dx"])
+        table = pd.DataFrame({"learned": kernel.reshape(-1)}, index=index).reset_index()
+    else:
+        stacks = {name: np.asarray(evaluation[field], dtype=np.float64)
+                  for name, field in KERNEL_FIELDS.items() if evaluation.get(field) is not None}
+        size = max(s.shape[-1] for s in stacks.values())
+        n, k = next(iter(stacks.values())).shape[0], size
+        index = pd.MultiIndex.from_product([range(n), range(k), range(k)], names=["kernel", "dy", "dx"])
+        table = pd.DataFrame({name: center(s, size).reshape(-1) for name, s in stacks.items()}, index=index).reset_index()
+    half = int(table["dy"].max()) // 2
+    table["dy"] -= half
+    table["dx"] -= half
+    return table
+
+
+def write_kernels_csv(evaluation: dict, path: str | Path) -> None:
+    from .files import written_whole
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with written_whole(path) as partial:
+        kernels_table(evaluation).to_csv(partial, index=False, float_format="%.17g")

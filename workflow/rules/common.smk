@@ -215,7 +215,8 @@ def final_outputs():
     the tables and the report. Naming each one (not the report alone) makes a plain rerun
     rebuild any of them that was deleted, and what depends on it, and nothing else."""
     per_filter = expand(
-        ["results/models/{filter}.safetensors", "results/eval/{filter}.json", "results/plots/{filter}/kernels.png",
+        ["results/models/{filter}.safetensors", "results/eval/{filter}.json", "results/eval/{filter}.kernels.csv",
+         "results/plots/{filter}/kernels.png",
          "results/plots/{filter}/training.png", "results/plots/{filter}/images.png"],
         filter=FILTERS,
     )

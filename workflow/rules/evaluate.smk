@@ -11,6 +11,7 @@ rule evaluate:
         code=code("evaluate.py"),
     output:
         result="results/eval/{filter}.json",
+        kernels_csv="results/eval/{filter}.kernels.csv",
         kernels=report(
             "results/plots/{filter}/kernels.png",
             caption="../report/kernels.rst",

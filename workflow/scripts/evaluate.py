@@ -3,6 +3,7 @@ import json
 
 from img2kernel.logs import log_to
 from img2kernel.sources import GENERATED, PAIRS, source_of
+from img2kernel.summary import write_kernels_csv
 
 
 def evaluate_generated():
@@ -32,4 +33,5 @@ if __name__ == "__main__":
     with log_to(snakemake.log[0]) as log:
         spec = json.loads(open(snakemake.input.info).read())["filter"]
         result = EVALUATE[source_of(spec)]()
+        write_kernels_csv(result, snakemake.output.kernels_csv)
         log.info("%s: %s (%s PSNR %.1f dB)", result["filter"], result["verdict"], result.get("split", "test"), result["test_psnr"])
