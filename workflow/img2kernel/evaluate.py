@@ -152,6 +152,7 @@ def evaluate_filter(
         "model_description": model.describe(),
         "train_seconds": info["seconds"],
         "steps": info["steps"],
+        "refine_rounds": info.get("refine_rounds", 0),
         "stop_reason": info["stop_reason"],
         "device": info["device"],
         "verdict": verdict(true is not None, rel_error, info["linear_residual"], filt.combine, filt.output),

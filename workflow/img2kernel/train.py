@@ -333,11 +333,14 @@ def refine_linear(
         if not scale > 0:
             break
         correction = LearnableKernel.from_kernels(np.zeros((1, *kernel.shape)), dtype=model.weight.dtype).to(model.weight.device)
+        train_correction = Crops.from_arrays(train.raw_inputs, train_residual / scale, model.weight.device,
+                                             model.weight.dtype, whiten)
+        val_correction = Crops.from_arrays(val.raw_inputs, residual_crops(val.raw_inputs, val.raw_targets, kernel) / scale,
+                                           model.weight.device, model.weight.dtype, whiten)
         result = fit(
             correction,
-            Crops.from_arrays(train.raw_inputs, train_residual / scale, model.weight.device, model.weight.dtype, whiten),
-            Crops.from_arrays(val.raw_inputs, residual_crops(val.raw_inputs, val.raw_targets, kernel) / scale,
-                              model.weight.device, model.weight.dtype, whiten),
+            train_correction,
+            val_correction,
             settings,
             true_kernels=true_kernels,
             filt=filt,
@@ -351,8 +354,10 @@ def refine_linear(
         if not candidate_residual < residual:
             break
         kernel, residual, rounds = candidate, candidate_residual, rounds + 1
-        for row in result.history:
+        for row in result.history:  # in the first fit's terms: seconds since it began, loss relative to its targets
             row["seconds"] += first_seconds
+            row["train_loss"] *= train_correction.power * scale**2 / train.power
+            row["val_loss"] *= val_correction.power * scale**2 / val.power
         first_seconds += result.seconds
         rows.extend(result.history)
     return kernel[None], rounds, rows
