@@ -29,7 +29,7 @@ def test_repository_configs_are_valid():
     config = load_yaml(REPO / "config" / "config.yaml")
     check_config(config, "config/config.yaml", REPO)
     specs = check_filters(copy.deepcopy(FILTERS), LABEL, config["train"])
-    assert len(specs) == 12
+    assert len(specs) == 15
     assert specs[0]["output"] == "float"  # schema default filled in
 
 

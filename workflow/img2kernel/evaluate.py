@@ -12,6 +12,7 @@ from . import plots
 from .filters import build_filter
 from .kernels import align, center, compare
 from .models import Model
+from .models.base import KernelModel
 from .store import Store
 
 RECOVERED = 1e-4  # relative max-abs kernel error the product promises for linear filters
@@ -67,6 +68,18 @@ def verdict(has_truth: bool, rel_error: float | None, linear_residual: float, co
     return quality
 
 
+def ladder_clause(info: dict, expected_rung: str) -> str:
+    """What the ladder said about a nonlinear filter, and whether that is its true structure."""
+    rows, chosen = info.get("ladder") or [], info.get("model", "linear")
+    if len(rows) <= 1 and chosen == "linear":
+        return ""
+    row = next(r for r in rows if r["model"] == chosen)
+    found = "the true structure" if chosen == expected_rung else f"its true structure is a {expected_rung} model"
+    if row["adequate"]:
+        return f"; ladder: {row['description']} ({chosen}, {row['psnr_db']:.1f} dB held out; {found})"
+    return f"; ladder: no rung reaches the floor, closest {chosen} ({row['psnr_db']:.1f} dB held out; {found})"
+
+
 def evaluate_filter(
     inputs_folder: str | Path,
     targets_folder: str | Path,
@@ -88,7 +101,8 @@ def evaluate_filter(
     """
     spec = info["filter"]
     filt = build_filter(spec)
-    kernels = model.kernel[:, 0]  # (n, K, K): our filters take one channel
+    # (n, K, K): our filters take one channel; a ladder model that is not a kernel has none.
+    kernels = model.kernel[:, 0] if isinstance(model, KernelModel) else None
     oracle_kernels = oracle.kernel[:, 0] if oracle is not None else None
     inputs, targets = Store(inputs_folder), Store(targets_folder)
     keys = inputs.keys("test") or inputs.keys("val")
@@ -96,7 +110,7 @@ def evaluate_filter(
     per_image = []
     for key in keys[:max_images]:
         image, target = inputs.array(key), targets.array(key)
-        prediction = model.predict(image, "reflect101")
+        prediction = model.predict(image, filt.border)
         metrics = image_metrics(prediction, target)
         zeros = image_metrics(model.predict(image, "zero"), target, ssim=False)
         per_image.append(
@@ -110,8 +124,8 @@ def evaluate_filter(
         )
         if examples is not None and len(examples) < max_examples:
             examples.append(plots.image_preview(key, image, target, prediction))
-    true = np.stack(filt.kernels) if filt.kernels is not None else None
-    errors = compare(kernels, true, filt.combine, filt.output)
+    true = filt.reference_kernels
+    errors = compare(kernels, true, filt.combine, filt.output) if kernels is not None else None
     oracle_errors = compare(oracle_kernels, true, filt.combine, "float") if (true is not None and oracle is not None) else None
     rel_error = errors["max_abs_rel"] if errors else None  # max-abs / largest true tap
 
@@ -119,16 +133,16 @@ def evaluate_filter(
         values = [m[field] for m in per_image if not math.isnan(m[field])]
         return float(np.mean(values)) if values else math.nan
 
-    size = max(kernels.shape[-1], true.shape[-1]) if true is not None else kernels.shape[-1]
+    size = max(model.ksize, true.shape[-1]) if true is not None else model.ksize
     return {
         "filter": spec["name"],
         "kind": spec["kind"],
         "source": "generated",
         "spec": spec,
         "ksize": filt.ksize,
-        "model_ksize": int(kernels.shape[-1]),
-        "n_kernels": int(kernels.shape[0]),
-        "parameters": int(kernels.size),
+        "model_ksize": int(model.ksize),
+        "n_kernels": int(kernels.shape[0]) if kernels is not None else 0,
+        "parameters": int(model.n_parameters),
         "split": split,
         "split_images": len(keys),  # per_image holds the first max_images of them
         "images": per_image,
@@ -146,16 +160,23 @@ def evaluate_filter(
         "linear_residual": info["linear_residual"],
         "learned_residual": info["learned_val_residual"],
         "true_kernels": center(true, size).tolist() if true is not None else None,
-        "learned_kernels": (align(center(kernels, size), center(true, size), filt.combine, filt.output) if true is not None else kernels).tolist(),
+        "learned_kernels": None if kernels is None else (
+            align(center(kernels, size), center(true, size), filt.combine, filt.output) if true is not None else kernels).tolist(),
         "oracle_kernels": oracle_kernels.tolist() if oracle is not None else None,
-        "model": model.name,
+        "model": info.get("model", "linear"),
+        "model_class": model.name,
         "model_description": model.describe(),
+        "ladder": info.get("ladder", []),
+        "ladder_notes": info.get("ladder_notes", []),
+        "expected_rung": filt.expected_rung,
+        "linear": filt.linear,
         "train_seconds": info["seconds"],
         "steps": info["steps"],
         "refine_rounds": info.get("refine_rounds", 0),
         "stop_reason": info["stop_reason"],
         "device": info["device"],
-        "verdict": verdict(true is not None, rel_error, info["linear_residual"], filt.combine, filt.output),
+        "verdict": verdict(true is not None, rel_error, info["linear_residual"], filt.combine, filt.output)
+        + ladder_clause(info, filt.expected_rung),
     }
 
 
@@ -191,7 +212,10 @@ def evaluate_and_plot(
 
     for path in (kernels_png, training_png, images_png):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-    plots.kernels_figure(evaluation, kernels_png)
+    if evaluation["learned_kernels"] is not None:
+        plots.kernels_figure(evaluation, kernels_png)
+    else:
+        plots.model_figure(model, f"{evaluation['filter']}: {evaluation['model_description']}", kernels_png)
     plots.training_figure(history_csv, evaluation["filter"], training_png)
     plots.images_figure(examples, evaluation["filter"], images_png)
     return evaluation

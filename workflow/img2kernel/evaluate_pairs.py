@@ -17,7 +17,7 @@ from skimage.metrics import structural_similarity
 from . import borders, plots
 from .fit.pairs import LINEAR_FACTOR, load_pairs
 from .identify import identify
-from .models import Model, load_model
+from .models import AffineKernel, Model, load_model
 from .models.base import STORAGE_RANGE
 from .sources.pairs import SPLIT_CODES
 
@@ -79,8 +79,21 @@ def verdict(info: dict, identification: dict) -> str:
     floor, residual = info["noise_floor"], info["residual_rms"]
     if info["linear"]:
         return f"linear: {identification['text']}"
-    return (f"not a linear filter: the best {info['ksize']}x{info['ksize']} kernel leaves {residual:.3g} RMS "
+    text = (f"not a linear filter: the best {info['ksize']}x{info['ksize']} kernel leaves {residual:.3g} RMS "
             f"({residual / floor:.1f}x the noise floor of {floor:.3g}; linear means at most {LINEAR_FACTOR:g}x)")
+    return text + ladder_words(info.get("ladder") or [], info.get("model", "linear"))
+
+
+def ladder_words(rows: list[dict], chosen: str) -> str:
+    """The ladder's answer in a clause: what the chosen rung is, and how close it comes."""
+    row = next((r for r in rows if r["model"] == chosen), None)
+    if row is None or chosen == "linear" and len(rows) == 1:
+        return ""
+    if row["adequate"]:
+        return f"; it is a {row['description']} ({chosen} model, held-out residual {row['residual_in_floors']:.2f}x the floor)"
+    kind = "a fit, not an identification" if chosen == "cnn" else "closest, not exact"
+    return (f"; no rung reaches the floor: the {chosen} model comes closest ({row['description']}, "
+            f"{row['psnr_db']:.1f} dB held out, {kind})")
 
 
 def evaluate_pairs(inputs_folder, outputs_folder, model_path, info_path, catalogue: dict | None = None,
@@ -89,7 +102,9 @@ def evaluate_pairs(inputs_folder, outputs_folder, model_path, info_path, catalog
     model, metadata = load_model(model_path)
     info = json.loads(Path(info_path).read_text())
     pairs, manifest = load_pairs(inputs_folder, outputs_folder)
-    identification = identify(model, catalogue_of(catalogue or {}), info["noise_floor"])
+    affine = isinstance(model, AffineKernel)
+    identification = (identify(model, catalogue_of(catalogue or {}), info["noise_floor"]) if affine
+                      else {"text": model.describe(), "identified": info.get("model") != "cnn"})
     split = "test"
     if not any((codes == SPLIT_CODES["test"]).any() for codes in pairs.splits):
         split = "val" if any((codes == SPLIT_CODES["val"]).any() for codes in pairs.splits) else "train"
@@ -112,9 +127,12 @@ def evaluate_pairs(inputs_folder, outputs_folder, model_path, info_path, catalog
         "kind": "pairs",
         "source": "pairs",
         "spec": info["filter"],
-        "model": model.name,
+        "model": info.get("model", "linear"),
+        "model_class": model.name,
         "model_description": model.describe(),
-        "linear": bool(info["linear"]),
+        "ladder": info.get("ladder", []),
+        "ladder_notes": info.get("ladder_notes", []),
+        "linear": bool(info["linear"]) and info.get("model", "linear") == "linear",
         "ksize": info["ksize"],
         "model_ksize": info["ksize"],
         "n_kernels": model.c_out * model.c_in,
@@ -122,8 +140,8 @@ def evaluate_pairs(inputs_folder, outputs_folder, model_path, info_path, catalog
         "channels": info["channels"],
         "border": info["border"],
         "identification": identification,
-        "kernel": model.kernel.tolist(),
-        "bias": model.bias.tolist(),
+        "kernel": model.kernel.tolist() if affine else None,
+        "bias": model.bias.tolist() if affine else None,
         "sizes": info["sizes"],
         "structures": info["structures"],
         "noise_floor": info["noise_floor"],
@@ -167,7 +185,10 @@ def evaluate_pairs_and_plot(inputs_folder, outputs_folder, model_path, info_path
     Path(result_json).write_text(json.dumps(evaluation, indent=2))
     for path in (kernels_png, training_png, images_png):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-    plots.pairs_kernels_figure(evaluation, kernels_png)
+    if evaluation["kernel"] is not None:
+        plots.pairs_kernels_figure(evaluation, kernels_png)
+    else:
+        plots.model_figure(load_model(model_path)[0], f"{evaluation['filter']}: {evaluation['model_description']}", kernels_png)
     plots.sizes_figure(evaluation, training_png)
     plots.images_figure(examples, evaluation["filter"], images_png)
     return evaluation

@@ -33,6 +33,10 @@ class Filter:
         combine: ``none`` (one kernel) or ``magnitude`` (sqrt of the sum of squares of two).
         output: ``float`` or ``uint8`` (saturated absolute value, as ``cv2.convertScaleAbs``).
         spec: the spec it was built from.
+        then: a pointwise step after the kernel (``abs`` or ``gamma``), or None.
+        structure: what the filter is, in words, and the ladder rung that should explain
+            it (``linear``, ``curve``, ``magnitude``, ``rank``): the report says whether
+            the ladder found it.
     """
 
     name: str
@@ -43,6 +47,10 @@ class Filter:
     output: str
     spec: dict = field(repr=False)
     _apply: Callable[[np.ndarray], np.ndarray] = field(repr=False, compare=False)
+    then: dict | None = None
+    expected_rung: str = "linear"
+    # The edge rule of the OpenCV call: BORDER_REFLECT_101, except cv2.medianBlur (replicate).
+    border: str = "reflect101"
 
     def model_of(self, kernels: np.ndarray):
         """The model (:mod:`img2kernel.models`) with this filter's structure holding (n, K, K)
@@ -56,15 +64,25 @@ class Filter:
         return AffineKernel(kernels[:1, None], None, output)
 
     @property
+    def reference_kernels(self) -> np.ndarray | None:
+        """(n, K, K): the kernels a model of this filter's structure should learn, or None
+        (a median; a kernel followed by a `then` step, which no kernel model holds)."""
+        if self.kernels is None or self.then is not None:
+            return None
+        return np.stack(self.kernels)
+
+    @property
     def linear(self) -> bool:
         """True when the target is exactly one correlation of the input with one kernel."""
-        return self.kernels is not None and self.combine == "none" and self.output == "float"
+        return self.kernels is not None and self.combine == "none" and self.output == "float" and self.then is None
 
     def apply(self, image: np.ndarray) -> np.ndarray:
         """Filter a 2-D float32 image (H, W) with OpenCV; returns float32 (H, W)."""
         if image.ndim != 2:
             raise ValueError(f"filter {self.name!r}: expected a 2-D image (H, W), got shape {image.shape}")
         result = self._apply(np.ascontiguousarray(image, dtype=np.float32))
+        if self.then is not None:
+            result = pointwise(result, self.then)
         if self.output == "uint8":
             result = cv2.convertScaleAbs(result)
         return result.astype(np.float32, copy=False)
@@ -223,6 +241,30 @@ def _median(spec: dict) -> tuple:
     return None, "none", lambda img: cv2.medianBlur(img, ksize)
 
 
+def _morphology(operation: Callable) -> Callable[[dict], tuple]:
+    """Grey erosion or dilation with a square window (the minimum or maximum of each window)."""
+
+    def kind(spec: dict) -> tuple:
+        ksize = int(spec["ksize"])
+        window = np.ones((ksize, ksize), np.uint8)
+        # Reflect101 at the edge, as every filter here: for a minimum or maximum it reads
+        # only pixels the window already holds, so it equals OpenCV's own default there.
+        return None, "none", lambda img: operation(img, window, borderType=cv2.BORDER_REFLECT_101)
+
+    return kind
+
+
+def pointwise(values: np.ndarray, then: dict) -> np.ndarray:
+    """A filter's ``then`` step on its float32 response: ``abs``, or ``gamma`` on the 8-bit
+    scale (255 * (clip(y, 0, 255) / 255) ** gamma), computed in float64 and rounded once."""
+    y = np.asarray(values, dtype=np.float64)
+    if then["step"] == "abs":
+        out = np.abs(y)
+    else:
+        out = UINT8_MAX * (np.clip(y, 0.0, UINT8_MAX) / UINT8_MAX) ** float(then["gamma"])
+    return out.astype(np.float32)
+
+
 KINDS: dict[str, Callable[[dict], tuple]] = {
     "sobel": _sobel,
     "sobel_magnitude": _sobel_magnitude,
@@ -233,7 +275,12 @@ KINDS: dict[str, Callable[[dict], tuple]] = {
     "random": _random,
     "custom": _custom,
     "median": _median,
+    "erosion": _morphology(cv2.erode),
+    "dilation": _morphology(cv2.dilate),
 }
+
+# The ladder rung that explains each structure (the report says whether the ladder found it).
+RANK_KINDS = {"median": "median", "erosion": "minimum (erosion)", "dilation": "maximum (dilation)"}
 
 
 def build_filter(spec: dict) -> Filter:
@@ -243,15 +290,32 @@ def build_filter(spec: dict) -> Filter:
         raise FilterSpecError("kind", f"unknown kind {kind!r}; known kinds: {', '.join(sorted(KINDS))}")
     kernels, combine, apply = KINDS[kind](spec)
     ksize = kernels[0].shape[0] if kernels is not None else int(spec["ksize"])
+    then = spec.get("then")
+    if then is not None:
+        if kernels is None or combine != "none":
+            raise FilterSpecError("then", f"a `then` step follows one kernel; kind {kind!r} has none")
+        then = {"step": "abs"} if then == "abs" else {"step": "gamma", "gamma": float(then["gamma"])}
+    output = spec.get("output", "float")
+    if kind in RANK_KINDS:
+        expected = "rank"
+    elif combine == "magnitude" or then == {"step": "abs"}:  # |y| = sqrt(y^2): a magnitude of one kernel
+        expected = "magnitude"
+    elif then is not None or output != "float":
+        expected = "curve"
+    else:
+        expected = "linear"
     return Filter(
         name=spec["name"],
         kind=kind,
         ksize=ksize,
         kernels=kernels,
         combine=combine,
-        output=spec.get("output", "float"),
+        output=output,
         spec=dict(spec),
         _apply=apply,
+        then=then,
+        expected_rung=expected,
+        border="replicate" if kind == "median" else "reflect101",
     )
 
 

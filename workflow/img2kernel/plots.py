@@ -237,3 +237,42 @@ def summary_figure(table: pd.DataFrame, path: str | Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
+
+
+def model_panels(model) -> tuple[list[tuple[str, np.ndarray]], tuple[np.ndarray, np.ndarray] | None]:
+    """What a model shows of itself: its 2-D weight arrays (kernels, a footprint, a skip kernel;
+    a stack of at most 9 slices), and its pointwise curve (knots, values) if it has one."""
+    tensors = model.tensors()
+    panels = []
+    for name, value in tensors.items():
+        value = np.asarray(value)
+        if value.ndim >= 2 and value.shape[-1] == value.shape[-2] and value.shape[-1] > 1:
+            flat = value.reshape(-1, *value.shape[-2:])
+            if len(flat) <= 9:
+                panels += [(name if len(flat) == 1 else f"{name} {i}", flat[i]) for i in range(len(flat))]
+    curve = (np.asarray(tensors["knots"]), np.asarray(tensors["values"])) if "knots" in tensors else None
+    return panels, curve
+
+
+def model_figure(model, title: str, path: str | Path) -> None:
+    """A ladder model drawn: its weight panels (one colour scale each) and its curve."""
+    panels, curve = model_panels(model)
+    count = len(panels) + (1 if curve is not None else 0)
+    fig, axes = plt.subplots(1, max(count, 1), figsize=(2.8 * max(count, 1) + 1.0, 3.4), squeeze=False)
+    for ax, (name, array) in zip(axes[0], panels):
+        vmax = float(np.max(np.abs(array))) or 1.0
+        image = _annotated(ax, array, vmax, name)
+        fig.colorbar(image, ax=ax, shrink=0.7)
+    if curve is not None:
+        ax = axes[0][len(panels)]
+        ax.plot(curve[0], curve[1], marker=".", color="tab:blue")
+        ax.set_title("curve g (knots)", fontsize=10)
+        ax.set_xlabel("kernel response")
+        ax.set_ylabel("output")
+        ax.grid(True, alpha=0.3)
+    if count == 0:
+        axes[0][0].axis("off")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)

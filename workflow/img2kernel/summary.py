@@ -12,6 +12,7 @@ COLUMNS = [
     "filter",
     "kind",
     "ksize",
+    "model",  # the ladder's choice: linear, curve, magnitude, rank or cnn
     "model_size",
     "kernel_max_abs_rel",  # max |learned - true| / max |true|
     "oracle_max_abs_rel",  # the same for the least-squares oracle
@@ -47,7 +48,12 @@ def summary_table(evaluation_files: Sequence[str | Path]) -> pd.DataFrame:
 
 
 def model_size(evaluation: dict) -> str:
-    """'1x3x3 (9 weights)' for our filters' kernels; 'C_out x C_in x K x K + bias (N parameters)' for pairs."""
+    """'1x3x3 (9 weights)' for our filters' kernels; 'C_out x C_in x K x K + bias (N parameters)' for pairs;
+    the parameter count and window of any other model the ladder chose."""
+    kernel = evaluation.get("kernel") if "channels" in evaluation else evaluation.get("learned_kernels")
+    if kernel is None:  # a rank, curve or CNN model: no kernel stack to count
+        k = evaluation["model_ksize"]
+        return f"{k}x{k} window ({evaluation['parameters']} weights)"
     if "channels" in evaluation:
         c = evaluation["channels"]
         k = evaluation["ksize"]

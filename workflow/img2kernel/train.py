@@ -36,7 +36,9 @@ from .files import written_whole
 from .filters import Filter, build_filter, model_ksize
 from .kernels import compare
 from .model import LearnableKernel
-from .models import AffineKernel
+from .fit.ladder import ladder_for_filter, single_rung
+from .fit.pairs import FLOAT_RELATIVE_FLOOR
+from .models import AffineKernel, Model
 from .oracle import least_squares_kernel, magnitude_pair, relative_residual
 from .store import MAPPED_BUDGET_MB, CropSampler, Store, StoreCropSampler
 
@@ -378,6 +380,9 @@ class TrainingOutcome:
     oracle: np.ndarray | None  # (n, K, K)
     history: list[dict]
     info: dict = field(default_factory=dict)
+    # The ladder's choice when the filter is not linear (docs/design.md, "The ladder"); None:
+    # the trained kernels in the filter's own structure.
+    chosen: Model | None = None
 
 
 @dataclass
@@ -460,7 +465,7 @@ def train_filter(
     model = LearnableKernel(
         ksize, n_kernels, filt.combine, saturate=filt.output == "uint8", seed=seed, dtype=dtype
     ).to(torch_device)
-    true = np.stack(filt.kernels) if filt.kernels is not None else None
+    true = filt.reference_kernels
     seconds = time.perf_counter() - started
 
     # The oracle sees the training crops drawn above (the only sample unless refresh_every > 0), in float64.
@@ -530,7 +535,18 @@ def train_filter(
         "oracle_errors": compare(oracle, true, filt.combine, "float") if true is not None else None,
         "torch": torch.__version__,
     }
-    return TrainingOutcome(filt, kernels, oracle, history, info)
+    chosen = None
+    if filt.linear:
+        rms = float(np.sqrt(np.mean(np.square(yv, dtype=np.float64))))
+        floor = FLOAT_RELATIVE_FLOOR["float32"] * rms
+        info.update(single_rung("linear", filt.model_of(kernels), info["learned_val_residual"] * rms, floor,
+                                float(np.ptp(yv)) or 1.0, seconds, origin="trained").summary())
+    else:
+        linear = AffineKernel(least_squares_kernel(x, y, ksize))
+        ladder = ladder_for_filter(inputs_folder, targets_folder, filt.model_of(kernels), linear, seconds, seed=seed)
+        info.update(ladder.summary())
+        chosen = ladder.model
+    return TrainingOutcome(filt, kernels, oracle, history, info, chosen)
 
 
 def _warm_up(device: torch.device, dtype: torch.dtype) -> None:
@@ -547,10 +563,11 @@ def save_outcome(outcome: TrainingOutcome, model_path: str | Path, oracle_path: 
 
     if not np.all(np.isfinite(outcome.kernels)):
         raise TrainingError(f"{outcome.filter.name}: refusing to write a non-finite kernel")
-    metadata = {"filter": outcome.info["filter"], "border": "reflect101", "units": "8-bit scale"}
+    metadata = {"filter": outcome.info["filter"], "border": outcome.filter.border, "units": "8-bit scale"}
     for path in (model_path, oracle_path, info_path, history_path):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-    outcome.filter.model_of(outcome.kernels).save(model_path, metadata)
+    model = outcome.chosen if outcome.chosen is not None else outcome.filter.model_of(outcome.kernels)
+    model.save(model_path, {**metadata, "ladder_model": outcome.info.get("model", "linear")})
     if outcome.oracle is not None and np.all(np.isfinite(outcome.oracle)):
         outcome.filter.model_of(outcome.oracle).save(oracle_path, {**metadata, "fit": "least-squares oracle"})
     else:  # no oracle: an empty file keeps the job's outputs complete; evaluation reads none

@@ -15,7 +15,8 @@ import pandas as pd
 
 from .. import borders
 from ..files import written_whole
-from .pairs import PairsFit, fit_pairs, load_pairs
+from .ladder import ladder_for_pairs
+from .pairs import PairsFit, detect_border, fit_pairs, load_pairs
 
 HISTORY_COLUMNS = ["ksize", "parameters", "train_rms", "heldout_rms", "residual_rms"]
 
@@ -26,10 +27,15 @@ def train_pairs(inputs_folder: str | Path, outputs_folder: str | Path, spec: dic
     pairs, manifest = load_pairs(inputs_folder, outputs_folder)
     read_seconds = time.perf_counter() - started
     fit = fit_pairs(pairs, max_ksize=int(spec.get("max_ksize", 15)), ksize=spec.get("ksize"), seed=seed)
+    ladder = ladder_for_pairs(pairs, fit, seed=seed)
+    if ladder.chosen != "linear":  # the chosen model's own edge: its ring against each rule
+        fit.border = detect_border(ladder.model, pairs)
+    fit.model = ladder.model
     info = {
         "filter": spec,
         "source": "pairs",
         **fit.summary(),
+        **ladder.summary(),
         "pairs": manifest["pairs"],
         "split_mode": manifest["split_mode"],
         "splits": manifest["splits"],
@@ -43,8 +49,8 @@ def train_pairs(inputs_folder: str | Path, outputs_folder: str | Path, spec: dic
 
 
 def save_pairs_fit(fit: PairsFit, info: dict, model_path, oracle_path, info_path, history_path) -> None:
-    """The model (safetensors: ``kernel`` (C_out, C_in, K, K), ``bias`` (C_out,)), its copy as the
-    least-squares oracle, the JSON sidecar and the residual per kernel size; each written whole
+    """The chosen model (a linear pairs fit: ``kernel`` (C_out, C_in, K, K), ``bias`` (C_out,)),
+    its copy as the oracle output, the JSON sidecar and the residual per kernel size; each written whole
     (``oracle_path`` and ``history_path`` may be None: the command line writes neither)."""
     # "none needed" (1x1) and "valid-mode output" leave no rule to find: apply uses the default.
     border = fit.border["rule"] if fit.border["rule"] in borders.RULES else borders.DEFAULT
@@ -54,7 +60,8 @@ def save_pairs_fit(fit: PairsFit, info: dict, model_path, oracle_path, info_path
         "units": "stored",
         "input_storage": info["input_storage"],
         "output_storage": info["output_storage"],
-        "layout": "kernel (C_out, C_in, K, K) correlation orientation, bias (C_out,); out[o] = sum_i k[o,i] * in[i] + b[o]",
+        "layout": fit.model.layout,
+        "description": fit.model.describe(),
     }
     fit.model.save(model_path, metadata)
     if oracle_path is not None:

@@ -14,14 +14,23 @@ import numpy as np
 
 from .affine import AffineKernel
 from .base import Model, planes, stack
+from .cnn import CnnModel
+from .curve import CurveModel
 from .magnitude import MagnitudeModel
+from .rank import RankModel
 
+# In the order of the ladder (docs/design.md, "The ladder"): each rung the simplest
+# explanation at its step, the CNN the last resort.
 MODELS: dict[str, type[Model]] = {
     AffineKernel.name: AffineKernel,
+    CurveModel.name: CurveModel,
     MagnitudeModel.name: MagnitudeModel,
+    RankModel.name: RankModel,
+    CnnModel.name: CnnModel,
 }
 
-__all__ = ["MODELS", "AffineKernel", "MagnitudeModel", "Model", "load_model", "planes", "stack"]
+__all__ = ["MODELS", "AffineKernel", "CnnModel", "CurveModel", "MagnitudeModel", "Model", "RankModel", "load_model",
+           "planes", "stack"]
 
 
 def load_model(path: str | os.PathLike) -> tuple[Model, dict]:

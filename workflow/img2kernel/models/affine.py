@@ -37,6 +37,13 @@ class AffineKernel(KernelModel):
     """
 
     name = "affine"
+    rung = "linear"
+    layout = "kernel (C_out, C_in, K, K) correlation orientation, bias (C_out,); out[o] = sum_i k[o,i] * in[i] + b[o]"
+
+    @property
+    def ladder_rung(self) -> str:
+        # |y| saturated to 8 bits is a fixed pointwise curve after the kernel.
+        return "curve" if self.output == "abs_uint8" else "linear"
 
     def __init__(self, kernel: np.ndarray, bias: np.ndarray | None = None, output: str = "float"):
         kernel = np.asarray(kernel, dtype=np.float64)

@@ -71,6 +71,8 @@ class Model(ABC):
     """
 
     name: ClassVar[str]
+    rung: ClassVar[str]  # its step on the ladder (linear, curve, magnitude, rank, cnn)
+    layout: ClassVar[str]  # its tensors and formula, for the model file's metadata
 
     def __init__(self, output: str = "float"):
         if output not in OUTPUTS:
@@ -118,6 +120,15 @@ class Model(ABC):
     @property
     def halo(self) -> int:
         return self.ksize // 2
+
+    @property
+    def ladder_rung(self) -> str:
+        """The ladder step this model stands on (docs/design.md, "The ladder")."""
+        return self.rung
+
+    def with_output(self, output: str) -> "Model":
+        """The same model with another output step (a copy)."""
+        return type(self).from_tensors(self.tensors(), output)
 
     @property
     def n_parameters(self) -> int:

@@ -18,6 +18,8 @@ class MagnitudeModel(KernelModel):
     """
 
     name = "magnitude"
+    rung = "magnitude"
+    layout = "kernel (n, C_in, K, K) correlation orientation; out = sqrt(sum_j (sum_i k[j,i] * in[i])^2)"
 
     def __init__(self, kernel: np.ndarray, output: str = "float"):
         kernel = np.asarray(kernel, dtype=np.float64)
@@ -44,5 +46,8 @@ class MagnitudeModel(KernelModel):
 
     def describe(self) -> str:
         k, n = self.ksize, self.kernel.shape[0]
-        text = f"magnitude of {n} {k}x{k} kernels, sqrt(sum of squares)"
+        if n == 1:
+            text = f"absolute value of one {k}x{k} kernel's response, |k * x|"
+        else:
+            text = f"magnitude of {n} {k}x{k} kernels, sqrt(sum of squares)"
         return text + OUTPUT_WORDS[self.output]

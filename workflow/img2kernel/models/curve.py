@@ -1,0 +1,106 @@
+"""The curve model: a kernel, then a learned pointwise curve, optionally with a linear skip path.
+
+``out = g(k * in + b)`` or ``out = k_skip * in + g(k * in + b)``, with ``g`` piecewise linear
+through ``knots`` (held constant beyond the outer knots). Gamma after a blur, a clipped or
+thresholded edge map, the absolute value of a derivative and a tone curve after sharpening
+are the first form; unsharp masking with a threshold is the second.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .affine import OUTPUT_WORDS, correlate_valid
+from .base import Model
+
+KNOTS = 24
+
+
+class CurveModel(Model):
+    """A (K, K) kernel, a bias, a curve through (knots, values) and an optional (K, K) skip
+    kernel, applied alike to each of ``channels`` planes."""
+
+    name = "curve"
+    rung = "curve"
+    layout = "kernel (K, K), bias (1,), knots (M,), values (M,), skip (K, K) optional, channels (1,); out[c] = skip * in[c] + interp(kernel * in[c] + bias, knots, values)"
+
+    def __init__(self, kernel, bias: float, knots, values, skip=None, channels: int = 1, output: str = "float"):
+        super().__init__(output)
+        kernel = np.asarray(kernel, dtype=np.float64)
+        knots, values = np.asarray(knots, dtype=np.float64).reshape(-1), np.asarray(values, dtype=np.float64).reshape(-1)
+        if kernel.ndim != 2 or kernel.shape[0] != kernel.shape[1] or kernel.shape[0] % 2 == 0:
+            raise ValueError(f"kernel must be (K, K) with K odd, got {kernel.shape}")
+        if knots.shape != values.shape or knots.size < 2 or np.any(np.diff(knots) <= 0):
+            raise ValueError("knots must increase strictly and match values one for one (at least 2)")
+        if skip is not None and np.asarray(skip).shape != kernel.shape:
+            raise ValueError(f"skip kernel must be {kernel.shape}, got {np.asarray(skip).shape}")
+        self.kernel, self.bias, self.knots, self.values = kernel, float(bias), knots, values
+        self.skip = None if skip is None else np.asarray(skip, dtype=np.float64)
+        self.channels = int(channels)
+
+    @property
+    def ksize(self) -> int:
+        return self.kernel.shape[0]
+
+    @property
+    def c_in(self) -> int:
+        return self.channels
+
+    @property
+    def c_out(self) -> int:
+        return self.channels
+
+    def respond(self, padded, dtype):
+        out = []
+        for plane in padded:
+            z = correlate_valid(plane, self.kernel, np.float64) + self.bias
+            y = np.interp(z, self.knots, self.values)
+            if self.skip is not None:
+                y = y + correlate_valid(plane, self.skip, np.float64)
+            out.append(y.astype(dtype, copy=False))
+        return out
+
+    def tensors(self):
+        tensors = {"kernel": self.kernel, "bias": np.array([self.bias]), "knots": self.knots, "values": self.values,
+                   "channels": np.array([float(self.channels)])}
+        if self.skip is not None:
+            tensors["skip"] = self.skip
+        return tensors
+
+    @classmethod
+    def from_tensors(cls, tensors, output="float"):
+        return cls(tensors["kernel"], float(tensors["bias"].reshape(-1)[0]), tensors["knots"], tensors["values"],
+                   tensors.get("skip"), int(tensors["channels"].reshape(-1)[0]), output)
+
+    def with_channels(self, channels: int) -> "CurveModel":
+        return CurveModel(self.kernel, self.bias, self.knots, self.values, self.skip, channels, self.output)
+
+    @property
+    def n_parameters(self) -> int:
+        # The knots' positions are fixed from the data's range; their values are learned.
+        return int(self.kernel.size + 1 + self.values.size + (0 if self.skip is None else self.skip.size))
+
+    def curve_words(self) -> str:
+        """What the curve looks like: monotone, a power law (gamma), V-shaped (an absolute value)."""
+        z, g = self.knots, self.values
+        steps = np.diff(g)
+        span = float(np.ptp(g)) or 1.0
+        if np.all(steps >= -1e-3 * span) or np.all(steps <= 1e-3 * span):
+            positive = (z > 0) & (g > 0)
+            if positive.sum() >= 4:
+                slope, intercept = np.polyfit(np.log(z[positive]), np.log(g[positive]), 1)
+                fitted = np.exp(intercept) * z[positive] ** slope
+                if np.max(np.abs(fitted - g[positive])) <= 0.02 * span and abs(slope - 1) > 0.05:
+                    return f"a power curve (gamma {slope:.2f})"
+            return "a monotone curve"
+        lowest = int(np.argmin(g))
+        if 0 < lowest < len(g) - 1 and np.all(steps[:lowest] <= 1e-3 * span) and np.all(steps[lowest:] >= -1e-3 * span):
+            return "a V-shaped curve (an absolute value)"
+        return "a learned curve"
+
+    def describe(self) -> str:
+        k = self.ksize
+        text = f"{k}x{k} kernel, then {self.curve_words()} ({len(self.knots)} knots)"
+        if self.skip is not None:
+            text = f"{k}x{k} kernel plus a {k}x{k} kernel through {self.curve_words()} ({len(self.knots)} knots)"
+        return text + (" on each channel" if self.channels > 1 else "") + OUTPUT_WORDS[self.output]
