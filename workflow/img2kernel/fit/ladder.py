@@ -36,10 +36,12 @@ TILE = 48
 RUNG_SIZES = (3, 5, 7)
 PSNR_TOLERANCE_DB = 0.5
 FIT_ROWS = 40_000  # windows the rank rung recomputes
-SMOOTH_ROWS = 16_000  # windows the gradient-fitted rungs (curve, magnitude, cnn) train on
-REFINE_SECONDS = 1.0  # joint L-BFGS refinement of one curve or magnitude candidate, at most
+SMOOTH_ROWS = 10_000  # windows the gradient-fitted rungs (curve, magnitude, cnn) train on
+# L-BFGS iterations (not seconds: the same pairs give the same ladder on any machine and load)
+REFINE_ITERATIONS = 300  # joint refinement of one curve or magnitude candidate (about 0.5 s here)
 TRAIN_TILES, HELDOUT_TILES = 400, 200
-CNN_SECONDS = 6.0
+CNN_ITERATIONS = 600  # the fallback network (about 5 s here)
+QUADRATIC_MAX_K = 5  # the quadratic start fits K^2 (K^2 + 1) / 2 products: 1,225 at 7x7, too slow to pay
 
 
 @dataclass
@@ -172,13 +174,12 @@ def linear_kernel(patches: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray,
     return solution[:-1].reshape(patches.shape[1:]), float(solution[-1])
 
 
-def _lbfgs(parameters, loss_fn: Callable, iterations: int = 150, seconds: float = 5.0) -> float:
-    """Full-batch L-BFGS (strong Wolfe) until ``iterations`` or ``seconds``; the last loss."""
+def _lbfgs(parameters, loss_fn: Callable, iterations: int) -> float:
+    """Full-batch L-BFGS (strong Wolfe) for at most ``iterations`` iterations; the last loss."""
     import torch
 
     optimizer = torch.optim.LBFGS(parameters, lr=1, max_iter=5, history_size=50, line_search_fn="strong_wolfe",
                                   tolerance_grad=1e-12, tolerance_change=1e-15)
-    started = time.perf_counter()
     loss = math.nan
 
     def closure():
@@ -191,7 +192,7 @@ def _lbfgs(parameters, loss_fn: Callable, iterations: int = 150, seconds: float 
         value = float(optimizer.step(closure).detach())
         if not math.isfinite(value):
             break
-        if abs(loss - value) <= 1e-12 * max(abs(value), 1e-300) or time.perf_counter() - started > seconds:
+        if abs(loss - value) <= 1e-12 * max(abs(value), 1e-300):
             loss = value
             break
         loss = value
@@ -250,7 +251,7 @@ def fit_curve_kernels(start, size: int) -> CurveModel:
             out = out + p @ s
         return torch.mean((out - t) ** 2)
 
-    refined = _lbfgs(parameters, loss, seconds=REFINE_SECONDS)
+    refined = _lbfgs(parameters, loss, REFINE_ITERATIONS)
     if not math.sqrt(refined) < start_rms:
         k, values, s = k0, values0, s0
     return CurveModel(k.detach().numpy().reshape(size, size), 0.0, knots.numpy(), values.detach().numpy(),
@@ -286,7 +287,10 @@ def fit_curve(data: LadderData, seed: int) -> list[Model]:
             fitted = []
             for skip in skips:
                 rest = targets - flat @ skip.reshape(-1) if skip is not None else targets
-                for start in (linear_kernel(patches, rest)[0], quadratic_kernels(patches, rest - rest.mean(), 1)[0]):
+                starts = [linear_kernel(patches, rest)[0]]
+                if k <= QUADRATIC_MAX_K:
+                    starts.append(quadratic_kernels(patches, rest - rest.mean(), 1)[0])
+                for start in starts:
                     if np.any(start):
                         fitted.append(curve_start(patches, targets, start, skip))
             if fitted:
@@ -309,7 +313,7 @@ def fit_magnitude(data: LadderData, seed: int) -> list[Model]:
         for n in (1, 2, 3):
             kernels = torch.from_numpy(top[:n].copy()).requires_grad_(True)
             _lbfgs([kernels], lambda: torch.mean((torch.sqrt(((p @ kernels.T) ** 2).sum(1) + 1e-12) - t) ** 2),
-                   seconds=REFINE_SECONDS)
+                   REFINE_ITERATIONS)
             candidates.append(MagnitudeModel(kernels.detach().numpy().reshape(n, k, k)))
     return candidates
 
@@ -341,7 +345,7 @@ def fit_rank(data: LadderData, seed: int) -> list[Model]:
 
 def fit_cnn(data: LadderData, seed: int) -> list[Model]:
     """The fallback: 3x3 conv, ReLU, 3x3 conv, ReLU, 1x1 conv, plus a 5x5 linear path started
-    at the least-squares kernel; full-batch L-BFGS for at most ``CNN_SECONDS``."""
+    at the least-squares kernel; full-batch L-BFGS for ``CNN_ITERATIONS``."""
     import torch
 
     torch.manual_seed(seed)
@@ -363,7 +367,7 @@ def fit_cnn(data: LadderData, seed: int) -> list[Model]:
         hidden = torch.relu(conv(torch.relu(conv(x, w1, b1)), w2, b2))[:, :, 0, 0]
         return hidden @ w3 + (x[:, 0] * skip).sum((1, 2)) + b3
 
-    _lbfgs([w1, b1, w2, b2, w3, b3, skip], lambda: torch.mean((forward() - t) ** 2), iterations=2000, seconds=CNN_SECONDS)
+    _lbfgs([w1, b1, w2, b2, w3, b3, skip], lambda: torch.mean((forward() - t) ** 2), CNN_ITERATIONS)
     detach = lambda v: v.detach().numpy()  # noqa: E731
     return [CnnModel(detach(w1)[:, 0], detach(b1), detach(w2), detach(b2), detach(w3), detach(b3), detach(skip), scale)]
 

@@ -86,7 +86,9 @@ class CurveModel(Model):
         steps = np.diff(g)
         span = float(np.ptp(g)) or 1.0
         if np.all(steps >= -1e-3 * span) or np.all(steps <= 1e-3 * span):
+            # The outer knots hold few pixels (and the clamped tails): judge the shape inside them.
             positive = (z > 0) & (g > 0)
+            positive[[0, -1]] = False
             if positive.sum() >= 4:
                 slope, intercept = np.polyfit(np.log(z[positive]), np.log(g[positive]), 1)
                 fitted = np.exp(intercept) * z[positive] ** slope
@@ -94,7 +96,8 @@ class CurveModel(Model):
                     return f"a power curve (gamma {slope:.2f})"
             return "a monotone curve"
         lowest = int(np.argmin(g))
-        if 0 < lowest < len(g) - 1 and np.all(steps[:lowest] <= 1e-3 * span) and np.all(steps[lowest:] >= -1e-3 * span):
+        inner = steps[1:-1]  # outer knots: few pixels
+        if 1 < lowest < len(g) - 2 and np.all(inner[: lowest - 1] <= 0.01 * span) and np.all(inner[lowest - 1 :] >= -0.01 * span):
             return "a V-shaped curve (an absolute value)"
         return "a learned curve"
 

@@ -1,0 +1,187 @@
+"""The ladder of models: each rung recovers a known structure from pairs made by other
+libraries (scipy.ndimage, Pillow, OpenCV, scikit-image), the selection picks the simplest
+adequate rung, and every rung's model saves, loads and applies tile by tile as it predicts."""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image, ImageFilter
+from scipy import ndimage
+
+from conftest import real_images
+from img2kernel.apply import apply_tiled
+from img2kernel.fit import ladder as ladder_module
+from img2kernel.fit.ladder import Given, best_candidate, choose, climb, ladder_data, ladder_for_pairs
+from img2kernel.fit.pairs import Pairs, fit_pairs
+from img2kernel.models import MODELS, AffineKernel, CnnModel, CurveModel, MagnitudeModel, RankModel, load_model
+from img2kernel.models.rank import disk
+from img2kernel.sources.pairs import SPLIT_CODES
+
+
+@pytest.fixture(autouse=True)
+def quick_fits(monkeypatch):
+    """A shorter CNN budget than a real run: these tests check what it reports, not how well it fits."""
+    monkeypatch.setattr(ladder_module, "CNN_ITERATIONS", 150)
+
+
+@pytest.fixture(scope="module")
+def photos() -> list[np.ndarray]:
+    """Six 8-bit photo crops, as float64 arrays of integer values."""
+    return [im.astype(np.float64) for im in real_images(6, (112, 112))]
+
+
+def make_pairs(photos, tool, storage: str = "uint8") -> Pairs:
+    """Pairs of (photo, tool(photo)): four train images, one val, one test."""
+    outputs = [np.asarray(tool(x), dtype=np.float64) for x in photos]
+    codes = [np.full(x.shape, SPLIT_CODES[s], np.uint8) for x, s in zip(photos, ["train"] * 4 + ["val", "test"])]
+    return Pairs([f"p{i}" for i in range(len(photos))], [x[..., None] for x in photos], [y[..., None] for y in outputs],
+                 codes, "uint8", storage)
+
+
+def pillow(filter_) -> callable:
+    return lambda x: np.asarray(Image.fromarray(x.astype(np.uint8)).filter(filter_), dtype=np.float64)
+
+
+def to_uint8(values: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(values), 0, 255)
+
+
+def data_for(pairs: Pairs):
+    fit = fit_pairs(pairs, max_ksize=7)
+    return fit, ladder_data(pairs, "val", fit.noise_floor, seed=0)
+
+
+@pytest.mark.parametrize(
+    "tool, footprint, rank",
+    [
+        (lambda x: ndimage.median_filter(x, size=3), np.ones((3, 3), bool), 4),
+        (lambda x: ndimage.grey_erosion(x, size=(5, 5)), np.ones((5, 5), bool), 0),
+        (lambda x: ndimage.grey_dilation(x, footprint=disk(2)), disk(2), 12),
+        (pillow(ImageFilter.MedianFilter(5)), np.ones((5, 5), bool), 12),
+        (pillow(ImageFilter.MinFilter(3)), np.ones((3, 3), bool), 0),
+        (pillow(ImageFilter.MaxFilter(7)), np.ones((7, 7), bool), 48),
+    ],
+    ids=["scipy-median3", "scipy-erosion5", "scipy-dilation-disk5", "pillow-median5", "pillow-min3", "pillow-max7"],
+)
+def test_rank_rung_finds_footprint_and_rank_of_other_libraries(photos, tool, footprint, rank):
+    _, data = data_for(make_pairs(photos, tool))
+    model, residual = best_candidate(ladder_module.fit_rank(data, 0), data)
+    assert np.array_equal(model.footprint, footprint) and model.rank == rank and (model.scale, model.offset) == (1.0, 0.0)
+    assert residual == 0.0  # the interior is reproduced exactly
+
+
+def test_curve_rung_finds_blur_then_gamma_and_absolute_laplacian(photos, monkeypatch):
+    monkeypatch.setattr(ladder_module, "RUNG_SIZES", (3, 5))
+    gamma = make_pairs(photos, lambda x: to_uint8(255 * (cv2.GaussianBlur(x, (5, 5), 1.0) / 255) ** 0.45))
+    _, data = data_for(gamma)
+    model, residual = best_candidate(ladder_module.fit_curve(data, 0), data)
+    assert residual <= 2 * data.noise_floor and "gamma 0.4" in model.describe()
+
+    laplacian = np.array([[0, 1, 0], [1, -4, 1], [0, 1, 0]], float)
+    edges = make_pairs(photos, lambda x: to_uint8(np.abs(cv2.filter2D(x, -1, laplacian))))
+    _, data = data_for(edges)
+    model, residual = best_candidate(ladder_module.fit_curve(data, 0), data)
+    assert residual <= 2 * data.noise_floor and "V-shaped" in model.describe()
+
+
+def test_curve_rung_with_skip_path_reproduces_thresholded_unsharp_masking(photos):
+    def unsharp(x):
+        detail = x - cv2.GaussianBlur(x, (5, 5), 1.5)
+        return to_uint8(x + 1.5 * np.where(np.abs(detail) > 4, detail, 0))
+
+    fit, data = data_for(make_pairs(photos, unsharp))
+    model, residual = best_candidate(ladder_module.fit_curve(data, 0), data)
+    assert model.skip is not None and 20 * math.log10(255 / residual) >= 40
+    assert residual < 0.6 * fit.residual_rms  # far better than the best single kernel
+
+
+def test_magnitude_rung_explains_scikit_images_sobel_with_its_own_normalisation(photos, monkeypatch):
+    from skimage.filters import sobel
+
+    monkeypatch.setattr(ladder_module, "RUNG_SIZES", (3, 5))
+    pairs = make_pairs(photos, lambda x: sobel(x / 255.0), storage="float64")
+    fit, data = data_for(pairs)
+    ladder = climb(data, {"linear": Given(fit.model.with_output("float"), fit.residual_rms)})
+    row = ladder.rows[-1]
+    assert ladder.chosen == "magnitude" and row["psnr_db"] >= 60 and row["adequate"]
+    assert [r["model"] for r in ladder.rows] == ["linear", "curve", "magnitude"]  # nothing above it is tried
+
+
+def test_selection_is_the_first_adequate_rung_else_the_best_psnr():
+    row = lambda psnr, adequate: {"psnr_db": psnr, "adequate": adequate}  # noqa: E731
+    assert choose([row(30, False), row(45, True), row(80, True)]) == 1
+    assert choose([row(30, False), row(40.0, False), row(40.3, False), row(35, False)]) == 1  # within 0.5 dB: the smaller
+    assert choose([row(30, False), row(40.0, False), row(43, False)]) == 2
+
+
+def test_median_climbs_to_rank_and_a_linear_tool_pays_nothing(photos, monkeypatch):
+    fit, data = data_for(make_pairs(photos, pillow(ImageFilter.MedianFilter(3))))
+    ladder = climb(data, {"linear": Given(fit.model.with_output("float"), fit.residual_rms)})
+    assert ladder.chosen == "rank" and ladder.model.describe() == "3x3 median"
+    assert [r["model"] for r in ladder.rows] == ["linear", "curve", "magnitude", "rank"]
+    assert not ladder.rows[0]["adequate"] and ladder.rows[-1]["residual"] == 0
+
+    def no_fit(*args):
+        raise AssertionError("a linear filter must not climb")
+
+    monkeypatch.setattr(ladder_module, "RUNGS", [(rung, no_fit) for rung, _ in ladder_module.RUNGS])
+    linear = make_pairs(photos, lambda x: to_uint8(cv2.GaussianBlur(x, (3, 3), 0.8)))
+    linear_fit = fit_pairs(linear, max_ksize=5)
+    only = ladder_for_pairs(linear, linear_fit)
+    assert linear_fit.linear and only.chosen == "linear" and len(only.rows) == 1 and only.model is linear_fit.model
+
+
+def test_a_filter_no_structured_rung_explains_falls_to_the_cnn_with_its_size(photos, monkeypatch):
+    # The curve and magnitude rungs are left out to keep this fast; the median test climbs them.
+    monkeypatch.setattr(ladder_module, "RUNGS", [r for r in ladder_module.RUNGS if r[0] in ("rank", "cnn")])
+    bilateral = make_pairs(photos, lambda x: to_uint8(cv2.bilateralFilter(x.astype(np.float32), 5, 40, 3)))
+    fit, data = data_for(bilateral)
+    ladder = climb(data, {"linear": Given(fit.model.with_output("float"), fit.residual_rms)})
+    cnn = next(r for r in ladder.rows if r["model"] == "cnn")
+    assert [r["model"] for r in ladder.rows] == ["linear", "rank", "cnn"] and not any(r["adequate"] for r in ladder.rows)
+    assert cnn["params"] == ladder.rows[-1]["params"] > 500 and "not an identification" in cnn["description"]
+
+
+def every_model() -> list:
+    rng = np.random.default_rng(0)
+    width = 8
+    return [
+        AffineKernel(rng.normal(size=(1, 1, 5, 5))),
+        CurveModel(rng.normal(size=(3, 3)), 0.5, np.linspace(-200, 200, 24), rng.normal(size=24) * 50, rng.normal(size=(3, 3))),
+        MagnitudeModel(rng.normal(size=(3, 1, 5, 5))),
+        RankModel(disk(2), 7, scale=0.9, offset=3.0),
+        CnnModel(rng.normal(size=(width, 3, 3)), rng.normal(size=width), rng.normal(size=(width, width, 3, 3)) / 8,
+                 rng.normal(size=width), rng.normal(size=width), [0.1], rng.normal(size=(5, 5)), 40.0),
+    ]
+
+
+@pytest.mark.parametrize("model", every_model(), ids=lambda m: m.name)
+def test_every_ladder_model_round_trips_and_applies_tile_by_tile_as_it_predicts(tmp_path, photos, model):
+    assert set(MODELS) == {"affine", "curve", "magnitude", "rank", "cnn"} and MODELS[model.name] is type(model)
+    path = tmp_path / f"{model.name}.safetensors"
+    model.save(path, {"border": "reflect101"})
+    loaded, metadata = load_model(path)
+    assert type(loaded) is type(model) and loaded.describe() == model.describe() and metadata["model"] == model.name
+    image = photos[0][:101, :87]
+    whole = model.predict(image, "reflect101")
+    np.testing.assert_array_equal(loaded.predict(image, "reflect101"), whole)
+    for tile in (7, 37):
+        np.testing.assert_allclose(apply_tiled(image.astype(np.float32), loaded, "reflect101", tile=tile), whole,
+                                   rtol=1e-5, atol=1e-3 * (np.abs(whole).max() + 1))
+
+
+def test_a_colour_tool_gets_a_per_channel_rank_model_that_apply_runs(tmp_path, photos, monkeypatch):
+    monkeypatch.setattr(ladder_module, "RUNGS", [("rank", ladder_module.fit_rank)])
+    rgb = [np.stack([x, np.roll(x, 7, axis=0), 255 - x], axis=2) for x in photos]
+    outputs = [np.asarray(Image.fromarray(x.astype(np.uint8)).filter(ImageFilter.MinFilter(3)), dtype=np.float64) for x in rgb]
+    codes = [np.full(x.shape[:2], SPLIT_CODES[s], np.uint8) for x, s in zip(rgb, ["train"] * 4 + ["val", "test"])]
+    pairs = Pairs([f"p{i}" for i in range(6)], rgb, outputs, codes, "uint8", "uint8")
+    ladder = ladder_for_pairs(pairs, fit_pairs(pairs, max_ksize=5))
+    assert ladder.chosen == "rank" and ladder.model.c_in == ladder.model.c_out == 3
+    assert ladder.model.describe() == "3x3 minimum (erosion) on each channel, rounded and clipped to 8 bits"
+    prediction = ladder.model.predict(rgb[5], "reflect101")
+    np.testing.assert_array_equal(prediction, outputs[5])  # edges too: Pillow's border equals reflect101 for a minimum
