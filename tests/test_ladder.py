@@ -24,8 +24,12 @@ from img2kernel.sources.pairs import SPLIT_CODES
 
 @pytest.fixture(autouse=True)
 def quick_fits(monkeypatch):
-    """A shorter CNN budget than a real run: these tests check what it reports, not how well it fits."""
+    """A shorter CNN budget than a real run (these tests check what it reports, not how well
+    it fits), curves of 3x3 and 5x5 only (every structure here fits in 5x5), and 6,000
+    training windows for the gradient-fitted rungs."""
     monkeypatch.setattr(ladder_module, "CNN_ITERATIONS", 150)
+    monkeypatch.setattr(ladder_module, "SMOOTH_ROWS", 6000)
+    monkeypatch.setattr(ladder_module, "CURVE_SIZES", (3, 5))
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +79,7 @@ def test_rank_rung_finds_footprint_and_rank_of_other_libraries(photos, tool, foo
 
 
 def test_curve_rung_finds_blur_then_gamma_and_absolute_laplacian(photos, monkeypatch):
-    monkeypatch.setattr(ladder_module, "RUNG_SIZES", (3, 5))
+    monkeypatch.setattr(ladder_module, "SMOOTH_ROWS", 10_000)  # a 24-knot gamma curve wants the product's sample
     gamma = make_pairs(photos, lambda x: to_uint8(255 * (cv2.GaussianBlur(x, (5, 5), 1.0) / 255) ** 0.45))
     _, data = data_for(gamma)
     model, residual = best_candidate(ladder_module.fit_curve(data, 0), data)
@@ -102,7 +106,6 @@ def test_curve_rung_with_skip_path_reproduces_thresholded_unsharp_masking(photos
 def test_magnitude_rung_explains_scikit_images_sobel_with_its_own_normalisation(photos, monkeypatch):
     from skimage.filters import sobel
 
-    monkeypatch.setattr(ladder_module, "RUNG_SIZES", (3, 5))
     pairs = make_pairs(photos, lambda x: sobel(x / 255.0), storage="float64")
     fit, data = data_for(pairs)
     ladder = climb(data, {"linear": Given(fit.model.with_output("float"), fit.residual_rms)})
@@ -185,3 +188,21 @@ def test_a_colour_tool_gets_a_per_channel_rank_model_that_apply_runs(tmp_path, p
     assert ladder.model.describe() == "3x3 minimum (erosion) on each channel, rounded and clipped to 8 bits"
     prediction = ladder.model.predict(rgb[5], "reflect101")
     np.testing.assert_array_equal(prediction, outputs[5])  # edges too: Pillow's border equals reflect101 for a minimum
+
+
+def test_smallest_form_of_a_sobel_is_rank_one_and_two_bit_taps(photos):
+    from img2kernel.filters import deriv_kernel
+    from img2kernel.fit.pairs import heldout_rms as pairs_heldout_rms
+    from img2kernel.fit.smallest import smallest_forms
+
+    sobel = deriv_kernel(1, 0, 3)
+    pairs = make_pairs(photos, lambda x: cv2.filter2D(x, -1, sobel), storage="float64")
+    model = AffineKernel(sobel[None, None])
+    rows = smallest_forms(model, lambda m: pairs_heldout_rms(m, pairs, "val", 1), 1e-12 * 100, 1020.0)
+    assert [r["form"] for r in rows] == ["full 3x3 taps, float64", "separable rank 1", "int3 taps, one scale per kernel"]
+    assert rows[1]["kernel_weights"] == 6 and rows[1]["residual"] < 1e-9 and rows[2]["residual"] < 1e-9
+
+    random = np.random.default_rng(1).normal(size=(5, 5))
+    pairs = make_pairs(photos, lambda x: cv2.filter2D(x, -1, random), storage="float64")
+    rows = smallest_forms(AffineKernel(random[None, None]), lambda m: pairs_heldout_rms(m, pairs, "val", 2), 1e-9, 255.0)
+    assert rows[1]["form"].startswith("separable rank 5") and rows[2]["form"].startswith("no bit width")

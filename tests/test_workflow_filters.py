@@ -112,7 +112,7 @@ def test_report_names_every_filter_and_loads_in_headless_chromium(built, tmp_pat
     for spec in FILTERS:
         assert spec["name"] in html
     table = (built / "results" / "tables" / "kernels.csv").read_text().splitlines()
-    assert table[0].startswith("filter,kind,ksize,model_size,kernel_max_abs_rel,oracle_max_abs_rel,kernel_max_abs_error")
+    assert table[0].startswith("filter,kind,ksize,model,model_size,kernel_max_abs_rel,oracle_max_abs_rel,kernel_max_abs_error")
     assert len(table) == 1 + len(FILTERS)
     assert planned_jobs(built, "results/report.html") == {}
 

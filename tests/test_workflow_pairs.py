@@ -48,7 +48,7 @@ def test_a_pairs_only_config_downloads_nothing_and_finds_the_kernels(built):
     results = built / "results"
     assert not (results / "images").exists() and not (results / "urls").exists() and not (results / "store" / "inputs").exists()
     edges = json.loads((results / "eval" / "scipy_edges.json").read_text())
-    assert edges["linear"] is True and edges["ksize"] == 3 and edges["model"] == "affine"
+    assert edges["linear"] is True and edges["ksize"] == 3 and edges["model"] == "linear" and edges["model_class"] == "affine"
     kernel = edges["identification"]["kernel"]
     assert kernel["name"] == "sobel_x (ksize 3)" and kernel["scale"] == pytest.approx(0.25, rel=2e-3)
     assert kernel["orientation"] == "rotated 180 degrees (the tool convolves)"

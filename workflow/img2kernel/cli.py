@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         "bench",
         help="print speed figures: store (crop rate), targets (MP/s), train (ours vs public recipe; needs `snakemake` run first), apply (huge image), pairs, pipeline (first run, no-op rerun, stages, 15x15 and 31x31 kernels)",
     )
-    bench.add_argument("what", nargs="*", help="store, stream, targets, train, apply, pairs, pipeline (default: store, stream, targets)")
+    bench.add_argument("what", nargs="*", help="store, stream, targets, train, apply, pairs, pipeline, ladder (default: store, stream, targets)")
     bench.add_argument("--store", default="results/store/inputs", help="inputs store (default: built from the sample photos if absent)")
     bench.add_argument("--filters", default="config/filters.yaml")
     bench.add_argument("--crop", type=int, default=128)
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "bench":
         from . import bench as benchmarks
 
-        known = ["store", "targets", "stream", "train", "apply", "pairs", "pipeline"]
+        known = ["store", "targets", "stream", "train", "apply", "pairs", "pipeline", "ladder"]
         unknown = sorted(set(args.what) - set(known))
         if unknown:
             parser.error(f"unknown benchmark {', '.join(unknown)}; choose from {', '.join(known)}")
@@ -143,6 +143,13 @@ def main(argv: list[str] | None = None) -> int:
                   f"the files {large['read_s']:.2f} s more), size found {large['ksize_found']}, kernel error "
                   f"{large['kernel_error']:.2g} (float64 least squares on the same pixels: {large['lstsq64_error']:.2g}), "
                   f"linear {large['linear']}")
+        if "ladder" in args.what:
+            from .bench_ladder import bench_ladder
+
+            print("\nthe ladder of models on pairs made by other libraries (6 sample photos, 256x256: 4 train, 1 val, "
+                  "1 test); floors = held-out RMS in noise floors of the output's storage; ladder_s = the rungs after "
+                  "linear (target 30 s):")
+            _print_table(bench_ladder(args.only))
         if "pipeline" in args.what:
             from .bench_pipeline import bench_pipeline
 

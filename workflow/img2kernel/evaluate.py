@@ -168,6 +168,7 @@ def evaluate_filter(
         "model_description": model.describe(),
         "ladder": info.get("ladder", []),
         "ladder_notes": info.get("ladder_notes", []),
+        "smallest_forms": info.get("smallest_forms", []),
         "expected_rung": filt.expected_rung,
         "linear": filt.linear,
         "train_seconds": info["seconds"],

@@ -132,6 +132,7 @@ def evaluate_pairs(inputs_folder, outputs_folder, model_path, info_path, catalog
         "model_description": model.describe(),
         "ladder": info.get("ladder", []),
         "ladder_notes": info.get("ladder_notes", []),
+        "smallest_forms": info.get("smallest_forms", []),
         "linear": bool(info["linear"]) and info.get("model", "linear") == "linear",
         "ksize": info["ksize"],
         "model_ksize": info["ksize"],

@@ -38,6 +38,7 @@ from .kernels import compare
 from .model import LearnableKernel
 from .fit.ladder import ladder_for_filter, single_rung
 from .fit.pairs import FLOAT_RELATIVE_FLOOR
+from .fit.smallest import smallest_forms
 from .models import AffineKernel, Model
 from .oracle import least_squares_kernel, magnitude_pair, relative_residual
 from .store import MAPPED_BUDGET_MB, CropSampler, Store, StoreCropSampler
@@ -539,8 +540,12 @@ def train_filter(
     if filt.linear:
         rms = float(np.sqrt(np.mean(np.square(yv, dtype=np.float64))))
         floor = FLOAT_RELATIVE_FLOOR["float32"] * rms
-        info.update(single_rung("linear", filt.model_of(kernels), info["learned_val_residual"] * rms, floor,
-                                float(np.ptp(yv)) or 1.0, seconds, origin="trained").summary())
+        peak = float(np.ptp(yv)) or 1.0
+        ladder = single_rung("linear", filt.model_of(kernels), info["learned_val_residual"] * rms, floor, peak, seconds,
+                             origin="trained")
+        ladder.smallest = smallest_forms(filt.model_of(kernels), lambda m: relative_residual(xv, yv, m, output=None) * rms,
+                                         floor, peak)
+        info.update(ladder.summary())
     else:
         linear = AffineKernel(least_squares_kernel(x, y, ksize))
         ladder = ladder_for_filter(inputs_folder, targets_folder, filt.model_of(kernels), linear, seconds, seed=seed)

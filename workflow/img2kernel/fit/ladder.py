@@ -30,10 +30,13 @@ from ..models.cnn import WIDTH
 from ..models.curve import KNOTS
 from ..models.rank import disk
 from .pairs import LINEAR_FACTOR, SIZE_TOLERANCE, Pairs
+from .smallest import smallest_forms
 
 MARGIN = 3  # input pixels every tile carries around its outputs: enough for a 7x7 window
 TILE = 48
-RUNG_SIZES = (3, 5, 7)
+CURVE_SIZES = (3, 5, 7)  # kernel sides the curve rung tries
+MAGNITUDE_SIZES = (3, 5)
+RANK_SIZES = (3, 5, 7)  # footprint sides (cheap: every rank is recomputed on the same windows)
 PSNR_TOLERANCE_DB = 0.5
 FIT_ROWS = 40_000  # windows the rank rung recomputes
 SMOOTH_ROWS = 10_000  # windows the gradient-fitted rungs (curve, magnitude, cnn) train on
@@ -276,7 +279,7 @@ def fit_curve(data: LadderData, seed: int) -> list[Model]:
     kernels by the closed-form curve's residual (the linear kernel; the top quadratic kernel,
     which finds the kernel inside an even curve such as |.|), then is refined jointly."""
     candidates = []
-    for k in RUNG_SIZES:
+    for k in CURVE_SIZES:
         patches, targets = windows(data.train, k, rows=SMOOTH_ROWS, seed=seed)
         flat = patches.reshape(len(patches), -1)
         lin, _ = linear_kernel(patches, targets)
@@ -306,7 +309,7 @@ def fit_magnitude(data: LadderData, seed: int) -> list[Model]:
     if data.channels != 1:
         return []
     candidates = []
-    for k in RUNG_SIZES[:2]:
+    for k in MAGNITUDE_SIZES:
         patches, targets = windows(data.train, k, rows=SMOOTH_ROWS, seed=seed)
         p, t = torch.from_numpy(patches.reshape(len(patches), -1)), torch.from_numpy(targets)
         top = quadratic_kernels(patches, targets, 3).reshape(3, -1)
@@ -321,10 +324,10 @@ def fit_magnitude(data: LadderData, seed: int) -> list[Model]:
 def fit_rank(data: LadderData, seed: int) -> list[Model]:
     """Every rank of square and disk footprints of 3x3 to 7x7, recomputed on the training
     windows; per footprint the best rank, as is or with a least-squares affine step."""
-    patches, targets = windows(data.train, max(RUNG_SIZES), seed=seed)
+    patches, targets = windows(data.train, max(RANK_SIZES), seed=seed)
     candidates = []
-    for k in RUNG_SIZES:
-        m = (max(RUNG_SIZES) - k) // 2
+    for k in RANK_SIZES:
+        m = (max(RANK_SIZES) - k) // 2
         window = patches[:, m : m + k, m : m + k]
         for footprint in ({np.ones((k, k), bool).tobytes(): np.ones((k, k), bool), disk(k // 2).tobytes(): disk(k // 2)}).values():
             ordered = np.sort(window[:, footprint], axis=1)
@@ -391,9 +394,11 @@ class Ladder:
     model: Model
     seconds: float
     notes: list[str] = field(default_factory=list)
+    smallest: list[dict] = field(default_factory=list)  # see img2kernel.fit.smallest
 
     def summary(self) -> dict:
-        return {"model": self.chosen, "ladder": self.rows, "ladder_seconds": self.seconds, "ladder_notes": self.notes}
+        return {"model": self.chosen, "ladder": self.rows, "ladder_seconds": self.seconds, "ladder_notes": self.notes,
+                "smallest_forms": self.smallest}
 
 
 def row_of(rung: str, model: Model, residual: float, noise_floor: float, peak: float, seconds: float, origin: str) -> dict:
@@ -467,7 +472,8 @@ def climb(data: LadderData, given: dict[str, Given], seed: int = 0,
         if rows[-1]["adequate"]:
             break
     index = choose(rows)
-    return Ladder(rows, rows[index]["model"], models[index], time.perf_counter() - started, notes)
+    smallest = smallest_forms(models[index], lambda m: heldout_rms(m, data.heldout), data.noise_floor, data.peak)
+    return Ladder(rows, rows[index]["model"], models[index], time.perf_counter() - started, notes, smallest)
 
 
 def single_rung(rung: str, model: Model, residual: float, noise_floor: float, peak: float, seconds: float,
@@ -501,7 +507,13 @@ def ladder_for_pairs(pairs: Pairs, fit, seed: int = 0) -> Ladder:
     output file's rounding and, for colour pairs, applies to every channel.
     """
     if fit.linear:
-        return single_rung("linear", fit.model, fit.residual_rms, fit.noise_floor, output_peak(pairs), fit.seconds)
+        from .pairs import heldout_rms as pairs_heldout_rms
+
+        ladder = single_rung("linear", fit.model, fit.residual_rms, fit.noise_floor, output_peak(pairs), fit.seconds)
+        ladder.smallest = smallest_forms(fit.model.with_output("float"),
+                                         lambda m: pairs_heldout_rms(m, pairs, fit.residual_split, m.halo),
+                                         fit.noise_floor, output_peak(pairs))
+        return ladder
     data = ladder_data(pairs, fit.residual_split, fit.noise_floor, seed)
     if data is None:
         ladder = single_rung("linear", fit.model, fit.residual_rms, fit.noise_floor, output_peak(pairs), fit.seconds)

@@ -1,0 +1,142 @@
+"""``img2kernel bench ladder``: the ladder of models on pairs made by other libraries.
+
+Each case is a tool whose structure is known, applied to sample photos by scipy.ndimage,
+Pillow, OpenCV or scikit-image and stored as that tool stores it; the pairs go through the
+same fit as a ``pairs`` filter (linear fit, then the ladder). The targets (README, "Beyond
+one kernel"): rank filters up to 7x7 identified with the right footprint and rank and the
+interior reproduced exactly; Sobel magnitudes >= 60 dB as ``magnitude``; blur then gamma and
+clipped or absolute edge maps as ``curve`` within 2 noise floors; thresholded unsharp
+masking as ``curve`` with its skip path, >= 40 dB; a filter no structured rung explains:
+the CNN >= 3 dB above the best linear fit, or the table says it is not; each ladder <= 30 s.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import cv2
+import numpy as np
+
+from .fit.ladder import ladder_for_pairs
+from .fit.pairs import Pairs, fit_pairs
+from .models.rank import disk
+from .sources.pairs import SPLIT_CODES
+
+
+@dataclass
+class Case:
+    name: str
+    tool: Callable[[np.ndarray], np.ndarray]
+    storage: str
+    expected: str  # rung
+    check: Callable[[object, dict], bool]  # (ladder, chosen row) -> target met
+    target: str
+
+
+def _u8(values: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(values), 0, 255)
+
+
+def _pillow(filter_) -> Callable[[np.ndarray], np.ndarray]:
+    from PIL import Image
+
+    return lambda x: np.asarray(Image.fromarray(x.astype(np.uint8)).filter(filter_), dtype=np.float64)
+
+
+def _rank_case(name, tool, footprint: np.ndarray, rank: int) -> Case:
+    def check(ladder, row):
+        model = ladder.model
+        return (ladder.chosen == "rank" and np.array_equal(model.footprint, footprint) and model.rank == rank
+                and row["residual"] == 0)
+
+    return Case(name, tool, "uint8", "rank", check, f"rank, footprint {footprint.shape[0]}x{footprint.shape[0]}, rank {rank}, exact")
+
+
+def cases() -> list[Case]:
+    from PIL import ImageFilter
+    from scipy import ndimage
+    from skimage.filters import sobel
+
+    laplacian = np.array([[0, 1, 0], [1, -4, 1], [0, 1, 0]], float)
+    square = lambda k: np.ones((k, k), bool)  # noqa: E731
+    out: list[Case] = []
+    for k in (3, 5, 7):
+        out.append(_rank_case(f"scipy median {k}x{k}", lambda x, k=k: ndimage.median_filter(x, size=k), square(k), k * k // 2))
+        out.append(_rank_case(f"cv2.erode {k}x{k}", lambda x, k=k: cv2.erode(x, np.ones((k, k), np.uint8)), square(k), 0))
+        out.append(_rank_case(f"Pillow MaxFilter({k})", _pillow(ImageFilter.MaxFilter(k)), square(k), k * k - 1))
+    out.append(_rank_case("scipy dilation, disk radius 2", lambda x: ndimage.grey_dilation(x, footprint=disk(2)), disk(2), 12))
+    magnitude = lambda ladder, row: ladder.chosen == "magnitude" and row["psnr_db"] >= 60  # noqa: E731
+    out.append(Case("sobel magnitude (float, cv2.Sobel)",
+                    lambda x: np.sqrt(cv2.Sobel(x, cv2.CV_64F, 1, 0) ** 2 + cv2.Sobel(x, cv2.CV_64F, 0, 1) ** 2),
+                    "float64", "magnitude", magnitude, "magnitude, >= 60 dB"))
+    out.append(Case("skimage.filters.sobel (its own normalisation)", lambda x: sobel(x / 255.0), "float64", "magnitude",
+                    magnitude, "magnitude, >= 60 dB"))
+    curve = lambda ladder, row: ladder.chosen == "curve" and row["residual_in_floors"] <= 2  # noqa: E731
+    out.append(Case("Gaussian 5x5 s1 then gamma 0.45, 8-bit", lambda x: _u8(255 * (cv2.GaussianBlur(x, (5, 5), 1.0) / 255) ** 0.45),
+                    "uint8", "curve", curve, "curve, <= 2 noise floors"))
+    out.append(Case("cv2.convertScaleAbs(Sobel x), clipped edge map", lambda x: _u8(np.abs(cv2.Sobel(x, cv2.CV_64F, 1, 0))),
+                    "uint8", "curve", curve, "curve, <= 2 noise floors"))
+    out.append(Case("|Laplacian|, 8-bit", lambda x: _u8(np.abs(cv2.filter2D(x, -1, laplacian))), "uint8", "curve", curve,
+                    "curve, <= 2 noise floors"))
+    out.append(Case("Pillow UnsharpMask(2, 150, threshold 3)", _pillow(ImageFilter.UnsharpMask(2, 150, 3)), "uint8", "curve",
+                    lambda ladder, row: ladder.chosen == "curve" and ladder.model.skip is not None and row["psnr_db"] >= 40,
+                    "curve with skip path, >= 40 dB"))
+
+    def cnn_check(ladder, row):
+        cnn = next((r for r in ladder.rows if r["model"] == "cnn"), None)
+        return cnn is not None and cnn["psnr_db"] >= ladder.rows[0]["psnr_db"] + 3
+
+    out.append(Case("cv2.bilateralFilter(5, 40, 3), 8-bit", lambda x: _u8(cv2.bilateralFilter(x.astype(np.float32), 5, 40, 3)),
+                    "uint8", "cnn", cnn_check, "cnn >= 3 dB above linear, or said"))
+    return out
+
+
+def photo_pairs(tool, storage: str, count: int = 6, side: int = 256) -> Pairs:
+    """Pairs of sample photos (center crops, gray, 8-bit values) and ``tool`` of them: 4 train, 1 val, 1 test."""
+    from .data import sample_image_paths
+
+    photos = []
+    for path in sample_image_paths():
+        image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+        if image is not None and min(image.shape) >= side:
+            top, left = (image.shape[0] - side) // 2, (image.shape[1] - side) // 2
+            photos.append(image[top : top + side, left : left + side].astype(np.float64))
+        if len(photos) == count:
+            break
+    outputs = [np.asarray(tool(x), dtype=np.float64) for x in photos]
+    codes = [np.full(x.shape, SPLIT_CODES[s], np.uint8) for x, s in zip(photos, ["train"] * 4 + ["val", "test"])]
+    return Pairs([f"photo{i}" for i in range(len(photos))], [x[..., None] for x in photos], [y[..., None] for y in outputs],
+                 codes, "uint8", storage)
+
+
+def bench_ladder(names: list[str] | None = None) -> list[dict]:
+    """One row per case: what the ladder chose, its fit, the seconds, and whether the target was met."""
+    rows = []
+    for case in cases():
+        if names and not any(n.lower() in case.name.lower() for n in names):
+            continue
+        pairs = photo_pairs(case.tool, case.storage)
+        started = time.perf_counter()
+        fit = fit_pairs(pairs, max_ksize=7)
+        linear_seconds = time.perf_counter() - started
+        ladder = ladder_for_pairs(pairs, fit)
+        seconds = time.perf_counter() - started - linear_seconds
+        row = next(r for r in ladder.rows if r["model"] == ladder.chosen)
+        cnn = next((r for r in ladder.rows if r["model"] == "cnn"), None)
+        rows.append({
+            "tool": case.name,
+            "chosen": ladder.chosen,
+            "model": row["description"][:70],
+            "params": row["params"],
+            "floors": f"{row['residual_in_floors']:.3g}",
+            "psnr_db": f"{row['psnr_db']:.1f}",
+            "linear_psnr_db": f"{ladder.rows[0]['psnr_db']:.1f}",
+            "cnn_psnr_db": f"{cnn['psnr_db']:.1f}" if cnn else "-",
+            "rungs": len(ladder.rows),
+            "ladder_s": round(seconds, 1),
+            "target": case.target,
+            "met": bool(case.check(ladder, row)) and seconds <= 30,
+        })
+    return rows
