@@ -298,7 +298,7 @@ def build_filter(spec: dict) -> Filter:
     output = spec.get("output", "float")
     if kind in RANK_KINDS:
         expected = "rank"
-    elif combine == "magnitude" or then == {"step": "abs"}:  # |y| = sqrt(y^2): a magnitude of one kernel
+    elif combine == "magnitude" or then == {"step": "abs"} and output == "float":  # |y| = sqrt(y^2), one kernel
         expected = "magnitude"
     elif then is not None or output != "float":
         expected = "curve"

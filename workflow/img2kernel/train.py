@@ -548,7 +548,10 @@ def train_filter(
         info.update(ladder.summary())
     else:
         linear = AffineKernel(least_squares_kernel(x, y, ksize))
-        ladder = ladder_for_filter(inputs_folder, targets_folder, filt.model_of(kernels), linear, seconds, seed=seed)
+        # A `then` step is not in the trained model's structure: the ladder alone explains it.
+        trained = filt.model_of(kernels) if filt.then is None else None
+        ladder = ladder_for_filter(inputs_folder, targets_folder, trained, linear, seconds, seed=seed,
+                                   output_storage="uint8" if filt.output == "uint8" else "float32")
         info.update(ladder.summary())
         chosen = ladder.model
     return TrainingOutcome(filt, kernels, oracle, history, info, chosen)

@@ -37,9 +37,10 @@ from img2kernel.config import (
 
 FILTER_NAME = "[a-z][a-z0-9_]{0,63}"
 
-# `--cores 8` on a 2-core machine would put four 2-thread training jobs on two cores and
-# inflate every training time fourfold. Locally, training jobs also take `cpu_slots`, of
-# which there are as many as this process may use CPUs (`--resources cpu_slots=N` overrides).
+# `--cores 8` on a 2-core machine would put eight training and evaluation jobs on two
+# cores and inflate every training time fourfold. Locally, those jobs also take one of
+# `cpu_slots`, of which there are as many as this process may use CPUs
+# (`--resources cpu_slots=N` overrides).
 if workflow.local_exec and "cpu_slots" not in workflow.global_resources:
     usable = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
     workflow.register_resource("cpu_slots", len(usable))

@@ -15,12 +15,15 @@ rule train:
         spec=filter_target_spec,
         settings=filter_training_settings,
         device=config["device"],
-    threads: 2
+    # One thread a job: training works on 16 small crops (and the ladder on 10,000 windows),
+    # which a second thread barely speeds up; two jobs side by side on two cores finish the
+    # run sooner than one at a time on both.
+    threads: 1
     resources:
         # With a GPU, local runs put at most `--resources gpu=N` training jobs on it at
         # once (profiles/default sets N=1); on a CPU-only machine jobs run side by side.
         gpu=training_gpus(),
-        cpu_slots=2,
+        cpu_slots=1,
     log:
         "results/logs/train/{filter}.log",
     benchmark:

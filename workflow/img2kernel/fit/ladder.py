@@ -1,13 +1,13 @@
 """Beyond one kernel: the ladder of models, each the simplest explanation at its step.
 
 When the linear verdict rejects a filter, the rungs after ``linear`` are fitted on the same
-pairs (docs/design.md, "The ladder"):
+pairs (docs/design.md, "The ladder"), in order of learned weights:
 
+- ``rank``: an order statistic over a square or disk footprint (median, erosion,
+  dilation, a percentile), optionally followed by an affine step, found by recomputing it;
 - ``curve``: a kernel, then a learned piecewise-linear curve, alone or beside a linear
   skip path (gamma after a blur, |derivative|, clipped edges, thresholded unsharp masking);
 - ``magnitude``: the square root of a sum of squares of n = 1..3 kernels;
-- ``rank``: an order statistic over a square or disk footprint (median, erosion,
-  dilation, a percentile), optionally followed by an affine step, found by recomputing it;
 - ``cnn``: a small network, the fallback, reported as a fit and never as an identification.
 
 Every candidate is scored by its own prediction (:meth:`Model.predict_valid`) on held-out
@@ -43,7 +43,8 @@ SMOOTH_ROWS = 10_000  # windows the gradient-fitted rungs (curve, magnitude, cnn
 # L-BFGS iterations (not seconds: the same pairs give the same ladder on any machine and load)
 REFINE_ITERATIONS = 300  # joint refinement of one curve or magnitude candidate (about 0.5 s here)
 TRAIN_TILES, HELDOUT_TILES = 400, 200
-CNN_ITERATIONS = 600  # the fallback network (about 5 s here)
+CNN_ITERATIONS = 250  # the fallback network (about 3 s here)
+CNN_ROWS = 6_000
 QUADRATIC_MAX_K = 5  # the quadratic start fits K^2 (K^2 + 1) / 2 products: 1,225 at 7x7, too slow to pay
 
 
@@ -203,10 +204,10 @@ def _lbfgs(parameters, loss_fn: Callable, iterations: int) -> float:
 
 
 def _interp(z, knots, values):
-    """Differentiable piecewise-linear curve through (knots, values), constant beyond the ends (np.interp's rule)."""
+    """Differentiable piecewise-linear curve through (knots, values), its end segments extended
+    (:meth:`CurveModel.curve`'s rule)."""
     import torch
 
-    z = torch.clamp(z, knots[0], knots[-1])
     index = torch.clamp(torch.searchsorted(knots, z.detach(), right=True) - 1, 0, len(knots) - 2)
     left, right = knots[index], knots[index + 1]
     weight = (z - left) / (right - left)
@@ -262,10 +263,9 @@ def fit_curve_kernels(start, size: int) -> CurveModel:
 
 
 def _hat_basis(z, knots):
-    """(n, M): the piecewise-linear interpolation weights of each z on the knots."""
+    """(n, M): the piecewise-linear interpolation weights of each z on the knots (end segments extended)."""
     import torch
 
-    z = torch.clamp(z, knots[0], knots[-1])
     index = torch.clamp(torch.searchsorted(knots, z, right=True) - 1, 0, len(knots) - 2)
     weight = (z - knots[index]) / (knots[index + 1] - knots[index])
     basis = torch.zeros(len(z), len(knots), dtype=torch.float64)
@@ -275,11 +275,15 @@ def _hat_basis(z, knots):
 
 
 def fit_curve(data: LadderData, seed: int) -> list[Model]:
-    """Per size: ``g(k * x)`` and ``k1 * x + g(k2 * x)``. Each starts from the better of two
+    """Per size (3x3 up, while a size helps): ``g(k * x)`` and ``k1 * x + g(k2 * x)``. Each starts from the better of two
     kernels by the closed-form curve's residual (the linear kernel; the top quadratic kernel,
     which finds the kernel inside an even curve such as |.|), then is refined jointly."""
-    candidates = []
+    candidates: list[Model] = []
+    scores: list[float] = []  # best held-out RMS after each size
     for k in CURVE_SIZES:
+        # A larger window only while the last one helped by more than 5% (or half a floor).
+        if len(scores) >= 2 and scores[-2] - scores[-1] <= max(SIZE_TOLERANCE * data.noise_floor, 0.05 * scores[-2]):
+            break
         patches, targets = windows(data.train, k, rows=SMOOTH_ROWS, seed=seed)
         flat = patches.reshape(len(patches), -1)
         lin, _ = linear_kernel(patches, targets)
@@ -298,6 +302,7 @@ def fit_curve(data: LadderData, seed: int) -> list[Model]:
                         fitted.append(curve_start(patches, targets, start, skip))
             if fitted:
                 candidates.append(fit_curve_kernels(min(fitted, key=lambda f: f[1]), k))
+        scores.append(min(heldout_rms(m, data.heldout) for m in candidates))
     return candidates
 
 
@@ -315,8 +320,9 @@ def fit_magnitude(data: LadderData, seed: int) -> list[Model]:
         top = quadratic_kernels(patches, targets, 3).reshape(3, -1)
         for n in (1, 2, 3):
             kernels = torch.from_numpy(top[:n].copy()).requires_grad_(True)
+            # The closed-form start is exact for a true magnitude: a shorter refinement does.
             _lbfgs([kernels], lambda: torch.mean((torch.sqrt(((p @ kernels.T) ** 2).sum(1) + 1e-12) - t) ** 2),
-                   REFINE_ITERATIONS)
+                   REFINE_ITERATIONS // 3)
             candidates.append(MagnitudeModel(kernels.detach().numpy().reshape(n, k, k)))
     return candidates
 
@@ -352,7 +358,7 @@ def fit_cnn(data: LadderData, seed: int) -> list[Model]:
     import torch
 
     torch.manual_seed(seed)
-    patches, targets = windows(data.train, 5, rows=SMOOTH_ROWS, seed=seed)
+    patches, targets = windows(data.train, 5, rows=CNN_ROWS, seed=seed)
     scale = float(np.std(patches)) or 1.0
     lin, bias = linear_kernel(patches, targets)
     x = torch.from_numpy(patches / scale)[:, None]
@@ -376,10 +382,12 @@ def fit_cnn(data: LadderData, seed: int) -> list[Model]:
 
 
 # The rungs after ``linear``, in order: (rung, fit). Adding a rung: its model module and a line here.
+# In order of learned weights: a rank filter has none (its footprint and rank are found,
+# not learned), a curve model a kernel and 24 curve values, a magnitude n kernels.
 RUNGS: list[tuple[str, Callable[[LadderData, int], list[Model]]]] = [
+    ("rank", fit_rank),
     ("curve", fit_curve),
     ("magnitude", fit_magnitude),
-    ("rank", fit_rank),
     ("cnn", fit_cnn),
 ]
 
@@ -528,20 +536,24 @@ def ladder_for_pairs(pairs: Pairs, fit, seed: int = 0) -> Ladder:
     return ladder
 
 
-def ladder_for_filter(inputs_folder, targets_folder, trained: Model, linear: Model, trained_seconds: float,
-                      seed: int = 0) -> Ladder:
+def ladder_for_filter(inputs_folder, targets_folder, trained: Model | None, linear: Model, trained_seconds: float,
+                      seed: int = 0, output_storage: str = "float32") -> Ladder:
     """The ladder of one of our nonlinear filters, on its stores' train and val images.
 
     ``linear`` (the least-squares kernel) stands on the first rung and the trained model
     of the filter's declared structure on its own rung (:attr:`Model.ladder_rung`), scored
     as they are; the other rungs are fitted, so a median or a kernel with a ``then`` step
-    is identified by the ladder itself.
+    is identified by the ladder itself. ``trained`` is None when the filter's structure is
+    not one the trainer holds (a ``then`` step). ``output_storage``: ``uint8`` for targets
+    rounded to 8 bits (``output: uint8``), whose noise floor is the rounding's.
     """
     from .pairs import noise_floor
 
     pairs = pairs_from_stores(inputs_folder, targets_folder)
+    pairs.output_storage = output_storage
     floor = noise_floor(pairs.output_storage, pairs.output_rms())
     data = ladder_data(pairs, "val", floor, seed)
-    given = {"linear": Given(linear, origin="least squares"),
-             trained.ladder_rung: Given(trained, seconds=trained_seconds, origin="trained")}
+    given = {"linear": Given(linear, origin="least squares")}
+    if trained is not None:
+        given[trained.ladder_rung] = Given(trained, seconds=trained_seconds, origin="trained")
     return climb(data, given, seed)

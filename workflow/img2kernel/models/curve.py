@@ -1,7 +1,7 @@
 """The curve model: a kernel, then a learned pointwise curve, optionally with a linear skip path.
 
 ``out = g(k * in + b)`` or ``out = k_skip * in + g(k * in + b)``, with ``g`` piecewise linear
-through ``knots`` (held constant beyond the outer knots). Gamma after a blur, a clipped or
+through ``knots`` (its end segments extended beyond the outer knots). Gamma after a blur, a clipped or
 thresholded edge map, the absolute value of a derivative and a tone curve after sharpening
 are the first form; unsharp masking with a threshold is the second.
 """
@@ -53,12 +53,21 @@ class CurveModel(Model):
     def respond(self, padded, dtype):
         out = []
         for plane in padded:
-            z = correlate_valid(plane, self.kernel, np.float64) + self.bias
-            y = np.interp(z, self.knots, self.values)
+            y = self.curve(correlate_valid(plane, self.kernel, np.float64) + self.bias)
             if self.skip is not None:
                 y = y + correlate_valid(plane, self.skip, np.float64)
             out.append(y.astype(dtype, copy=False))
         return out
+
+    def curve(self, z: np.ndarray) -> np.ndarray:
+        """g(z): linear between the knots, the first and last segments extended beyond them
+        (an edge map's strongest responses keep rising to the file's clipping)."""
+        k, v = self.knots, self.values
+        y = np.interp(z, k, v)
+        low, high = z < k[0], z > k[-1]
+        y[low] = v[0] + (z[low] - k[0]) * (v[1] - v[0]) / (k[1] - k[0])
+        y[high] = v[-1] + (z[high] - k[-1]) * (v[-1] - v[-2]) / (k[-1] - k[-2])
+        return y
 
     def tensors(self):
         tensors = {"kernel": self.kernel, "bias": np.array([self.bias]), "knots": self.knots, "values": self.values,
