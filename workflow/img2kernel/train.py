@@ -554,6 +554,8 @@ def train_filter(
                                    output_storage="uint8" if filt.output == "uint8" else "float32")
         info.update(ladder.summary())
         chosen = ladder.model
+        if filt.output == "uint8" and chosen.output == "float":  # the targets are rounded and clipped to 8 bits
+            chosen = chosen.with_output("uint8")
     return TrainingOutcome(filt, kernels, oracle, history, info, chosen)
 
 
