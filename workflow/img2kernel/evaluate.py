@@ -142,7 +142,8 @@ def evaluate_filter(
         "ksize": filt.ksize,
         "model_ksize": int(model.ksize),
         "n_kernels": int(kernels.shape[0]) if kernels is not None else 0,
-        "parameters": int(model.n_parameters),
+        # Our filters have no bias: a kernel model's weights are its taps.
+        "parameters": int(kernels.size) if kernels is not None else int(model.n_parameters),
         "split": split,
         "split_images": len(keys),  # per_image holds the first max_images of them
         "images": per_image,
