@@ -193,3 +193,30 @@ class KernelModel(Model):
     @property
     def c_in(self) -> int:
         return self.kernel.shape[1]
+
+
+class PlaneModel(Model):
+    """A model applied alike to each of ``channels`` planes (the ladder's rungs after
+    ``linear``: a colour tool's median is a median of each channel). Subclasses implement
+    :meth:`respond_plane` and keep ``channels`` among their tensors."""
+
+    channels: int
+
+    @property
+    def c_in(self) -> int:
+        return self.channels
+
+    @property
+    def c_out(self) -> int:
+        return self.channels
+
+    @abstractmethod
+    def respond_plane(self, plane: np.ndarray, dtype: type) -> np.ndarray:
+        """One plane (H + 2h, W + 2h) -> its valid response (H, W) in ``dtype``."""
+
+    def respond(self, padded, dtype):
+        return [self.respond_plane(plane, dtype) for plane in padded]
+
+    def with_channels(self, channels: int) -> "PlaneModel":
+        """The same model for ``channels`` planes (a copy)."""
+        return type(self).from_tensors({**self.tensors(), "channels": np.array([float(channels)])}, self.output)

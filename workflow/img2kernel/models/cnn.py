@@ -12,12 +12,12 @@ from __future__ import annotations
 import numpy as np
 
 from .affine import OUTPUT_WORDS, correlate_valid
-from .base import Model
+from .base import PlaneModel
 
 WIDTH = 8
 
 
-class CnnModel(Model):
+class CnnModel(PlaneModel):
     """Weights ``w1`` (W, 3, 3), ``b1`` (W,), ``w2`` (W, W, 3, 3), ``b2`` (W,), ``w3`` (W,),
     ``b3`` (1,), ``skip`` (5, 5) and ``scale`` (1,), applied alike to each of ``channels`` planes."""
 
@@ -45,25 +45,14 @@ class CnnModel(Model):
     def ksize(self) -> int:
         return 5
 
-    @property
-    def c_in(self) -> int:
-        return self.channels
-
-    @property
-    def c_out(self) -> int:
-        return self.channels
-
-    def respond(self, padded, dtype):
-        out = []
-        for plane in padded:
-            x = np.asarray(plane, np.float64) / self.scale
-            hidden = [np.maximum(correlate_valid(x, w, np.float64) + b, 0) for w, b in zip(self.w1, self.b1)]
-            y = correlate_valid(x, self.skip, np.float64) + self.b3
-            for o in range(len(self.w2)):
-                h2 = sum(correlate_valid(hidden[i], self.w2[o, i], np.float64) for i in range(len(hidden))) + self.b2[o]
-                y = y + self.w3[o] * np.maximum(h2, 0)
-            out.append((y * self.scale).astype(dtype, copy=False))
-        return out
+    def respond_plane(self, plane, dtype):
+        x = np.asarray(plane, np.float64) / self.scale
+        hidden = [np.maximum(correlate_valid(x, w, np.float64) + b, 0) for w, b in zip(self.w1, self.b1)]
+        y = correlate_valid(x, self.skip, np.float64) + self.b3
+        for o in range(len(self.w2)):
+            h2 = sum(correlate_valid(hidden[i], self.w2[o, i], np.float64) for i in range(len(hidden))) + self.b2[o]
+            y = y + self.w3[o] * np.maximum(h2, 0)
+        return (y * self.scale).astype(dtype, copy=False)
 
     def tensors(self):
         return {"w1": self.w1, "b1": self.b1, "w2": self.w2, "b2": self.b2, "w3": self.w3, "b3": np.array([self.b3]),
@@ -74,8 +63,6 @@ class CnnModel(Model):
         return cls(tensors["w1"], tensors["b1"], tensors["w2"], tensors["b2"], tensors["w3"], tensors["b3"],
                    tensors["skip"], float(tensors["scale"].reshape(-1)[0]), int(tensors["channels"].reshape(-1)[0]), output)
 
-    def with_channels(self, channels: int) -> "CnnModel":
-        return CnnModel(self.w1, self.b1, self.w2, self.b2, self.w3, self.b3, self.skip, self.scale, channels, self.output)
 
     @property
     def n_parameters(self) -> int:

@@ -11,12 +11,12 @@ from __future__ import annotations
 import numpy as np
 
 from .affine import OUTPUT_WORDS, correlate_valid
-from .base import Model
+from .base import PlaneModel
 
 KNOTS = 24
 
 
-class CurveModel(Model):
+class CurveModel(PlaneModel):
     """A (K, K) kernel, a bias, a curve through (knots, values) and an optional (K, K) skip
     kernel, applied alike to each of ``channels`` planes."""
 
@@ -42,22 +42,11 @@ class CurveModel(Model):
     def ksize(self) -> int:
         return self.kernel.shape[0]
 
-    @property
-    def c_in(self) -> int:
-        return self.channels
-
-    @property
-    def c_out(self) -> int:
-        return self.channels
-
-    def respond(self, padded, dtype):
-        out = []
-        for plane in padded:
-            y = self.curve(correlate_valid(plane, self.kernel, np.float64) + self.bias)
-            if self.skip is not None:
-                y = y + correlate_valid(plane, self.skip, np.float64)
-            out.append(y.astype(dtype, copy=False))
-        return out
+    def respond_plane(self, plane, dtype):
+        y = self.curve(correlate_valid(plane, self.kernel, np.float64) + self.bias)
+        if self.skip is not None:
+            y = y + correlate_valid(plane, self.skip, np.float64)
+        return y.astype(dtype, copy=False)
 
     def curve(self, z: np.ndarray) -> np.ndarray:
         """g(z): linear between the knots, the first and last segments extended beyond them
@@ -81,8 +70,6 @@ class CurveModel(Model):
         return cls(tensors["kernel"], float(tensors["bias"].reshape(-1)[0]), tensors["knots"], tensors["values"],
                    tensors.get("skip"), int(tensors["channels"].reshape(-1)[0]), output)
 
-    def with_channels(self, channels: int) -> "CurveModel":
-        return CurveModel(self.kernel, self.bias, self.knots, self.values, self.skip, channels, self.output)
 
     @property
     def n_parameters(self) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from .affine import OUTPUT_WORDS
-from .base import Model
+from .base import PlaneModel
 
 
 def footprint_shape(footprint: np.ndarray) -> str:
@@ -31,7 +31,7 @@ def disk(radius: int) -> np.ndarray:
     return yy**2 + xx**2 <= radius * radius
 
 
-class RankModel(Model):
+class RankModel(PlaneModel):
     """A (K, K) 0/1 footprint and a rank in 0 .. n - 1 (n = taps in the footprint), applied to
     each of ``channels`` planes alone.
 
@@ -62,27 +62,16 @@ class RankModel(Model):
         return self.footprint.shape[0]
 
     @property
-    def c_in(self) -> int:
-        return self.channels
-
-    @property
-    def c_out(self) -> int:
-        return self.channels
-
-    @property
     def taps(self) -> int:
         return int(self.footprint.sum())
 
-    def respond(self, padded, dtype):
+    def respond_plane(self, plane, dtype):
         from scipy.ndimage import rank_filter
 
         h = self.halo
-        out = []
-        for plane in padded:
-            filtered = rank_filter(np.asarray(plane, dtype=dtype), self.rank, footprint=self.footprint, mode="nearest")
-            valid = filtered[h : filtered.shape[0] - h, h : filtered.shape[1] - h] if h else filtered
-            out.append(valid if (self.scale, self.offset) == (1.0, 0.0) else (self.scale * valid + self.offset).astype(dtype))
-        return out
+        filtered = rank_filter(np.asarray(plane, dtype=dtype), self.rank, footprint=self.footprint, mode="nearest")
+        valid = filtered[h : filtered.shape[0] - h, h : filtered.shape[1] - h] if h else filtered
+        return valid if (self.scale, self.offset) == (1.0, 0.0) else (self.scale * valid + self.offset).astype(dtype)
 
     def tensors(self):
         return {"footprint": self.footprint.astype(np.float64), "rank": np.array([float(self.rank)]),
@@ -96,8 +85,6 @@ class RankModel(Model):
         scale, offset = tensors["affine"].reshape(-1)[:2] if "affine" in tensors else (1.0, 0.0)
         return cls(tensors["footprint"] > 0.5, int(rank), int(channels), float(scale), float(offset), output)
 
-    def with_channels(self, channels: int) -> "RankModel":
-        return RankModel(self.footprint, self.rank, channels, self.scale, self.offset, self.output)
 
     @property
     def n_parameters(self) -> int:
