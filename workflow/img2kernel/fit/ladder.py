@@ -227,7 +227,10 @@ def curve_start(patches: np.ndarray, targets: np.ndarray, kernel: np.ndarray, sk
     z = p @ k
     # Knots at quantiles of the response: dense where the pixels are (a threshold near 0 is
     # resolved), and spread over its whole range (0.1% to 99.9%).
-    knots = torch.unique(torch.quantile(z, torch.linspace(0.001, 0.999, KNOTS, dtype=torch.float64)))
+    knots = torch.quantile(z, torch.linspace(0.001, 0.999, KNOTS, dtype=torch.float64))
+    if knots[0] < 0 < knots[-1]:  # a knot at zero: the kink of |.|, a clip or a threshold at 0
+        knots[torch.argmin(knots.abs())] = 0.0
+    knots = torch.unique(knots)
     if len(knots) < 2:
         knots = torch.linspace(float(z.min()) - 1, float(z.max()) + 1, KNOTS, dtype=torch.float64)
     rest = t - p @ s if s is not None else t
