@@ -41,7 +41,7 @@ PSNR_TOLERANCE_DB = 0.5
 FIT_ROWS = 40_000  # windows the rank rung recomputes
 SMOOTH_ROWS = 8_000  # windows the gradient-fitted rungs (curve, magnitude, cnn) train on
 # L-BFGS iterations (not seconds: the same pairs give the same ladder on any machine and load)
-REFINE_ITERATIONS = 150  # joint refinement of one curve or magnitude candidate (about 0.3 s here)
+REFINE_ITERATIONS = 200  # joint refinement of one curve or magnitude candidate (about 0.4 s here)
 TRAIN_TILES, HELDOUT_TILES = 400, 200
 CNN_ITERATIONS = 250  # the fallback network (about 3 s here)
 CNN_ROWS = 6_000
