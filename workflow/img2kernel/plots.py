@@ -13,6 +13,13 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 DPI = 110
+# zlib level 1: these PNGs are intermediate (the report re-encodes them as WebP), and
+# level 6 (the default) spends a third of an evaluation job's figure time compressing.
+PNG_COMPRESS_LEVEL = 1
+
+
+def save(fig, path) -> None:
+    fig.savefig(path, dpi=DPI, pil_kwargs={"compress_level": PNG_COMPRESS_LEVEL})
 
 
 ANNOTATED_MAX = 9  # kernels up to 9x9 carry their numbers in the cells; larger ones only colours
@@ -55,7 +62,7 @@ def kernels_figure(evaluation: dict, path: str | Path) -> None:
             image = _annotated(axes[r, c], stack[r], vmax, title + (f" #{r + 1}" if rows > 1 else ""))
     fig.colorbar(image, ax=axes, shrink=0.8)
     fig.suptitle(f"{evaluation['filter']}: {evaluation['verdict']}", fontsize=10)
-    fig.savefig(path, dpi=DPI)
+    save(fig, path)
     plt.close(fig)
 
 
@@ -75,7 +82,7 @@ def training_figure(history_csv: str | Path, name: str, path: str | Path) -> Non
     axes[0].legend(fontsize=8)
     fig.suptitle(f"{name}: training (loss relative to target power)", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
+    save(fig, path)
     plt.close(fig)
 
 
@@ -145,7 +152,7 @@ def images_figure(rows: list[ImagePreview], name: str, path: str | Path) -> None
                 fig.colorbar(shown, ax=ax, shrink=0.8)
     fig.suptitle(f"{name}: test images", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
+    save(fig, path)
     plt.close(fig)
 
 
@@ -163,7 +170,7 @@ def pairs_kernels_figure(evaluation: dict, path: str | Path) -> None:
     fig.colorbar(image, ax=axes, shrink=0.8)
     bias = ", ".join(f"{b:+.4g}" for b in evaluation["bias"])
     fig.suptitle(f"{evaluation['filter']}: {evaluation['identification']['text']}\nbias {bias}", fontsize=9)
-    fig.savefig(path, dpi=DPI)
+    save(fig, path)
     plt.close(fig)
 
 
@@ -200,7 +207,7 @@ def sizes_figure(evaluation: dict, path: str | Path) -> None:
     ax.set_title(f"border: {evaluation['border']['rule']}", fontsize=10)
     fig.suptitle(f"{evaluation['filter']}: kernel size and border rule", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
+    save(fig, path)
     plt.close(fig)
 
 
@@ -235,7 +242,7 @@ def summary_figure(table: pd.DataFrame, path: str | Path) -> None:
         ax.legend(fontsize=8)
         ax.grid(True, axis="y", which="major", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
+    save(fig, path)
     plt.close(fig)
 
 
@@ -274,5 +281,5 @@ def model_figure(model, title: str, path: str | Path) -> None:
         axes[0][0].axis("off")
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
+    save(fig, path)
     plt.close(fig)
