@@ -206,3 +206,18 @@ def test_smallest_form_of_a_sobel_is_rank_one_and_two_bit_taps(photos):
     pairs = make_pairs(photos, lambda x: cv2.filter2D(x, -1, random), storage="float64")
     rows = smallest_forms(AffineKernel(random[None, None]), lambda m: pairs_heldout_rms(m, pairs, "val", 2), 1e-9, 255.0)
     assert rows[1]["form"].startswith("separable rank 5") and rows[2]["form"].startswith("no bit width")
+
+
+def test_one_ladder_sentence_serves_both_evaluations():
+    from img2kernel.fit.ladder import ladder_sentence
+
+    linear = {"model": "linear", "description": "3x3 affine kernel", "adequate": False, "residual_in_floors": 80.0,
+              "psnr_db": 20.0}
+    rank = {"model": "rank", "description": "3x3 median", "adequate": True, "residual_in_floors": 0.0, "psnr_db": math.inf}
+    cnn = {"model": "cnn", "description": "small CNN", "adequate": False, "residual_in_floors": 7.4, "psnr_db": 41.6}
+    assert ladder_sentence([linear], "linear") == ""
+    assert ladder_sentence([linear, rank], "rank") == "; it is a 3x3 median (rank model, held-out residual 0.00x the floor)"
+    assert ladder_sentence([linear, rank], "rank", "rank").endswith("the floor; the true structure)")
+    assert ladder_sentence([linear, rank], "rank", "curve").endswith("; its true structure is a curve model)")
+    assert ladder_sentence([linear, cnn], "cnn") == ("; no rung reaches the floor: the cnn model comes closest (small CNN, "
+                                                     "41.6 dB held out, a fit, not an identification)")

@@ -10,6 +10,7 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from . import plots
 from .filters import build_filter
+from .fit.ladder import ladder_fields, ladder_sentence
 from .kernels import align, center, compare
 from .models import Model
 from .models.base import KernelModel
@@ -66,18 +67,6 @@ def verdict(has_truth: bool, rel_error: float | None, linear_residual: float, co
     if nonlinear:
         quality += "; not one linear kernel (" + ("two kernels and a magnitude" if combine == "magnitude" else "saturated output") + ")"
     return quality
-
-
-def ladder_clause(info: dict, expected_rung: str) -> str:
-    """What the ladder said about a nonlinear filter, and whether that is its true structure."""
-    rows, chosen = info.get("ladder") or [], info.get("model", "linear")
-    if len(rows) <= 1 and chosen == "linear":
-        return ""
-    row = next(r for r in rows if r["model"] == chosen)
-    found = "the true structure" if chosen == expected_rung else f"its true structure is a {expected_rung} model"
-    if row["adequate"]:
-        return f"; ladder: {row['description']} ({chosen}, {row['psnr_db']:.1f} dB held out; {found})"
-    return f"; ladder: no rung reaches the floor, closest {chosen} ({row['psnr_db']:.1f} dB held out; {found})"
 
 
 def evaluate_filter(
@@ -164,12 +153,7 @@ def evaluate_filter(
         "learned_kernels": None if kernels is None else (
             align(center(kernels, size), center(true, size), filt.combine, filt.output) if true is not None else kernels).tolist(),
         "oracle_kernels": oracle_kernels.tolist() if oracle is not None else None,
-        "model": info.get("model", "linear"),
-        "model_class": model.name,
-        "model_description": model.describe(),
-        "ladder": info.get("ladder", []),
-        "ladder_notes": info.get("ladder_notes", []),
-        "smallest_forms": info.get("smallest_forms", []),
+        **ladder_fields(model, info),
         "expected_rung": filt.expected_rung,
         "linear": filt.linear,
         "train_seconds": info["seconds"],
@@ -178,7 +162,7 @@ def evaluate_filter(
         "stop_reason": info["stop_reason"],
         "device": info["device"],
         "verdict": verdict(true is not None, rel_error, info["linear_residual"], filt.combine, filt.output)
-        + ladder_clause(info, filt.expected_rung),
+        + ladder_sentence(info.get("ladder") or [], info.get("model", "linear"), filt.expected_rung),
     }
 
 

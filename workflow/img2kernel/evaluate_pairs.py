@@ -15,6 +15,7 @@ import numpy as np
 from skimage.metrics import structural_similarity
 
 from . import borders, plots
+from .fit.ladder import ladder_fields, ladder_sentence
 from .fit.pairs import LINEAR_FACTOR, load_pairs
 from .identify import identify
 from .models import AffineKernel, Model, load_model
@@ -81,25 +82,13 @@ def verdict(info: dict, identification: dict) -> str:
         return f"linear: {identification['text']}"
     text = (f"not a linear filter: the best {info['ksize']}x{info['ksize']} kernel leaves {residual:.3g} RMS "
             f"({residual / floor:.1f}x the noise floor of {floor:.3g}; linear means at most {LINEAR_FACTOR:g}x)")
-    return text + ladder_words(info.get("ladder") or [], info.get("model", "linear"))
+    return text + ladder_sentence(info.get("ladder") or [], info.get("model", "linear"))
 
 
-def ladder_words(rows: list[dict], chosen: str) -> str:
-    """The ladder's answer in a clause: what the chosen rung is, and how close it comes."""
-    row = next((r for r in rows if r["model"] == chosen), None)
-    if row is None or chosen == "linear" and len(rows) == 1:
-        return ""
-    if row["adequate"]:
-        return f"; it is a {row['description']} ({chosen} model, held-out residual {row['residual_in_floors']:.2f}x the floor)"
-    kind = "a fit, not an identification" if chosen == "cnn" else "closest, not exact"
-    return (f"; no rung reaches the floor: the {chosen} model comes closest ({row['description']}, "
-            f"{row['psnr_db']:.1f} dB held out, {kind})")
-
-
-def evaluate_pairs(inputs_folder, outputs_folder, model_path, info_path, catalogue: dict | None = None,
+def evaluate_pairs(inputs_folder, outputs_folder, model: Model, metadata: dict, info_path, catalogue: dict | None = None,
                    max_images: int | None = None, examples: list | None = None, max_examples: int = 3) -> dict:
-    """Everything the report and tables show about one pairs filter (see README, "Your own pairs")."""
-    model, metadata = load_model(model_path)
+    """Everything the report and tables show about one pairs filter (see README, "Your own pairs");
+    ``model`` and ``metadata`` as :func:`img2kernel.models.load_model` reads the model file."""
     info = json.loads(Path(info_path).read_text())
     pairs, manifest = load_pairs(inputs_folder, outputs_folder)
     affine = isinstance(model, AffineKernel)
@@ -127,12 +116,7 @@ def evaluate_pairs(inputs_folder, outputs_folder, model_path, info_path, catalog
         "kind": "pairs",
         "source": "pairs",
         "spec": info["filter"],
-        "model": info.get("model", "linear"),
-        "model_class": model.name,
-        "model_description": model.describe(),
-        "ladder": info.get("ladder", []),
-        "ladder_notes": info.get("ladder_notes", []),
-        "smallest_forms": info.get("smallest_forms", []),
+        **ladder_fields(model, info),
         "linear": bool(info["linear"]) and info.get("model", "linear") == "linear",
         "ksize": info["ksize"],
         "model_ksize": info["ksize"],
@@ -180,7 +164,8 @@ def evaluate_pairs_and_plot(inputs_folder, outputs_folder, model_path, info_path
                             max_images: int | None = None, shown_images: int = 3) -> dict:
     """The evaluate[filter] job of a pairs filter: metrics to JSON and its three plots."""
     examples: list = []
-    evaluation = evaluate_pairs(inputs_folder, outputs_folder, model_path, info_path, catalogue, max_images, examples,
+    model, metadata = load_model(model_path)
+    evaluation = evaluate_pairs(inputs_folder, outputs_folder, model, metadata, info_path, catalogue, max_images, examples,
                                 shown_images)
     Path(result_json).parent.mkdir(parents=True, exist_ok=True)
     Path(result_json).write_text(json.dumps(evaluation, indent=2))
@@ -189,7 +174,7 @@ def evaluate_pairs_and_plot(inputs_folder, outputs_folder, model_path, info_path
     if evaluation["kernel"] is not None:
         plots.pairs_kernels_figure(evaluation, kernels_png)
     else:
-        plots.model_figure(load_model(model_path)[0], f"{evaluation['filter']}: {evaluation['model_description']}", kernels_png)
+        plots.model_figure(model, f"{evaluation['filter']}: {evaluation['model_description']}", kernels_png)
     plots.sizes_figure(evaluation, training_png)
     plots.images_figure(examples, evaluation["filter"], images_png)
     return evaluation

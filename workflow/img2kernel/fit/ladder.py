@@ -412,6 +412,37 @@ class Ladder:
                 "smallest_forms": self.smallest}
 
 
+def ladder_fields(model: Model, info: dict) -> dict:
+    """The evaluation JSON's fields about the chosen model and its ladder, from the train job's
+    sidecar (what :meth:`Ladder.summary` wrote) and the model file's model."""
+    return {
+        "model": info.get("model", "linear"),
+        "model_class": model.name,
+        "model_description": model.describe(),
+        "ladder": info.get("ladder", []),
+        "ladder_notes": info.get("ladder_notes", []),
+        "smallest_forms": info.get("smallest_forms", []),
+    }
+
+
+def ladder_sentence(rows: list[dict], chosen: str, expected_rung: str | None = None) -> str:
+    """The ladder's answer as a clause of the verdict: what the chosen rung is and how close
+    it comes, and, when the filter's true structure is known, whether that is it. Empty when
+    the ladder stopped at ``linear``."""
+    row = next((r for r in rows if r["model"] == chosen), None)
+    if row is None or chosen == "linear" and len(rows) == 1:
+        return ""
+    found = ""
+    if expected_rung is not None:
+        found = "; the true structure" if chosen == expected_rung else f"; its true structure is a {expected_rung} model"
+    if row["adequate"]:
+        return (f"; it is a {row['description']} ({chosen} model, held-out residual "
+                f"{row['residual_in_floors']:.2f}x the floor{found})")
+    kind = "a fit, not an identification" if chosen == "cnn" else "closest, not exact"
+    return (f"; no rung reaches the floor: the {chosen} model comes closest ({row['description']}, "
+            f"{row['psnr_db']:.1f} dB held out, {kind}{found})")
+
+
 def row_of(rung: str, model: Model, residual: float, noise_floor: float, peak: float, seconds: float, origin: str) -> dict:
     """One rung's line of the ladder: its model in words, weights, held-out RMS (and in noise floors), PSNR, seconds."""
     return {
