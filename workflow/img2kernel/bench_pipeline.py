@@ -22,6 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from .logs import TIMING
+from .report import stage_of
 
 REPO = Path(__file__).resolve().parents[2]
 # Stages in the order the pipeline runs them (the benchmark folders' names).
@@ -53,11 +54,6 @@ def run_snakemake(workdir: Path, *args: str, cores: int = 8) -> float:
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
     return seconds
-
-
-def stage_of(relative: Path) -> str:
-    """``train/sobel_x.tsv`` -> ``train``; ``report.tsv`` -> ``report``."""
-    return relative.parts[0] if len(relative.parts) > 1 else relative.stem
 
 
 def stage_timings(workdir: Path) -> list[dict]:

@@ -38,6 +38,11 @@ def data_uri(path: str | Path) -> str:
     return "data:image/webp;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+def stage_of(relative: Path) -> str:
+    """A benchmark file's stage: ``train/sobel_x.tsv`` -> ``train``; ``report.tsv`` -> ``report``."""
+    return relative.parts[0] if len(relative.parts) > 1 else relative.stem
+
+
 def read_benchmarks(files: Sequence[str | Path], root: str | Path = "results/benchmarks") -> list[dict]:
     """Snakemake's benchmark TSVs as rows: stage, job, seconds, peak RSS (MB)."""
     rows = []
@@ -47,7 +52,7 @@ def read_benchmarks(files: Sequence[str | Path], root: str | Path = "results/ben
         relative = path.relative_to(root) if path.is_relative_to(root) else path
         rows.append(
             {
-                "stage": relative.parts[0] if len(relative.parts) > 1 else relative.stem,
+                "stage": stage_of(relative),
                 "job": relative.stem if len(relative.parts) > 1 else "",
                 "seconds": float(table["s"].iloc[-1]),
                 "max_rss_mb": float(table["max_rss"].iloc[-1]) if table["max_rss"].iloc[-1] != "-" else math.nan,

@@ -470,13 +470,13 @@ def train_filter(
     seconds = time.perf_counter() - started
 
     # The oracle sees the training crops drawn above (the only sample unless refresh_every > 0), in float64.
+    # The best single kernel of those crops is the oracle of a one-kernel filter, and the
+    # linear residual and the ladder's first rung of every filter.
     oracle_started = time.perf_counter()
     x, y = train_crops.raw_inputs, train_crops.raw_targets
     xv, yv = val_crops.raw_inputs, val_crops.raw_targets
-    if filt.combine == "magnitude":
-        oracle = magnitude_pair(x, y, ksize)
-    else:
-        oracle = least_squares_kernel(x, y, ksize)[None]
+    best_kernel = least_squares_kernel(x, y, ksize)
+    oracle = magnitude_pair(x, y, ksize) if filt.combine == "magnitude" else best_kernel[None]
     oracle_val_residual = relative_residual(xv, yv, filt.model_of(oracle))
     oracle_seconds = time.perf_counter() - oracle_started
 
@@ -530,7 +530,7 @@ def train_filter(
         "whiten": data.whiten,
         "learned_val_residual": relative_residual(xv, yv, filt.model_of(kernels), output=None),
         # Best *linear* fit on held-out crops: large for a filter no kernel reproduces.
-        "linear_residual": relative_residual(xv, yv, AffineKernel(least_squares_kernel(x, y, ksize))),
+        "linear_residual": relative_residual(xv, yv, AffineKernel(best_kernel)),
         "oracle_val_residual": oracle_val_residual,
         "kernel_errors": compare(kernels, true, filt.combine, filt.output) if true is not None else None,
         "oracle_errors": compare(oracle, true, filt.combine, "float") if true is not None else None,
@@ -541,16 +541,14 @@ def train_filter(
         rms = float(np.sqrt(np.mean(np.square(yv, dtype=np.float64))))
         floor = FLOAT_RELATIVE_FLOOR["float32"] * rms
         peak = float(np.ptp(yv)) or 1.0
-        ladder = single_rung("linear", filt.model_of(kernels), info["learned_val_residual"] * rms, floor, peak, seconds,
-                             origin="trained")
-        ladder.smallest = smallest_forms(filt.model_of(kernels), lambda m: relative_residual(xv, yv, m, output=None) * rms,
-                                         floor, peak)
+        learned = filt.model_of(kernels)
+        ladder = single_rung("linear", learned, info["learned_val_residual"] * rms, floor, peak, seconds, origin="trained")
+        ladder.smallest = smallest_forms(learned, lambda m: relative_residual(xv, yv, m, output=None) * rms, floor, peak)
         info.update(ladder.summary())
     else:
-        linear = AffineKernel(least_squares_kernel(x, y, ksize))
         # A `then` step is not in the trained model's structure: the ladder alone explains it.
         trained = filt.model_of(kernels) if filt.then is None else None
-        ladder = ladder_for_filter(inputs_folder, targets_folder, trained, linear, seconds, seed=seed,
+        ladder = ladder_for_filter(inputs_folder, targets_folder, trained, AffineKernel(best_kernel), seconds, seed=seed,
                                    output_storage="uint8" if filt.output == "uint8" else "float32")
         info.update(ladder.summary())
         chosen = ladder.model

@@ -524,8 +524,9 @@ def single_rung(rung: str, model: Model, residual: float, noise_floor: float, pe
     return Ladder([row_of(rung, model, residual, noise_floor, peak, seconds, origin)], rung, model, 0.0)
 
 
-def pairs_from_stores(inputs_folder, targets_folder, max_images: int = 12) -> Pairs:
-    """Train and val images of our own stores as :class:`Pairs` (the test split stays unseen)."""
+def pairs_from_stores(inputs_folder, targets_folder, max_images: int = 12, output_storage: str = "float32") -> Pairs:
+    """Train and val images of our own stores as :class:`Pairs` (the test split stays unseen);
+    ``output_storage`` ``uint8`` when the targets hold 8-bit values (``output: uint8``)."""
     from ..sources.pairs import SPLIT_CODES
     from ..store import Store
 
@@ -538,7 +539,7 @@ def pairs_from_stores(inputs_folder, targets_folder, max_images: int = 12) -> Pa
             xs.append(x[..., None])
             ys.append(targets.array(key).astype(np.float64)[..., None])
             codes.append(np.full(x.shape, SPLIT_CODES[split], np.uint8))
-    return Pairs(keys, xs, ys, codes, "float32", "float32")
+    return Pairs(keys, xs, ys, codes, "float32", output_storage)
 
 
 def ladder_for_pairs(pairs: Pairs, fit, seed: int = 0) -> Ladder:
@@ -583,8 +584,7 @@ def ladder_for_filter(inputs_folder, targets_folder, trained: Model | None, line
     """
     from .pairs import noise_floor
 
-    pairs = pairs_from_stores(inputs_folder, targets_folder)
-    pairs.output_storage = output_storage
+    pairs = pairs_from_stores(inputs_folder, targets_folder, output_storage=output_storage)
     floor = noise_floor(pairs.output_storage, pairs.output_rms())
     data = ladder_data(pairs, "val", floor, seed)
     given = {"linear": Given(linear, origin="least squares")}
