@@ -153,8 +153,7 @@ def evaluate_filter(
         "learned_kernels": None if kernels is None else (
             align(center(kernels, size), center(true, size), filt.combine, filt.output) if true is not None else kernels).tolist(),
         "oracle_kernels": oracle_kernels.tolist() if oracle is not None else None,
-        **ladder_fields(model, info),
-        "expected_rung": filt.expected_rung,
+        **ladder_fields(model, info, filt.expected_rung),
         "linear": filt.linear,
         "train_seconds": info["seconds"],
         "steps": info["steps"],

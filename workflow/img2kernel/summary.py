@@ -87,6 +87,8 @@ def kernels_table(evaluation: dict) -> pd.DataFrame:
     from .kernels import center
 
     if evaluation.get("source") == "pairs":
+        if evaluation.get("kernel") is None:  # a ladder model without an affine kernel (a median)
+            return pd.DataFrame(columns=["c_out", "c_in", "dy", "dx", "learned"])
         kernel = np.asarray(evaluation["kernel"], dtype=np.float64)  # (C_out, C_in, K, K)
         c_out, c_in, k, _ = kernel.shape
         index = pd.MultiIndex.from_product([range(c_out), range(c_in), range(k), range(k)], names=["c_out", "c_in", "dy", "dx"])

@@ -74,6 +74,10 @@ class LadderData:
     storage: str
 
 
+class NoTiles(ValueError):
+    """The pairs hold no tile the rungs after ``linear`` could be fitted or scored on."""
+
+
 def sample_tiles(pairs: Pairs, split: str, max_tiles: int, seed: int) -> Tiles:
     """Non-overlapping tiles of ``split``'s usable pixels (at most ``max_tiles``, a seeded sample)."""
     rng = np.random.default_rng(seed)
@@ -90,7 +94,8 @@ def sample_tiles(pairs: Pairs, split: str, max_tiles: int, seed: int) -> Tiles:
                     for c in range(x.shape[2]):
                         candidates.append((index, c, top, left, side))
     if not candidates:
-        raise ValueError(f"no tiles of usable {split} pixels to fit the ladder on")
+        raise NoTiles(f"no {split} tile of at least 8x8 usable pixels (images {pairs.inputs[0].shape[1]}x"
+                      f"{pairs.inputs[0].shape[0]} and smaller, less a {MARGIN}-pixel margin)")
     side = min(c[4] for c in candidates)
     chosen = rng.permutation(len(candidates))[:max_tiles]
     xs, ys, masks = [], [], []
@@ -412,10 +417,12 @@ class Ladder:
                 "smallest_forms": self.smallest}
 
 
-def ladder_fields(model: Model, info: dict) -> dict:
+def ladder_fields(model: Model, info: dict, expected_rung: str | None = None) -> dict:
     """The evaluation JSON's fields about the chosen model and its ladder, from the train job's
-    sidecar (what :meth:`Ladder.summary` wrote) and the model file's model."""
+    sidecar (what :meth:`Ladder.summary` wrote) and the model file's model; ``expected_rung``:
+    the rung of the filter's declared structure (None for pairs, whose structure is unknown)."""
     return {
+        "expected_rung": expected_rung,
         "model": info.get("model", "linear"),
         "model_class": model.name,
         "model_description": model.describe(),
@@ -514,7 +521,10 @@ def climb(data: LadderData, given: dict[str, Given], seed: int = 0,
         if rows[-1]["adequate"]:
             break
     index = choose(rows)
-    smallest = smallest_forms(models[index], lambda m: heldout_rms(m, data.heldout), data.noise_floor, data.peak)
+    # A colour pairs filter's linear fit reads every channel at once, not the pooled planes:
+    # its smallest forms are scored on the pairs themselves (ladder_for_pairs).
+    smallest = (smallest_forms(models[index], lambda m: heldout_rms(m, data.heldout), data.noise_floor, data.peak)
+                if models[index].c_in == 1 else [])
     return Ladder(rows, rows[index]["model"], models[index], time.perf_counter() - started, notes, smallest)
 
 
@@ -549,22 +559,32 @@ def ladder_for_pairs(pairs: Pairs, fit, seed: int = 0) -> Ladder:
     train split, scored on the split the linear fit was judged on; the chosen model gets the
     output file's rounding and, for colour pairs, applies to every channel.
     """
-    if fit.linear:
-        from .pairs import heldout_rms as pairs_heldout_rms
+    from .pairs import heldout_rms as pairs_heldout_rms
 
+    def linear_only(note: str | None = None) -> Ladder:
         ladder = single_rung("linear", fit.model, fit.residual_rms, fit.noise_floor, output_peak(pairs), fit.seconds)
-        ladder.smallest = smallest_forms(fit.model.with_output("float"),
-                                         lambda m: pairs_heldout_rms(m, pairs, fit.residual_split, m.halo),
-                                         fit.noise_floor, output_peak(pairs))
+        if note:
+            ladder.notes.append(note)
+        ladder.smallest = linear_smallest()
         return ladder
-    data = ladder_data(pairs, fit.residual_split, fit.noise_floor, seed)
-    if data is None:
-        ladder = single_rung("linear", fit.model, fit.residual_rms, fit.noise_floor, output_peak(pairs), fit.seconds)
-        ladder.notes.append(f"no rung after linear maps {pairs.c_in} channels to {pairs.c_out}: nothing more was tried")
-        return ladder
+
+    def linear_smallest() -> list[dict]:
+        return smallest_forms(fit.model.with_output("float"),
+                              lambda m: pairs_heldout_rms(m, pairs, fit.residual_split, m.halo),
+                              fit.noise_floor, output_peak(pairs))
+
+    if fit.linear:
+        return linear_only()
+    if pairs.c_in != pairs.c_out:
+        return linear_only(f"no rung after linear maps {pairs.c_in} channels to {pairs.c_out}: nothing more was tried")
+    try:
+        data = ladder_data(pairs, fit.residual_split, fit.noise_floor, seed)
+    except NoTiles as error:
+        return linear_only(f"the rungs after linear were not tried: {error}")
     ladder = climb(data, {"linear": Given(fit.model.with_output("float"), fit.residual_rms, fit.seconds)}, seed)
     if ladder.chosen == "linear":
         ladder.model = fit.model
+        ladder.smallest = linear_smallest()
     else:
         model = ladder.model.with_channels(pairs.c_in) if pairs.c_in > 1 else ladder.model
         ladder.model = model.with_output(fit.model.output)

@@ -160,7 +160,8 @@ class PairsFit:
             "description": self.model.describe(),
             "ksize": self.ksize,
             "channels": {"input": self.model.c_in, "output": self.model.c_out, "structure": self.model.structure()},
-            "bias": self.model.bias.tolist(),
+            # the chosen model's offset per output channel (a ladder model may have none)
+            "bias": np.asarray(self.model.tensors().get("bias", [])).tolist(),
             "sizes": self.sizes,
             "structures": self.structures,
             "noise_floor": self.noise_floor,
@@ -308,7 +309,7 @@ def detect_border(model: AffineKernel, pairs: Pairs) -> dict:
     """
     h = model.halo
     if h == 0:
-        return {"rule": "none needed", "rms": {}, "ring_pixels": 0, "note": "a 1x1 kernel reads no pixel outside the image"}
+        return {"rule": "none needed", "rms": {}, "ring_pixels": 0, "equivalent": [], "note": "a 1x1 kernel reads no pixel outside the image"}
     rules = [r for r in borders.RULES if r != "unfiltered" or model.c_in == model.c_out]
     sums = dict.fromkeys(rules, 0.0)
     count = 0
@@ -321,7 +322,7 @@ def detect_border(model: AffineKernel, pairs: Pairs) -> dict:
             prediction = ring_prediction(model, x, rule)
             sums[rule] += float(np.sum(np.square(prediction[ring].reshape(-1) - y[ring].reshape(-1))))
     if count == 0:
-        return {"rule": "valid-mode output", "rms": {}, "ring_pixels": 0,
+        return {"rule": "valid-mode output", "rms": {}, "ring_pixels": 0, "equivalent": [],
                 "note": "the outputs have no edge ring (they are smaller than the inputs by the kernel's margin)"}
     rms = {rule: math.sqrt(value / count) for rule, value in sums.items()}
     best = min(rms, key=rms.get)

@@ -78,13 +78,9 @@ class AffineKernel(KernelModel):
         return cls(tensors["kernel"], tensors.get("bias"), output)
 
     def structure(self) -> str:
-        """How channels are used: gray, per-channel, cross-channel, RGB to gray, gray to RGB."""
-        if self.c_in == 1 and self.c_out == 1:
-            return "gray"
-        if self.c_in == 1:
-            return "gray to RGB"
-        if self.c_out == 1:
-            return "RGB to gray"
+        """How channels are used: the base's answer, with per-channel told from cross-channel."""
+        if self.c_in != self.c_out or self.c_in == 1:
+            return super().structure()
         off_diagonal = max(
             (np.max(np.abs(self.kernel[o, i])) for o in range(self.c_out) for i in range(self.c_in) if o != i),
             default=0.0,

@@ -134,6 +134,17 @@ class Model(ABC):
     def n_parameters(self) -> int:
         return int(sum(t.size for t in self.tensors().values()))
 
+    def structure(self) -> str:
+        """How channels are used: gray, per-channel, RGB to gray, gray to RGB (a model whose
+        weights can mix channels, :class:`AffineKernel`, also tells cross-channel)."""
+        if self.c_in == 1 and self.c_out == 1:
+            return "gray"
+        if self.c_in == 1:
+            return "gray to RGB"
+        if self.c_out == 1:
+            return "RGB to gray"
+        return "per-channel"
+
     def predict_valid(self, padded: np.ndarray, dtype: type = np.float64, output: str | None = None) -> np.ndarray:
         """(H + 2h, W + 2h[, C_in]) -> (H, W[, C_out]) in ``dtype``: no border rule involved.
 
