@@ -51,8 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     fit = sub.add_parser(
         "fit",
         help="find the kernel behind a tool's output from one or more before/after pairs (no config needed)",
-        description="Fit the affine kernel that maps each INPUT to its OUTPUT (the same fit as a `kind: pairs` "
-                    "filter): size, border rule, channels, linear verdict and what the kernel is.",
+        description="Fit the model that maps each INPUT to its OUTPUT (the same fit as a `kind: pairs` "
+                    "filter): the affine kernel's size, border rule, channels and linear verdict, and the ladder's "
+                    "model (a median, a curve, a magnitude, ...) when the tool is not linear.",
     )
     fit.add_argument("files", nargs="+", metavar="INPUT OUTPUT", help="pairs of files: input, output, input, output, ...")
     fit.add_argument("-o", "--output", default="kernel.safetensors", help="model file to write (default kernel.safetensors)")

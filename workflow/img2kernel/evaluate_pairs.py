@@ -85,6 +85,15 @@ def verdict(info: dict, identification: dict) -> str:
     return text + ladder_sentence(info.get("ladder") or [], info.get("model", "linear"))
 
 
+def identification_of(model: Model, info: dict, catalogue: dict | None = None) -> dict:
+    """What the chosen model is, for the pipeline's evaluation and ``img2kernel fit`` alike: a
+    linear kernel named against the catalogue; a ladder model in its own words (a CNN is a fit,
+    not an identification)."""
+    if isinstance(model, AffineKernel):
+        return identify(model, catalogue_of(catalogue or {}), info["noise_floor"])
+    return {"text": model.describe(), "identified": info.get("model") != "cnn"}
+
+
 def evaluate_pairs(inputs_folder, outputs_folder, model: Model, metadata: dict, info_path, catalogue: dict | None = None,
                    max_images: int | None = None, examples: list | None = None, max_examples: int = 3) -> dict:
     """Everything the report and tables show about one pairs filter (see README, "Your own pairs");
@@ -92,8 +101,7 @@ def evaluate_pairs(inputs_folder, outputs_folder, model: Model, metadata: dict, 
     info = json.loads(Path(info_path).read_text())
     pairs, manifest = load_pairs(inputs_folder, outputs_folder)
     affine = isinstance(model, AffineKernel)
-    identification = (identify(model, catalogue_of(catalogue or {}), info["noise_floor"]) if affine
-                      else {"text": model.describe(), "identified": info.get("model") != "cnn"})
+    identification = identification_of(model, info, catalogue)
     split = "test"
     if not any((codes == SPLIT_CODES["test"]).any() for codes in pairs.splits):
         split = "val" if any((codes == SPLIT_CODES["val"]).any() for codes in pairs.splits) else "train"

@@ -6,11 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..evaluate_pairs import heldout_scores, verdict
-from ..identify import identify
+from ..evaluate_pairs import heldout_scores, identification_of, verdict
 from ..sources.pairs import PairRef, _key, read_pairs
-from .job import save_pairs_fit
-from .pairs import fit_pairs, to_fit_pairs
+from .job import fit_and_climb, save_pairs_fit
+from .pairs import to_fit_pairs
 
 
 def fit_files(files: list[str], model_path: str | Path, *, ksize: int | None = None, max_ksize: int = 15,
@@ -31,13 +30,14 @@ def fit_files(files: list[str], model_path: str | Path, *, ksize: int | None = N
             "channels": {k: v for k, v in (channels or {}).items() if v}}
     loaded, manifest = read_pairs(spec, refs, seed=seed)
     pairs = to_fit_pairs(loaded, manifest)
-    result = fit_pairs(pairs, max_ksize=max_ksize, ksize=ksize, seed=seed)
-    summary = result.summary()
+    # The train job's fit and ladder (fit.job.fit_and_climb), so the same pairs give the same model.
+    result, ladder = fit_and_climb(pairs, {"ksize": ksize, "max_ksize": max_ksize}, seed)
+    summary = {**result.summary(), **ladder}
     info = {"filter": {**spec, "files": files}, "source": "pairs", **summary, "input_storage": manifest["input_storage"],
             "output_storage": manifest["output_storage"]}
     save_pairs_fit(result, info, model_path, None, Path(model_path).with_suffix(".json"), None)
-    identification = identify(result.model, noise_floor=result.noise_floor)
     model = result.model
+    identification = identification_of(model, info)
     lines = [f"pairs: {len(loaded)} ({'each split by disjoint tiles' if manifest['split_mode'] == 'tiles' else 'split by name'}), "
              f"{manifest['input_storage']} -> {manifest['output_storage']}, channels {model.c_in} -> {model.c_out}"]
     lines.append(f"kernel size: {result.ksize}x{result.ksize}; RMS residual per size (larger of train and held-out): "
@@ -45,14 +45,23 @@ def fit_files(files: list[str], model_path: str | Path, *, ksize: int | None = N
     if len(result.structures) > 1:
         lines.append("channels: " + ", ".join(f"{s['structure']}{' (chosen)' if s['chosen'] else ''} {s['residual_rms']:.3g}"
                                                for s in result.structures))
-    with np.printoptions(precision=5, suppress=True, linewidth=160):
-        for o in range(model.c_out):
-            for i in range(model.c_in):
-                if not np.any(model.kernel[o, i]):
-                    continue  # a channel that does not reach this output
-                label = f"kernel out {o} <- in {i}" if model.c_in * model.c_out > 1 else "kernel (correlation orientation)"
-                lines.append(f"{label}:\n{model.kernel[o, i]}")
-    lines.append("bias: " + ", ".join(f"{b:.5g}" for b in model.bias))
+    if len(ladder["ladder"]) > 1:
+        lines.append("ladder (held-out residual in noise floors):")
+        for row in ladder["ladder"]:
+            lines.append(f"  {row['model']:<10} {row['residual_in_floors']:>10.3g}  {row['psnr_db']:6.1f} dB  {row['description']}"
+                         + ("  (chosen)" if row["model"] == ladder["model"] else ""))
+    lines.extend(ladder["ladder_notes"])
+    lines.append(f"model: {model.describe()}")
+    kernel = model.tensors().get("kernel")
+    if kernel is not None and kernel.ndim == 4:  # (C_out, C_in, K, K) and a bias per output channel
+        with np.printoptions(precision=5, suppress=True, linewidth=160):
+            for o in range(model.c_out):
+                for i in range(model.c_in):
+                    if not np.any(kernel[o, i]):
+                        continue  # a channel that does not reach this output
+                    label = f"kernel out {o} <- in {i}" if model.c_in * model.c_out > 1 else "kernel (correlation orientation)"
+                    lines.append(f"{label}:\n{kernel[o, i]}")
+        lines.append("bias: " + ", ".join(f"{b:.5g}" for b in summary["bias"]))
     border = result.border
     lines.append(f"border: {border['rule']}" + ("; edge-ring RMS " + ", ".join(f"{r} {v:.3g}" for r, v in border["rms"].items())
                                                  if border["rms"] else f" ({border.get('note', '')})"))

@@ -21,21 +21,29 @@ from .pairs import PairsFit, detect_border, fit_pairs, load_pairs
 HISTORY_COLUMNS = ["ksize", "parameters", "train_rms", "heldout_rms", "residual_rms"]
 
 
+def fit_and_climb(pairs, spec: dict, seed: int = 0) -> tuple[PairsFit, dict]:
+    """The one fit of a pairs filter, for the train job and ``img2kernel fit`` alike: the
+    least-squares fit, then the ladder when it is not linear; ``fit.model`` is the chosen
+    model and ``fit.border`` its own edge rule. Returns (fit, the ladder's summary)."""
+    fit = fit_pairs(pairs, max_ksize=int(spec.get("max_ksize") or 15), ksize=spec.get("ksize"), seed=seed)
+    ladder = ladder_for_pairs(pairs, fit, seed=seed)
+    if ladder.chosen != "linear":  # the chosen model's own edge: its ring against each rule
+        fit.border = detect_border(ladder.model, pairs)
+    fit.model = ladder.model
+    return fit, ladder.summary()
+
+
 def train_pairs(inputs_folder: str | Path, outputs_folder: str | Path, spec: dict, seed: int = 0) -> tuple[PairsFit, dict, dict]:
     """Fit a pairs filter from its stores; returns (fit, info for the JSON sidecar, store manifest)."""
     started = time.perf_counter()
     pairs, manifest = load_pairs(inputs_folder, outputs_folder)
     read_seconds = time.perf_counter() - started
-    fit = fit_pairs(pairs, max_ksize=int(spec.get("max_ksize", 15)), ksize=spec.get("ksize"), seed=seed)
-    ladder = ladder_for_pairs(pairs, fit, seed=seed)
-    if ladder.chosen != "linear":  # the chosen model's own edge: its ring against each rule
-        fit.border = detect_border(ladder.model, pairs)
-    fit.model = ladder.model
+    fit, ladder = fit_and_climb(pairs, spec, seed)
     info = {
         "filter": spec,
         "source": "pairs",
         **fit.summary(),
-        **ladder.summary(),
+        **ladder,
         "pairs": manifest["pairs"],
         "split_mode": manifest["split_mode"],
         "splits": manifest["splits"],

@@ -1,0 +1,99 @@
+"""Pairs made by other libraries that land on every rung of the ladder, through the workflow
+(train, evaluate, summary, report) and ``img2kernel fit``: no job fails, several nonlinear
+filters share one report, and the command line gives the pipeline's model."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+import skimage.filters
+from PIL import Image, ImageFilter
+
+from img2kernel.cli import main
+from img2kernel.models import load_model
+from conftest import snakemake, write_workdir
+from test_pairs import gray_photos, rgb_photos
+
+pytestmark = pytest.mark.workflow
+
+
+def _tone_then_sharpen(g):
+    toned = np.clip(np.rint(255 * (g / 255.0) ** 0.6), 0, 255).astype(np.uint8)
+    return np.asarray(Image.fromarray(toned).filter(ImageFilter.SHARPEN))
+
+
+def _noisy_blur(c, seed):
+    noisy = cv2.GaussianBlur(c, (3, 3), 0.8).astype(float) + np.random.default_rng(seed).normal(0, 2, c.shape)
+    return np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
+
+
+# name: (photos, tool, file suffix of the tool's output, the rung it must land on or None)
+CASES = {
+    "pillow_median": ("gray", lambda g, i: np.asarray(Image.fromarray(g).filter(ImageFilter.MedianFilter(3))), ".png", "rank"),
+    "cv2_erode": ("gray", lambda g, i: cv2.erode(g, np.ones((3, 3), np.uint8)), ".png", "rank"),
+    "skimage_sobel": ("gray", lambda g, i: np.clip(np.rint(skimage.filters.sobel(g / 255.0) * 1020), 0, 255).astype(np.uint8),
+                      ".png", "magnitude"),
+    "pillow_unsharp": ("gray", lambda g, i: np.asarray(Image.fromarray(g).filter(ImageFilter.UnsharpMask(2, 150, 3))), ".png", None),
+    "tone_sharpen": ("gray", lambda g, i: _tone_then_sharpen(g), ".png", None),
+    "bilateral": ("gray", lambda g, i: cv2.bilateralFilter(g, 5, 40, 3), ".png", None),
+    "blur_jpeg": ("gray", lambda g, i: cv2.GaussianBlur(g, (5, 5), 1.0), ".jpg", None),
+    "rgb_noisy_blur": ("rgb", _noisy_blur, ".png", None),
+    "half_size": ("square", lambda g, i: np.asarray(Image.fromarray(g).resize((32, 32), Image.BILINEAR)), ".png", None),
+}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("ladder_pairs")
+    photos = {"gray": gray_photos(4, (64, 80)), "rgb": rgb_photos(4, (64, 80)), "square": gray_photos(4, (64, 64))}
+    filters = []
+    for name, (kind, tool, suffix, _) in CASES.items():
+        (workdir / name / "in").mkdir(parents=True)
+        (workdir / name / "out").mkdir()
+        for i, photo in enumerate(photos[kind]):
+            Image.fromarray(photo).save(workdir / name / "in" / f"p{i}.png")
+            Image.fromarray(tool(photo, i)).save(workdir / name / "out" / f"p{i}{suffix}", **({"quality": 85} if suffix == ".jpg" else {}))
+        filters.append({"name": name, "kind": "pairs", "inputs": f"{name}/in", "outputs": f"{name}/out", "max_ksize": 7})
+    write_workdir(workdir, filters, "sample")
+    snakemake(workdir)
+    return workdir
+
+
+def test_every_rung_runs_through_train_evaluate_and_one_report(built):
+    results = built / "results"
+    html = (results / "report.html").read_text()
+    for name, (_, _, _, rung) in CASES.items():
+        evaluation = json.loads((results / "eval" / f"{name}.json").read_text())
+        assert evaluation["filter"] == name and evaluation["verdict"] and name in html
+        assert (results / "eval" / f"{name}.kernels.csv").exists() and (results / "plots" / name / "images.png").exists()
+        if rung is not None:
+            assert evaluation["model"] == rung, (name, evaluation["verdict"])
+            assert evaluation["test_psnr"] > 40, (name, evaluation["test_psnr"])
+    assert "3x3 median" in html and "minimum (erosion)" in html and "magnitude of 2" in html
+    nonlinear = [n for n in CASES if json.loads((results / "eval" / f"{n}.json").read_text())["model"] != "linear"]
+    assert len(nonlinear) >= 3
+    table = (results / "tables" / "kernels.md").read_text()
+    assert all(name in table for name in CASES)
+
+
+@pytest.mark.parametrize("name", ["pillow_median", "skimage_sobel", "rgb_noisy_blur"])
+def test_img2kernel_fit_gives_the_pipelines_model(built, tmp_path, name, capsys):
+    files = []
+    for i in range(4):
+        files += [str(built / name / "in" / f"p{i}.png"), next(str(p) for p in (built / name / "out").glob(f"p{i}.*"))]
+    assert main(["fit", *files, "--max-ksize", "7", "-o", str(tmp_path / "m.safetensors")]) == 0
+    printed = capsys.readouterr().out
+    ours, ours_meta = load_model(tmp_path / "m.safetensors")
+    theirs, theirs_meta = load_model(built / "results" / "models" / f"{name}.safetensors")
+    assert type(ours) is type(theirs) and ours.describe() == theirs.describe()
+    assert ours_meta["border"] == theirs_meta["border"]
+    mine, pipeline = ours.tensors(), theirs.tensors()
+    assert mine.keys() == pipeline.keys()
+    for key in mine:
+        np.testing.assert_array_equal(mine[key], pipeline[key], err_msg=key)
+    evaluation = json.loads((built / "results" / "eval" / f"{name}.json").read_text())
+    if evaluation["model"] != "linear":
+        assert "ladder (held-out residual in noise floors):" in printed and "(chosen)" in printed
