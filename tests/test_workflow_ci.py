@@ -1,5 +1,6 @@
 """The catalog's conventions: `snakemake --lint` is clean, and the small `.test/` configuration
-runs end to end (our filters from a few sample photos and a pairs filter made by Pillow)."""
+runs end to end (our filters from a few sample photos and two pairs filters made by Pillow,
+one linear and one the ladder explains)."""
 
 from __future__ import annotations
 
@@ -35,4 +36,7 @@ def test_the_test_configuration_runs_end_to_end(tmp_path):
     pairs = json.loads((results / "eval" / "pillow_edges.json").read_text())
     assert pairs["linear"] and pairs["border"]["rule"] == "unfiltered"
     assert pairs["identification"]["kernel"]["name"] == "sobel_y (ksize 3)"
+    median = json.loads((results / "eval" / "pillow_median.json").read_text())
+    assert median["model"] == "rank" and median["model_description"].startswith("3x3 median")
+    assert median["test_identical_fraction"] > 0.99
     assert (results / "report.html").is_file() and planned_jobs(workdir) == {}
