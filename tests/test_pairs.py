@@ -314,3 +314,25 @@ def test_mixed_storage_types_are_refused_naming_files(tmp_path):
     cv2.imwrite(str(tmp_path / "out" / "photo 2.tif"), photos[2].astype(np.float32))
     with pytest.raises(ValueError, match="output files mix storage types"):
         read_pairs(spec, list_pairs(spec))
+
+
+@pytest.mark.parametrize("target", ["input", "output", "sidecar", "folder"])
+def test_fit_refuses_an_output_path_that_is_a_pair_file_or_a_folder_before_any_work(tmp_path, target, capsys):
+    from img2kernel.cli import main
+
+    photo = gray_photos(1, (32, 40))[0]
+    Image.fromarray(photo).save(tmp_path / "a.png")
+    Image.fromarray(cv2.GaussianBlur(photo, (3, 3), 0)).save(tmp_path / "b.png")
+    (tmp_path / "b.json").write_text("{}")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    out = {"input": "a.png", "output": "b.png", "sidecar": "b.safetensors", "folder": "."}[target]
+    with pytest.raises(ValueError, match="overwrite one of the pairs' files|is a folder"):
+        from img2kernel.fit.command import fit_files
+
+        fit_files([str(tmp_path / "a.png"), str(tmp_path / "b.json" if target == "sidecar" else tmp_path / "b.png")],
+                  tmp_path / out)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
+    with pytest.raises(SystemExit) as stopped:
+        main(["fit", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "-o", str(tmp_path / "b.png")])
+    assert stopped.value.code != 0 and "overwrite one of the pairs' files" in capsys.readouterr().err
+    assert (tmp_path / "b.png").read_bytes() == before["b.png"]

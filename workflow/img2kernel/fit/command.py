@@ -24,6 +24,15 @@ def fit_files(files: list[str], model_path: str | Path, *, ksize: int | None = N
         raise ValueError(f"--holdout must be above 0 and at most 0.8, got {holdout}")
     if not Path(model_path).parent.is_dir():
         raise ValueError(f"{model_path}: folder {Path(model_path).parent} does not exist")
+    if Path(model_path).is_dir():
+        raise ValueError(f"{model_path} is a folder; give the model file's path, e.g. {Path(model_path) / 'kernel.safetensors'}")
+    # The model and its JSON sidecar are written after the fit: refuse, before any work, a path
+    # that would replace one of the pairs (`-o after.png` would destroy the tool's output).
+    inputs = {Path(f).resolve() for f in files if Path(f).exists()}
+    for written in (Path(model_path), Path(model_path).with_suffix(".json")):
+        if written.resolve() in inputs:
+            raise ValueError(f"{written}: writing the model there would overwrite one of the pairs' files; "
+                             "choose another output path (-o)")
     used: set[str] = set()
     refs = [PairRef(_key(Path(files[i]).stem, used), files[i], files[i + 1]) for i in range(0, len(files), 2)]
     spec = {"name": "fit", "kind": "pairs", "holdout": holdout,
