@@ -107,11 +107,9 @@ def sample_tiles(pairs: Pairs, split: str, max_tiles: int, seed: int) -> Tiles:
     return Tiles(np.asarray(xs, np.float64), np.nan_to_num(np.asarray(ys, np.float64)), np.asarray(masks))
 
 
-def ladder_data(pairs: Pairs, heldout_split: str, noise_floor: float, seed: int = 0) -> LadderData | None:
-    """Tiles for the rungs; None when the filter changes the channel count (no rung after
-    ``linear`` maps 3 channels to 1)."""
-    if pairs.c_in != pairs.c_out:
-        return None
+def ladder_data(pairs: Pairs, heldout_split: str, noise_floor: float, seed: int = 0) -> LadderData:
+    """Tiles for the rungs (pairs with as many output channels as input channels: no rung after
+    ``linear`` maps 3 channels to 1); :class:`NoTiles` when the images leave none."""
     return LadderData(sample_tiles(pairs, "train", TRAIN_TILES, seed), sample_tiles(pairs, heldout_split, HELDOUT_TILES, seed + 1),
                       pairs.c_in, noise_floor, output_peak(pairs), pairs.output_storage)
 
@@ -584,7 +582,8 @@ def ladder_for_pairs(pairs: Pairs, fit, seed: int = 0) -> Ladder:
     ladder = climb(data, {"linear": Given(fit.model.with_output("float"), fit.residual_rms, fit.seconds)}, seed)
     if ladder.chosen == "linear":
         ladder.model = fit.model
-        ladder.smallest = linear_smallest()
+        if not ladder.smallest:  # climb scored only one-channel models on its planes
+            ladder.smallest = linear_smallest()
     else:
         model = ladder.model.with_channels(pairs.c_in) if pairs.c_in > 1 else ladder.model
         ladder.model = model.with_output(fit.model.output)
