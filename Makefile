@@ -35,7 +35,7 @@ bench: $(STAMP)
 clean-venv:
 	rm -rf $(VENV)
 
-# First run, no-op rerun, per-stage start-up and work, 15x15 and 31x31 kernels (README, "Speed").
+# First run, no-op rerun, per-stage start-up and work, 15x15 and 31x31 kernels (docs/benchmarks.md).
 bench-pipeline: $(STAMP)
 	$(BIN)/img2kernel bench pipeline
 

@@ -2,8 +2,8 @@
 
 Each case is a tool whose structure is known, applied to sample photos by scipy.ndimage,
 Pillow, OpenCV or scikit-image and stored as that tool stores it; the pairs go through the
-same fit as a ``pairs`` filter (linear fit, then the ladder). The targets (README, "Beyond
-one kernel"): rank filters up to 7x7 identified with the right footprint and rank and the
+same fit as a ``pairs`` filter (linear fit, then the ladder). The targets
+(docs/benchmarks.md, "The ladder of models"): rank filters up to 7x7 identified with the right footprint and rank and the
 interior reproduced exactly; Sobel magnitudes >= 60 dB as ``magnitude``; blur then gamma and
 clipped or absolute edge maps as ``curve`` within 2 noise floors; thresholded unsharp
 masking as ``curve`` with its skip path, >= 40 dB; a filter no structured rung explains:

@@ -96,7 +96,7 @@ def identification_of(model: Model, info: dict, catalogue: dict | None = None) -
 
 def evaluate_pairs(inputs_folder, outputs_folder, model: Model, metadata: dict, info_path, catalogue: dict | None = None,
                    max_images: int | None = None, examples: list | None = None, max_examples: int = 3) -> dict:
-    """Everything the report and tables show about one pairs filter (see README, "Your own pairs");
+    """Everything the report and tables show about one pairs filter (see docs/pairs.md);
     ``model`` and ``metadata`` as :func:`img2kernel.models.load_model` reads the model file."""
     info = json.loads(Path(info_path).read_text())
     pairs, manifest = load_pairs(inputs_folder, outputs_folder)

@@ -1,6 +1,6 @@
 """Training: recover a filter's kernel(s) from (input, target) crops of the store.
 
-The default recipe, chosen by measurement (README, "What makes it fast"):
+The default recipe, chosen by measurement (docs/answers.md, question 4):
 
 - crops taken with a halo of K // 2 and a *valid* correlation, so no padding, and no
   border bias, enters the loss;
