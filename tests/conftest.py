@@ -31,7 +31,7 @@ os.environ["TMPDIR"] = tempfile.tempdir = SESSION_TMP
 
 def real_images(count: int = 3, size: tuple[int, int] = (96, 80)) -> list[np.ndarray]:
     """Crops of scikit-image's sample photos as uint8 grayscale (real texture, small)."""
-    from img2kernel.data import sample_image_paths
+    from img2kernel.sources.downloads import sample_image_paths
 
     images = []
     for path in sample_image_paths():

@@ -6,9 +6,9 @@ import re
 
 import yaml
 
-from img2kernel.bench import bench_training, build_sample_store
-from img2kernel.cli import main
-from img2kernel.targets import compute_targets
+from img2kernel.bench.speed import bench_training, build_sample_store
+from img2kernel.cli.main import main
+from img2kernel.sources.targets import compute_targets
 from conftest import REPO
 
 
@@ -39,7 +39,7 @@ def test_apply_benchmark_prints_every_run(capsys):
 
 
 def test_every_job_log_ends_with_its_start_up_work_and_imports(tmp_path, monkeypatch, capsys):
-    from img2kernel.logs import log_to
+    from img2kernel.pipeline.logs import log_to
 
     (tmp_path / "slow_module_for_timing.py").write_text("import time\ntime.sleep(0.3)\n")
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -56,7 +56,7 @@ def test_every_job_log_ends_with_its_start_up_work_and_imports(tmp_path, monkeyp
 
 
 def test_pipeline_benchmark_splits_each_stage_into_start_up_imports_and_work(tmp_path):
-    from img2kernel.bench_pipeline import stage_timings
+    from img2kernel.bench.pipeline import stage_timings
 
     jobs = {"train/a": (3.0, "1.000", "2.500", "1.500"), "train/b": (2.0, "1.000", "1.500", "1.000"),
             "report": (1.0, "0.500", "0.400", "0.100"), "urls/url_list": (0.5, "0.400", "0.050", "0.000")}

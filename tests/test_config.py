@@ -8,7 +8,7 @@ import math
 import pandas as pd
 import pytest
 
-from img2kernel.config import ConfigError, check_config, check_filters, load_yaml
+from img2kernel.pipeline.config import ConfigError, check_config, check_filters, load_yaml
 from conftest import REPO
 
 FILTERS = load_yaml(REPO / "config" / "filters.yaml")
@@ -202,7 +202,7 @@ def test_the_schemas_are_package_data_so_an_installed_package_validates():
     import tomllib
     from importlib.resources import files
 
-    from img2kernel import config
+    from img2kernel.pipeline import config
 
     schemas = files("img2kernel") / "schemas"
     assert config.CONFIG_SCHEMA == schemas / "config.schema.yaml" and config.CONFIG_SCHEMA.is_file()

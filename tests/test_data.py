@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from img2kernel.data import to_grayscale_float32
+from img2kernel.sources.downloads import to_grayscale_float32
 
 
 def test_gray_uint8_is_kept_exactly():
@@ -46,7 +46,7 @@ def _png_bytes(array: np.ndarray) -> bytes:
 def test_a_16_bit_rgba_png_is_read_not_composited_to_white():
     from collections import Counter
 
-    from img2kernel.data import store_image
+    from img2kernel.sources.downloads import store_image
 
     rng = np.random.default_rng(0)
     bgr = rng.integers(0, 65536, (20, 30, 3), dtype=np.uint16)
@@ -65,7 +65,7 @@ def test_exif_orientation_is_applied_everywhere(tmp_path):
     from PIL import Image
 
     from img2kernel.apply import read_for_model
-    from img2kernel.data import store_image
+    from img2kernel.sources.downloads import store_image
     from img2kernel.images import read_pixels
     from img2kernel.models import AffineKernel
 
@@ -89,7 +89,7 @@ def test_the_store_and_apply_read_alpha_the_same_way(tmp_path):
     from collections import Counter
 
     from img2kernel.apply import read_for_model
-    from img2kernel.data import store_image
+    from img2kernel.sources.downloads import store_image
     from img2kernel.models import AffineKernel
 
     rng = np.random.default_rng(1)
@@ -104,7 +104,7 @@ def test_the_store_and_apply_read_alpha_the_same_way(tmp_path):
 def test_max_side_downscales_in_the_store_and_min_side_skips():
     from collections import Counter
 
-    from img2kernel.data import store_image
+    from img2kernel.sources.downloads import store_image
 
     image = np.random.default_rng(2).integers(0, 256, (100, 60), dtype=np.uint8)
     conversions = Counter()
@@ -120,8 +120,8 @@ def test_one_or_two_images_are_split_by_disjoint_tiles(tmp_path):
     import json
     import tarfile
 
-    from img2kernel.data import build_inputs_store
-    from img2kernel.store import Store
+    from img2kernel.sources.downloads import build_inputs_store
+    from img2kernel.store.shards import Store
 
     images = [np.random.default_rng(i).integers(0, 256, (41, 50), dtype=np.uint8) for i in range(2)]
     shard = tmp_path / "images" / "00000.tar"

@@ -11,10 +11,10 @@ import re
 import numpy as np
 import pytest
 
-from img2kernel.evaluate import evaluate_filter, image_metrics, verdict
-from img2kernel.filters import build_filter
-from img2kernel.kernels import align, compare
-from img2kernel.store import ShardWriter
+from img2kernel.evaluate.generated import evaluate_filter, image_metrics, verdict
+from img2kernel.sources.filters import build_filter
+from img2kernel.evaluate.kernels import align, compare
+from img2kernel.store.shards import ShardWriter
 
 
 @pytest.fixture
@@ -98,9 +98,9 @@ def test_metrics_and_verdicts():
 
 def test_report_escapes_names_and_embeds_every_image(tmp_path, tiny_store):
     """The schema allows no HTML in names, so the renderer is tested directly with one."""
-    from img2kernel import plots
-    from img2kernel.report import render_report
-    from img2kernel.summary import write_summary
+    from img2kernel.report import plots
+    from img2kernel.report.page import render_report
+    from img2kernel.report.summary import write_summary
 
     inputs, targets, filt = tiny_store
     true = as_model(filt, np.stack(filt.kernels))
@@ -144,7 +144,7 @@ def test_predict_is_the_trained_torch_models_function(combine, output, border, r
     """The numpy model that evaluation and apply run computes what the torch twin trained."""
     import torch
 
-    from img2kernel.model import LearnableKernel
+    from img2kernel.fit.learnable import LearnableKernel
 
     rng = np.random.default_rng(1)
     kernels = rng.standard_normal((2 if combine == "magnitude" else 1, 5, 5)) * 20
@@ -162,8 +162,8 @@ def test_predict_is_the_trained_torch_models_function(combine, output, border, r
 
 
 def test_large_images_are_reduced_for_the_figure_and_ssim_takes_the_central_window():
-    from img2kernel import plots
-    from img2kernel.evaluate import SSIM_MAX_SIDE, central_window
+    from img2kernel.report import plots
+    from img2kernel.evaluate.generated import SSIM_MAX_SIDE, central_window
 
     rng = np.random.default_rng(2)
     target = rng.uniform(0, 255, (2500, 3100)).astype(np.float32)
@@ -183,7 +183,7 @@ def test_large_images_are_reduced_for_the_figure_and_ssim_takes_the_central_wind
 def test_kernel_csv_has_one_row_per_tap_centred_for_every_kernel_set(tmp_path):
     import pandas as pd
 
-    from img2kernel.summary import write_kernels_csv
+    from img2kernel.report.summary import write_kernels_csv
 
     true = np.arange(9.0).reshape(1, 3, 3)
     learned = np.pad(true, ((0, 0), (1, 1), (1, 1))) + 1e-9  # a 5x5 model around a 3x3 kernel

@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from img2kernel.filters import KINDS, build_filter, magnitude, random_kernel
-from img2kernel.ops import correlate_numpy
+from img2kernel.sources.filters import KINDS, build_filter, magnitude, random_kernel
+from img2kernel.fit.convolve import correlate_numpy
 
 LINEAR_SPECS = (
     [{"kind": "sobel", "dx": dx, "dy": dy, "ksize": 1} for dx, dy in ((1, 0), (0, 1), (2, 0), (0, 2))]
@@ -130,7 +130,7 @@ def test_random_kernels_repeat_for_a_seed_and_differ_across_seeds():
 
 
 def test_every_kind_is_in_the_schema():
-    from img2kernel.config import FILTERS_SCHEMA, load_yaml
+    from img2kernel.pipeline.config import FILTERS_SCHEMA, load_yaml
 
     from img2kernel.sources import PAIRS
 

@@ -191,7 +191,7 @@ def test_a_colour_tool_gets_a_per_channel_rank_model_that_apply_runs(tmp_path, p
 
 
 def test_smallest_form_of_a_sobel_is_rank_one_and_two_bit_taps(photos):
-    from img2kernel.filters import deriv_kernel
+    from img2kernel.sources.filters import deriv_kernel
     from img2kernel.fit.pairs import heldout_rms as pairs_heldout_rms
     from img2kernel.fit.smallest import smallest_forms
 

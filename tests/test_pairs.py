@@ -13,11 +13,11 @@ import pytest
 import scipy.ndimage as ndi
 from PIL import Image, ImageFilter
 
-from img2kernel.config import ConfigError, check_filters
-from img2kernel.filters import deriv_kernel
+from img2kernel.pipeline.config import ConfigError, check_filters
+from img2kernel.sources.filters import deriv_kernel
 from img2kernel.fit.lstsq import FitSample, normal_equations
 from img2kernel.fit.pairs import fit_pairs, load_pairs, to_fit_pairs
-from img2kernel.identify import identify
+from img2kernel.evaluate.identify import identify
 from img2kernel.sources.pairs import build_pairs_store, list_pairs, read_pairs
 
 SOBEL_X = deriv_kernel(1, 0, 3)
@@ -275,7 +275,7 @@ def test_a_table_without_its_columns(tmp_path):
 
 def test_a_table_of_paths_and_file_urls(tmp_path):
     photos = gray_photos(3)
-    spec = write_pairs(tmp_path, photos, [uint8(ndi.correlate(p.astype(float), SOBEL_X) / 4 + 128) for p in photos])
+    write_pairs(tmp_path, photos, [uint8(ndi.correlate(p.astype(float), SOBEL_X) / 4 + 128) for p in photos])
     rows = [f"{tmp_path / 'in' / f'photo {i}.png'},file://{tmp_path / 'out' / f'photo {i}.png'}" for i in range(3)]
     (tmp_path / "pairs.csv").write_text("input,output\n" + "\n".join(rows) + "\n")
     table_spec = {"name": "mine", "kind": "pairs", "table": str(tmp_path / "pairs.csv")}
@@ -318,7 +318,7 @@ def test_mixed_storage_types_are_refused_naming_files(tmp_path):
 
 @pytest.mark.parametrize("target", ["input", "output", "sidecar", "folder"])
 def test_fit_refuses_an_output_path_that_is_a_pair_file_or_a_folder_before_any_work(tmp_path, target, capsys):
-    from img2kernel.cli import main
+    from img2kernel.cli.main import main
 
     photo = gray_photos(1, (32, 40))[0]
     Image.fromarray(photo).save(tmp_path / "a.png")
@@ -327,7 +327,7 @@ def test_fit_refuses_an_output_path_that_is_a_pair_file_or_a_folder_before_any_w
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
     out = {"input": "a.png", "output": "b.png", "sidecar": "b.safetensors", "folder": "."}[target]
     with pytest.raises(ValueError, match="overwrite one of the pairs' files|is a folder"):
-        from img2kernel.fit.command import fit_files
+        from img2kernel.cli.fit import fit_files
 
         fit_files([str(tmp_path / "a.png"), str(tmp_path / "b.json" if target == "sidecar" else tmp_path / "b.png")],
                   tmp_path / out)

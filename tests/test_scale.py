@@ -10,8 +10,8 @@ import textwrap
 import numpy as np
 import pytest
 
-from img2kernel.filters import build_filter
-from img2kernel.store import ShardWriter
+from img2kernel.sources.filters import build_filter
+from img2kernel.store.shards import ShardWriter
 
 CAP_MB = 512
 SOBEL = {"name": "sobel_x", "kind": "sobel", "dx": 1, "dy": 0, "ksize": 3, "output": "float"}
@@ -24,7 +24,7 @@ CHILD = textwrap.dedent(
     import json, resource, sys
     import numpy as np
     import torch
-    from img2kernel.train import _warm_up, train_filter
+    from img2kernel.fit.gradient import _warm_up, train_filter
     torch.set_num_threads(1)
     _warm_up(torch.device("cpu"), torch.float32)
 

@@ -11,7 +11,9 @@ import textwrap
 import numpy as np
 import pytest
 
-from img2kernel.store import CropSampler, Shard, ShardWriter, Store, StoreError, index_path, split_for_keys
+from img2kernel.store.shards import Shard, ShardWriter, Store, StoreError, index_path, split_for_keys
+
+from img2kernel.store.crops import CropSampler
 
 
 def ragged_arrays(rng: np.random.Generator, dtype="float32") -> dict[str, np.ndarray]:
@@ -83,7 +85,7 @@ def test_killed_writer_leaves_no_shard(tmp_path):
     script = textwrap.dedent(
         f"""
         import os, signal, numpy as np
-        from img2kernel.store import ShardWriter
+        from img2kernel.store.shards import ShardWriter
         writer = ShardWriter({str(tmp_path / "00000.tar")!r})
         writer.add("a", np.ones((256, 256)))
         writer.add("b", np.ones((256, 256)))
@@ -181,7 +183,7 @@ def test_crops_skip_images_too_small_and_fail_when_none_fit():
 
 def test_store_sampler_streams_the_same_crops_one_shard_at_a_time(tmp_path):
     """Same crops as CropSampler over the split's arrays; what stays mapped is bounded by the budget."""
-    from img2kernel.store import StoreCropSampler
+    from img2kernel.store.crops import StoreCropSampler
 
     rng = np.random.default_rng(1)
     images, splits = {}, {}

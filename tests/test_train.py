@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from img2kernel.filters import build_filter
-from img2kernel.kernels import center, compare
-from img2kernel.model import LearnableKernel
-from img2kernel.store import CropSampler, ShardWriter
+from img2kernel.sources.filters import build_filter
+from img2kernel.evaluate.kernels import center, compare
+from img2kernel.fit.learnable import LearnableKernel
+from img2kernel.store.shards import ShardWriter
+from img2kernel.store.crops import CropSampler
 from img2kernel.models import AffineKernel, load_model
-from img2kernel.train import Crops, TrainingError, fit, save_outcome, train_filter
+from img2kernel.fit.gradient import Crops, TrainingError, fit, save_outcome, train_filter
 
 SETTINGS = {
     "optimizer": "lbfgs",
@@ -270,7 +271,7 @@ def test_center_and_compare_handle_sizes():
 def test_whitening_is_exact_for_linear_models_and_better_conditioned(gray_images):
     from numpy.lib.stride_tricks import sliding_window_view
 
-    from img2kernel.train import laplacian_valid
+    from img2kernel.fit.gradient import laplacian_valid
 
     filt = build_filter(spec(kind="random", ksize=5, seed=4, distribution="normal", normalization="none"))
     inputs, targets = crops_for(filt, gray_images, 5, size=34)
@@ -290,7 +291,7 @@ def test_whitening_is_exact_for_linear_models_and_better_conditioned(gray_images
 
 def test_least_squares_kernel_is_not_transposed_or_flipped(gray_images):
     """An asymmetric kernel in every direction: a transpose or flip of the solution fails."""
-    from img2kernel.oracle import least_squares_kernel
+    from img2kernel.fit.oracle import least_squares_kernel
 
     kernel = np.arange(25, dtype=np.float64).reshape(5, 5) ** 1.5 / 40 - 1.3
     filt = build_filter(spec(kind="custom", kernel=kernel.tolist()))
@@ -302,8 +303,8 @@ def test_least_squares_kernel_is_not_transposed_or_flipped(gray_images):
 
 
 def test_magnitude_oracle_recovers_the_sobel_pair_up_to_rotation(gray_images):
-    from img2kernel.kernels import align
-    from img2kernel.oracle import magnitude_pair, relative_residual
+    from img2kernel.evaluate.kernels import align
+    from img2kernel.fit.oracle import magnitude_pair, relative_residual
 
     filt = build_filter(spec(kind="sobel_magnitude", ksize=3))
     inputs, targets = crops_for(filt, gray_images, 3, n=16)
@@ -317,7 +318,7 @@ def test_magnitude_oracle_recovers_the_sobel_pair_up_to_rotation(gray_images):
 
 @pytest.mark.parametrize("ksize, size", [(9, 40), (15, 47), (21, 61)])
 def test_fft_correlation_equals_conv2d_values_and_gradients(ksize, size):
-    from img2kernel.ops import correlate_valid_fft
+    from img2kernel.fit.convolve import correlate_valid_fft
 
     generator = torch.Generator().manual_seed(ksize)
     images = torch.rand(3, 1, size, size + 2, generator=generator, dtype=torch.float64) * 255
@@ -332,7 +333,7 @@ def test_fft_correlation_equals_conv2d_values_and_gradients(ksize, size):
 
 
 def _large_kernel_outcome(tmp_path, gray_images, monkeypatch, rounds):
-    import img2kernel.train as train_module
+    import img2kernel.fit.gradient as train_module
 
     monkeypatch.setattr(train_module, "MAX_REFINE_ROUNDS", rounds)
     filter_spec = spec(kind="random", ksize=15, seed=3, distribution="normal", normalization="none")

@@ -9,7 +9,7 @@ from urllib.parse import urlparse
 import pandas as pd
 import pytest
 
-from img2kernel.urls import UrlListError, list_columns, read_urls, write_url_table
+from img2kernel.sources.urls import UrlListError, list_columns, read_urls, write_url_table
 
 URLS = [f"http://127.0.0.1/{i}.png" for i in range(5)]
 

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-from img2kernel.store import Store
+from img2kernel.store.shards import Store
 from conftest import planned_jobs, real_images, snakemake, write_workdir
 
 pytestmark = pytest.mark.workflow

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-from img2kernel.store import Store
+from img2kernel.store.shards import Store
 from img2kernel.models import load_model
 from conftest import planned_jobs, real_images, snakemake, workflow_copy, write_workdir
 

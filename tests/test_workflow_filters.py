@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import yaml
 
-from img2kernel.filters import build_filter
-from img2kernel.store import Store
+from img2kernel.sources.filters import build_filter
+from img2kernel.store.shards import Store
 from img2kernel.models import load_model
 from conftest import clone_workdir, planned_jobs, real_images, snakemake, workflow_copy, write_workdir
 
@@ -216,7 +216,7 @@ def test_code_edits_rerun_exactly_the_stages_that_run_that_code(built, tmp_path)
             path.write_text(text)
             os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
 
-    with edited("workflow/img2kernel/plots.py"):
+    with edited("workflow/img2kernel/report/plots.py"):
         assert set(planned_jobs(workdir)) == per_filter("evaluate") | {("summary", None), ("report", None)}
     with edited("workflow/scripts/train.py"):
         assert set(planned_jobs(workdir)) == per_filter("train", "evaluate") | {("summary", None), ("report", None)}

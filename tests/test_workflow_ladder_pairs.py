@@ -12,7 +12,7 @@ import pytest
 import skimage.filters
 from PIL import Image, ImageFilter
 
-from img2kernel.cli import main
+from img2kernel.cli.main import main
 from img2kernel.models import load_model
 from conftest import snakemake, write_workdir
 from test_pairs import gray_photos, rgb_photos

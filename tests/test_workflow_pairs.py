@@ -6,15 +6,14 @@ from __future__ import annotations
 import json
 import time
 
-import cv2
 import numpy as np
 import pytest
 import scipy.ndimage as ndi
 import yaml
 from PIL import Image, ImageFilter
 
-from img2kernel.cli import main
-from img2kernel.filters import deriv_kernel
+from img2kernel.cli.main import main
+from img2kernel.sources.filters import deriv_kernel
 from img2kernel.models import AffineKernel, load_model
 from conftest import clone_workdir, planned_jobs, snakemake, write_workdir
 from test_pairs import gray_photos, rgb_photos

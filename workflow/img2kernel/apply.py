@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from . import borders
-from .models import Model
+from img2kernel import borders
+from img2kernel.models import Model
 
 
 def reflect101(indices: np.ndarray, size: int) -> np.ndarray:
@@ -160,7 +160,7 @@ def write_image(path: str | Path, array: np.ndarray, storage: str = "float") -> 
     """
     import cv2
 
-    from .models.base import STORAGE_RANGE, output_step
+    from img2kernel.models.base import STORAGE_RANGE, output_step
 
     path = Path(path)
     suffix = path.suffix.lower()
@@ -182,7 +182,7 @@ def read_for_model(path: str | Path, model: Model, units: str, colour: str) -> t
     """The input array a model expects, and notes; see :func:`apply_to_file` for the rules."""
     import cv2
 
-    from .images import ImageReadError, read_pixels
+    from img2kernel.images import ImageReadError, read_pixels
 
     path = Path(path)
     if path.suffix.lower() == ".npy":
@@ -198,12 +198,12 @@ def read_for_model(path: str | Path, model: Model, units: str, colour: str) -> t
         raise ValueError(str(err)) from None
     if units == "stored" and model.c_in == 1 and pixels.ndim == 3 and colour == "gray":
         # as a pairs store turns a colour file into the gray a one-channel fit read
-        from .sources.pairs import as_channels
+        from img2kernel.sources.pairs import as_channels
 
         pixels, note = as_channels(pixels, 1)
         pixels = pixels[..., 0].astype(np.float32)
         notes.append(note)
-    if units != "stored":  # as the inputs store holds images (img2kernel.data.to_grayscale_float32)
+    if units != "stored":  # as the inputs store holds images (img2kernel.sources.downloads.to_grayscale_float32)
         if model.c_in == 1 and pixels.ndim == 3 and colour == "gray":
             pixels = cv2.cvtColor(np.ascontiguousarray(pixels), cv2.COLOR_RGB2GRAY)  # rounded in the file's depth
             notes.append("colour converted to gray")
@@ -233,8 +233,8 @@ def apply_to_file(
     The output is written beside ``destination``
     and moved into place when complete; a ``.npy`` destination is filled through a memory map.
     """
-    from .files import written_whole
-    from .models import load_model
+    from img2kernel.pipeline.files import written_whole
+    from img2kernel.models import load_model
 
     if colour not in ("gray", "per-channel"):
         raise ValueError(f"colour must be 'gray' or 'per-channel', got {colour!r}")

@@ -22,10 +22,10 @@ envvars:
     "PYTHONPATH",
 
 
-from img2kernel.codefiles import modules_run_by
-from img2kernel.locks import clear_stale_locks, record_owner, release_owner
+from img2kernel.pipeline.codefiles import modules_run_by
+from img2kernel.pipeline.locks import clear_stale_locks, record_owner, release_owner
 from img2kernel.sources import GENERATED, PAIRS, source_of, stores
-from img2kernel.config import (
+from img2kernel.pipeline.config import (
     ConfigError,
     canonical_json,
     check_config,
@@ -52,7 +52,7 @@ if workflow.local_exec and "gpu" not in workflow.global_resources:
     workflow.register_resource("gpu", 1)
 
 # A run killed with SIGKILL leaves Snakemake's locks behind: clear them if their owner
-# is gone, so the next `snakemake --cores 8` finishes the work (see img2kernel.locks).
+# is gone, so the next `snakemake --cores 8` finishes the work (see img2kernel.pipeline.locks).
 if workflow.is_main_process:
     cleared = clear_stale_locks()
     if cleared:
@@ -77,7 +77,7 @@ wildcard_constraints:
 
 def code(script, also=(), exclude=()):
     """Package modules a stage's script can run, as inputs: editing one reruns exactly the
-    stages that can run it. Derived from the imports (img2kernel.codefiles); ``also`` adds
+    stages that can run it. Derived from the imports (img2kernel.pipeline.codefiles); ``also`` adds
     files no import names (a template), ``exclude`` drops modules imported but never run.
 
     Inside the working directory (a clone, run where it is) the paths are relative, so a
@@ -177,7 +177,7 @@ def filter_training_settings(wildcards):
 
 def training_gpus():
     """1 when training will use a GPU, else 0. Checked without importing torch (slow at parse time)."""
-    from img2kernel.devices import nvidia_gpu_visible
+    from img2kernel.pipeline.devices import nvidia_gpu_visible
 
     device = config["device"]
     if device == "cpu":

@@ -4,7 +4,7 @@
 rule url_list:
     input:
         source=url_source(),
-        code=code("url_list.py", exclude=["store.py"]),
+        code=code("url_list.py", exclude=["store/shards.py"]),
     output:
         table="results/urls/urls.parquet",
         counts="results/urls/urls.json",
@@ -25,7 +25,7 @@ rule url_list:
 rule download:
     input:
         urls="results/urls/urls.parquet",
-        code=code("download.py", exclude=["store.py"]),
+        code=code("download.py", exclude=["store/shards.py"]),
     output:
         directory("results/images"),
     params:

@@ -9,7 +9,7 @@ rule report:
         table="results/tables/kernels.csv",
         summary_plot="results/plots/summary.png",
         benchmarks=benchmark_files(),
-        code=code("report.py", also=["templates/report.html.j2"]),
+        code=code("report.py", also=["report/templates/report.html.j2"]),
     output:
         "results/report.html",
     log:

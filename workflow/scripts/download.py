@@ -2,8 +2,8 @@
 import json
 
 if __name__ == "__main__":
-    from img2kernel.data import download
-    from img2kernel.logs import log_to
+    from img2kernel.sources.downloads import download
+    from img2kernel.pipeline.logs import log_to
 
     settings = json.loads(snakemake.params.settings)
     with log_to(snakemake.log[0]) as log:

@@ -1,13 +1,13 @@
 """Snakemake entry point: evaluate one trained filter on its held-out pairs and plot it."""
 import json
 
-from img2kernel.logs import log_to
+from img2kernel.pipeline.logs import log_to
 from img2kernel.sources import GENERATED, PAIRS, source_of
-from img2kernel.summary import write_kernels_csv
+from img2kernel.report.summary import write_kernels_csv
 
 
 def evaluate_generated():
-    from img2kernel.evaluate import evaluate_and_plot
+    from img2kernel.evaluate.generated import evaluate_and_plot
 
     return evaluate_and_plot(
         snakemake.input.inputs, snakemake.input.targets, snakemake.input.model, snakemake.input.oracle,
@@ -17,7 +17,7 @@ def evaluate_generated():
 
 
 def evaluate_pairs():
-    from img2kernel.evaluate_pairs import evaluate_pairs_and_plot
+    from img2kernel.evaluate.pairs import evaluate_pairs_and_plot
 
     catalogue = json.loads(snakemake.params.catalogue) if snakemake.params.catalogue else {}
     return evaluate_pairs_and_plot(

@@ -1,8 +1,8 @@
 """Snakemake entry point: decode downloaded images into the grayscale float32 inputs store."""
 import json
 
-from img2kernel.data import build_inputs_store
-from img2kernel.logs import log_to
+from img2kernel.sources.downloads import build_inputs_store
+from img2kernel.pipeline.logs import log_to
 
 if __name__ == "__main__":
     settings = json.loads(snakemake.params.settings)

@@ -1,7 +1,7 @@
 """Snakemake entry point: read a pairs filter's files once into its input and output stores."""
 import json
 
-from img2kernel.logs import log_to
+from img2kernel.pipeline.logs import log_to
 from img2kernel.sources.pairs import build_pairs_store
 
 if __name__ == "__main__":

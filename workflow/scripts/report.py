@@ -1,8 +1,8 @@
 """Snakemake entry point: render results/report.html."""
 from pathlib import Path
 
-from img2kernel.logs import log_to
-from img2kernel.report import render_report
+from img2kernel.pipeline.logs import log_to
+from img2kernel.report.page import render_report
 
 if __name__ == "__main__":
     with log_to(snakemake.log[0]) as log:

@@ -1,6 +1,6 @@
 """Snakemake entry point: the kernel comparison table (CSV, markdown) and the summary plot."""
-from img2kernel.logs import log_to
-from img2kernel.summary import write_summary
+from img2kernel.pipeline.logs import log_to
+from img2kernel.report.summary import write_summary
 
 if __name__ == "__main__":
     with log_to(snakemake.log[0]) as log:

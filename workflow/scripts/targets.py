@@ -1,8 +1,8 @@
 """Snakemake entry point: apply one filter to every stored input."""
 import json
 
-from img2kernel.logs import log_to
-from img2kernel.targets import compute_targets
+from img2kernel.pipeline.logs import log_to
+from img2kernel.sources.targets import compute_targets
 
 if __name__ == "__main__":
     with log_to(snakemake.log[0]) as log:

@@ -1,13 +1,13 @@
 """Snakemake entry point: train one filter's model from its pairs, by the pairs' source."""
 import json
 
-from img2kernel.logs import log_to
+from img2kernel.pipeline.logs import log_to
 from img2kernel.sources import GENERATED, PAIRS, source_of
 
 
 def train_generated(spec, log):
     """Our own filter: gradient training of the learnable kernel, and the least-squares oracle."""
-    from img2kernel.train import save_outcome, train_filter
+    from img2kernel.fit.gradient import save_outcome, train_filter
 
     outcome = train_filter(snakemake.input.inputs, snakemake.input.targets, spec, json.loads(snakemake.params.settings),
                            device=snakemake.params.device, threads=snakemake.threads, progress=True)

@@ -1,8 +1,8 @@
 """Snakemake entry point: the user's URL list (or the sample photos) as results/urls/urls.parquet."""
 import json
 
-from img2kernel.logs import log_to
-from img2kernel.urls import write_url_table
+from img2kernel.pipeline.logs import log_to
+from img2kernel.sources.urls import write_url_table
 
 if __name__ == "__main__":
     settings = json.loads(snakemake.params.settings)

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from .. import borders
-from ..files import written_whole
-from .ladder import ladder_for_pairs
-from .pairs import PairsFit, detect_border, fit_pairs, load_pairs
+from img2kernel import borders
+from img2kernel.pipeline.files import written_whole
+from img2kernel.fit.ladder import ladder_for_pairs
+from img2kernel.fit.pairs import PairsFit, detect_border, fit_pairs, load_pairs
 
 HISTORY_COLUMNS = ["ksize", "parameters", "train_rms", "heldout_rms", "residual_rms"]
 

@@ -25,12 +25,12 @@ from typing import Callable
 
 import numpy as np
 
-from ..models import CnnModel, CurveModel, MagnitudeModel, Model, RankModel
-from ..models.cnn import WIDTH
-from ..models.curve import KNOTS
-from ..models.rank import disk
-from .pairs import LINEAR_FACTOR, SIZE_TOLERANCE, Pairs
-from .smallest import smallest_forms
+from img2kernel.models import CnnModel, CurveModel, MagnitudeModel, Model, RankModel
+from img2kernel.models.cnn import WIDTH
+from img2kernel.models.curve import KNOTS
+from img2kernel.models.rank import disk
+from img2kernel.fit.pairs import LINEAR_FACTOR, SIZE_TOLERANCE, Pairs
+from img2kernel.fit.smallest import smallest_forms
 
 MARGIN = 3  # input pixels every tile carries around its outputs: enough for a 7x7 window
 TILE = 48
@@ -116,7 +116,7 @@ def ladder_data(pairs: Pairs, heldout_split: str, noise_floor: float, seed: int 
 
 def output_peak(pairs: Pairs) -> float:
     """The outputs' range for PSNR: the integer file's (255, 65535), else the values' own."""
-    from ..models.base import STORAGE_RANGE
+    from img2kernel.models.base import STORAGE_RANGE
 
     low, high = STORAGE_RANGE.get(pairs.output_storage, (None, None))
     if low is None:
@@ -535,8 +535,8 @@ def single_rung(rung: str, model: Model, residual: float, noise_floor: float, pe
 def pairs_from_stores(inputs_folder, targets_folder, max_images: int = 12, output_storage: str = "float32") -> Pairs:
     """Train and val images of our own stores as :class:`Pairs` (the test split stays unseen);
     ``output_storage`` ``uint8`` when the targets hold 8-bit values (``output: uint8``)."""
-    from ..sources.pairs import SPLIT_CODES
-    from ..store import Store
+    from img2kernel.sources.pairs import SPLIT_CODES
+    from img2kernel.store.shards import Store
 
     inputs, targets = Store(inputs_folder), Store(targets_folder)
     keys, xs, ys, codes = [], [], [], []
@@ -557,7 +557,7 @@ def ladder_for_pairs(pairs: Pairs, fit, seed: int = 0) -> Ladder:
     train split, scored on the split the linear fit was judged on; the chosen model gets the
     output file's rounding and, for colour pairs, applies to every channel.
     """
-    from .pairs import heldout_rms as pairs_heldout_rms
+    from img2kernel.fit.pairs import heldout_rms as pairs_heldout_rms
 
     def linear_only(note: str | None = None) -> Ladder:
         ladder = single_rung("linear", fit.model, fit.residual_rms, fit.noise_floor, output_peak(pairs), fit.seconds)
@@ -601,7 +601,7 @@ def ladder_for_filter(inputs_folder, targets_folder, trained: Model | None, line
     not one the trainer holds (a ``then`` step). ``output_storage``: ``uint8`` for targets
     rounded to 8 bits (``output: uint8``), whose noise floor is the rounding's.
     """
-    from .pairs import noise_floor
+    from img2kernel.fit.pairs import noise_floor
 
     pairs = pairs_from_stores(inputs_folder, targets_folder, output_storage=output_storage)
     floor = noise_floor(pairs.output_storage, pairs.output_rms())

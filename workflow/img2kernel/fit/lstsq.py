@@ -134,7 +134,6 @@ class NormalEquations:
     def rms_residual(self, ksize: int, kernel: np.ndarray, bias: np.ndarray) -> float:
         """RMS residual over the fit's own pixels and output channels, from the sums (no second pass)."""
         gram, rhs = self._system(ksize)
-        f = gram.shape[0] - 1
         centred_bias = bias - self.y_offset + np.einsum("oikl,i->o", kernel, self.x_offset)
         theta = np.vstack([kernel.reshape(self.c_out, -1).T, centred_bias[None]])
         cross, quadratic = np.sum(theta * rhs, axis=0), np.einsum("fo,fg,go->o", theta, gram, theta)

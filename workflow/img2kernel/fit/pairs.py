@@ -29,11 +29,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import borders
-from ..models import AffineKernel
-from ..models.base import STORAGE_RANGE
-from ..sources.pairs import SPLIT_CODES, LoadedPair, split_codes
-from .lstsq import FitSample, normal_equations
+from img2kernel import borders
+from img2kernel.models import AffineKernel
+from img2kernel.models.base import STORAGE_RANGE
+from img2kernel.sources.pairs import SPLIT_CODES, LoadedPair, split_codes
+from img2kernel.fit.lstsq import FitSample, normal_equations
 
 ROUNDING_RMS = 1 / math.sqrt(12)  # uniform rounding error of an integer file, in its levels
 # Float files: the tool's own float32 arithmetic (sums of K*K products) and storage round
@@ -113,7 +113,7 @@ def to_fit_pairs(loaded: list[LoadedPair], manifest: dict) -> Pairs:
 
 def load_pairs(inputs_folder: str | Path, outputs_folder: str | Path) -> tuple[Pairs, dict]:
     """A pairs filter's stores as :class:`Pairs`, with their split codes; and the store manifest."""
-    from ..store import Store
+    from img2kernel.store.shards import Store
 
     manifest = json.loads((Path(inputs_folder) / "manifest.json").read_text())
     inputs, outputs = Store(inputs_folder), Store(outputs_folder)

@@ -20,8 +20,8 @@ from typing import Callable
 
 import numpy as np
 
-from ..models import Model
-from .pairs import LINEAR_FACTOR
+from img2kernel.models import Model
+from img2kernel.fit.pairs import LINEAR_FACTOR
 
 BITS = (2, 3, 4, 5, 6, 8, 10, 12, 16)
 

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .affine import AffineKernel
-from .base import Model, planes, stack
-from .cnn import CnnModel
-from .curve import CurveModel
-from .magnitude import MagnitudeModel
-from .rank import RankModel
+from img2kernel.models.affine import AffineKernel
+from img2kernel.models.base import Model, planes, stack
+from img2kernel.models.cnn import CnnModel
+from img2kernel.models.curve import CurveModel
+from img2kernel.models.magnitude import MagnitudeModel
+from img2kernel.models.rank import RankModel
 
 # In the order of the ladder (docs/design.md, "The ladder"): each rung the simplest
 # explanation at its step, the CNN the last resort.

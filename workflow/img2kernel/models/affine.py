@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .base import KernelModel
+from img2kernel.models.base import KernelModel
 
 CHANNEL_NAMES = {1: "gray", 3: "RGB"}
 OUTPUT_WORDS = {

@@ -22,7 +22,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from .. import borders
+from img2kernel import borders
 
 UINT8_MAX = 255.0
 # The step between the model's function and the stored file: none, an edge map's |y|
@@ -174,7 +174,7 @@ class Model(ABC):
         (values JSON-encoded unless already strings); written whole or not at all."""
         from safetensors.numpy import save_file
 
-        from ..files import written_whole
+        from img2kernel.pipeline.files import written_whole
 
         tensors = self.tensors()
         if not all(np.all(np.isfinite(t)) for t in tensors.values()):

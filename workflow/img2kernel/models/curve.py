@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .affine import OUTPUT_WORDS, correlate_valid
-from .base import PlaneModel
+from img2kernel.models.affine import OUTPUT_WORDS, correlate_valid
+from img2kernel.models.base import PlaneModel
 
 KNOTS = 24
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .affine import OUTPUT_WORDS, correlate_valid
-from .base import KernelModel
+from img2kernel.models.affine import OUTPUT_WORDS, correlate_valid
+from img2kernel.models.base import KernelModel
 
 
 class MagnitudeModel(KernelModel):
@@ -13,7 +13,7 @@ class MagnitudeModel(KernelModel):
 
     The kernels are unique only up to an orthogonal transform of the n-tuple (a rotation
     or reflection leaves the norm unchanged): compare them after Procrustes alignment
-    (:func:`img2kernel.kernels.align`). The norm is computed in float64 and rounded once,
+    (:func:`img2kernel.evaluate.kernels.align`). The norm is computed in float64 and rounded once,
     so it has the same bits on every run and thread.
     """
 

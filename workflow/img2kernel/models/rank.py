@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .affine import OUTPUT_WORDS
-from .base import PlaneModel
+from img2kernel.models.affine import OUTPUT_WORDS
+from img2kernel.models.base import PlaneModel
 
 
 def footprint_shape(footprint: np.ndarray) -> str:

@@ -4,7 +4,7 @@ Every filter's pairs end up in the sharded store, with splits, so training and e
 read them the same way whatever made them:
 
 - ``generated``: images downloaded with img2dataset into ``results/store/inputs`` and the
-  filter's own targets in ``results/store/targets/{name}`` (a kind of :mod:`img2kernel.filters`);
+  filter's own targets in ``results/store/targets/{name}`` (a kind of :mod:`img2kernel.sources.filters`);
 - ``pairs``: the user's own before/after files (folders or a table of paths and URLs),
   read once into ``results/store/pairs/{name}/inputs`` and ``.../outputs``.
 

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import FilterSpecError
-from ..images import IMAGE_SUFFIXES, ImageReadError, image_header, read_pixels
+from img2kernel.errors import FilterSpecError
+from img2kernel.images import IMAGE_SUFFIXES, ImageReadError, image_header, read_pixels
 
 SHOWN = 5  # names listed in an error before "and N more"
 SPLIT_CODES = {"train": 0, "val": 1, "test": 2}  # per-pixel split labels of a stored pair
@@ -213,7 +213,7 @@ def fetch_urls(refs: list[PairRef], work: Path, timeout: float = 10, retries: in
 
     import pandas as pd
 
-    from ..data import img2dataset_environment
+    from img2kernel.sources.downloads import img2dataset_environment
 
     rows = [(loc, ref.key, role) for ref in refs for role, loc in (("input", ref.input), ("output", ref.output)) if PairRef.is_url(loc)]
     if not rows:
@@ -279,7 +279,7 @@ def _is_gray_rgb(planes: np.ndarray) -> bool:
 
 def split_for_pairs(keys: list[str], holdout: float, seed: int) -> dict[str, str]:
     """Whole pairs by a seeded hash of their key (three or more), else every pair by tiles."""
-    from ..store import split_for_keys
+    from img2kernel.store.shards import split_for_keys
 
     if len(keys) < 3:
         return dict.fromkeys(keys, "tiles")
@@ -404,7 +404,7 @@ def build_pairs_store(spec: dict, inputs_folder: str | Path, outputs_folder: str
     the files' values (float32, or float64 when a file holds float64); a valid-mode
     output sits in the middle of an input-sized array whose ring is NaN (unknown).
     """
-    from ..store import ShardWriter
+    from img2kernel.store.shards import ShardWriter
 
     refs = list_pairs(spec)
     work = Path(tempfile.mkdtemp(prefix="img2kernel-pairs-"))

@@ -120,7 +120,7 @@ def render_report(
         else []
     )
     environment = jinja2.Environment(
-        loader=jinja2.PackageLoader("img2kernel", "templates"),
+        loader=jinja2.PackageLoader("img2kernel.report", "templates"),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
     )

@@ -19,10 +19,10 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from .fit.ladder import ladder_for_pairs
-from .fit.pairs import Pairs, fit_pairs
-from .models.rank import disk
-from .sources.pairs import SPLIT_CODES
+from img2kernel.fit.ladder import ladder_for_pairs
+from img2kernel.fit.pairs import Pairs, fit_pairs
+from img2kernel.models.rank import disk
+from img2kernel.sources.pairs import SPLIT_CODES
 
 
 @dataclass
@@ -95,7 +95,7 @@ def cases() -> list[Case]:
 
 def photo_pairs(tool, storage: str, count: int = 6, side: int = 256) -> Pairs:
     """Pairs of sample photos (center crops, gray, 8-bit values) and ``tool`` of them: 4 train, 1 val, 1 test."""
-    from .data import sample_image_paths
+    from img2kernel.sources.downloads import sample_image_paths
 
     photos = []
     for path in sample_image_paths():

@@ -14,11 +14,12 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from .config import check_filters, load_yaml
-from .data import sample_image_paths, to_grayscale_float32
-from .filters import build_filter
-from .store import CropSampler, ShardWriter, Store, split_for_keys
-from .targets import compute_targets
+from img2kernel.pipeline.config import check_filters, load_yaml
+from img2kernel.sources.downloads import sample_image_paths, to_grayscale_float32
+from img2kernel.sources.filters import build_filter
+from img2kernel.store.shards import ShardWriter, Store, split_for_keys
+from img2kernel.store.crops import CropSampler
+from img2kernel.sources.targets import compute_targets
 
 
 @contextlib.contextmanager
@@ -129,7 +130,7 @@ class _ThresholdProbe:
 
     def __call__(self, step: int, seconds: float, kernels: np.ndarray) -> bool:
         """Record the thresholds passed; True asks the training loop to stop."""
-        from .kernels import compare
+        from img2kernel.evaluate.kernels import compare
 
         self.error = compare(kernels, self.true, self.combine, self.output)["max_abs_rel"]
         for threshold in THRESHOLDS:
@@ -186,8 +187,8 @@ def bench_training(
     and optimisation; the error probe itself is not counted), on ``device`` ("cpu" or
     "cuda"; TF32 off there, as in the pipeline) with ``threads`` CPU threads.
     """
-    from .config import check_config, training_settings
-    from .train import configure_torch, prepare_data, resolve_device, train_filter
+    from img2kernel.pipeline.config import check_config, training_settings
+    from img2kernel.fit.gradient import configure_torch, prepare_data, resolve_device, train_filter
 
     config = check_config(load_yaml(config_file), str(config_file))
     specs = check_filters(load_yaml(config["filters"]), config["filters"], config["train"])
@@ -298,8 +299,8 @@ def _measured(fn) -> dict:
 
 def _apply_worker(path: str, kernel: np.ndarray, tile: int, workers: int, queue) -> None:
     """In a fresh process: tiled apply over a memory-mapped .npy into memory."""
-    from .apply import apply_tiled
-    from .models import AffineKernel
+    from img2kernel.apply import apply_tiled
+    from img2kernel.models import AffineKernel
 
     image = np.load(path, mmap_mode="r")
     model = AffineKernel(kernel[None])
@@ -308,7 +309,7 @@ def _apply_worker(path: str, kernel: np.ndarray, tile: int, workers: int, queue)
 
 def _apply_file_worker(model: str, path: str, tile: int, workers: int, queue) -> None:
     """In a fresh process: `img2kernel apply MODEL in.npy out.npy`, the output memory-mapped too."""
-    from .apply import apply_to_file
+    from img2kernel.apply import apply_to_file
 
     destination = str(Path(path).with_name("filtered.npy"))
     measured = _measured(lambda: apply_to_file(model, path, destination, tile=tile, workers=workers))
@@ -339,8 +340,8 @@ def bench_apply(size: int = 20000, tile: int = 1024, ksize: int = 3, workers: in
     """
     import multiprocessing
 
-    from .apply import usable_cpus
-    from .models import AffineKernel
+    from img2kernel.apply import usable_cpus
+    from img2kernel.models import AffineKernel
 
     workers = workers or usable_cpus()
     kernel = np.random.default_rng(0).standard_normal((1, ksize, ksize))
@@ -415,9 +416,9 @@ def bench_streaming(crop: int = 64, ksizes: tuple[int, ...] = (3, 7), batch: int
     """
     import torch
 
-    from .model import LearnableKernel
-    from .store import MAPPED_BUDGET_MB, StoreCropSampler
-    from .train import Crops, relative_mse
+    from img2kernel.fit.learnable import LearnableKernel
+    from img2kernel.store.crops import MAPPED_BUDGET_MB, StoreCropSampler
+    from img2kernel.fit.gradient import Crops, relative_mse
 
     torch.set_num_threads(threads)
     rows = []

@@ -6,14 +6,14 @@ import json
 import time
 from pathlib import Path
 
-from .filters import build_filter
-from .store import ShardWriter, Store
+from img2kernel.sources.filters import build_filter
+from img2kernel.store.shards import ShardWriter, Store
 
 
 def compute_targets(inputs_folder: str | Path, targets_folder: str | Path, spec: dict, dtype: str = "float32") -> dict:
     """Write ``targets_folder/{shard}.tar``: the filter's output for every input, same keys and splits.
 
-    Each shard is written atomically (see :class:`img2kernel.store.ShardWriter`); the
+    Each shard is written atomically (see :class:`img2kernel.store.shards.ShardWriter`); the
     filter spec is kept in each shard's index. Returns counts and throughput, also
     written to ``targets_folder/manifest.json``.
     """

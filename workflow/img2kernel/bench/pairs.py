@@ -24,12 +24,12 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from .data import sample_image_paths
-from .filters import deriv_kernel
-from .fit.lstsq import normal_equations
-from .fit.pairs import Pairs, fit_pairs, to_fit_pairs
-from .identify import identify
-from .sources.pairs import list_pairs, read_pairs
+from img2kernel.sources.downloads import sample_image_paths
+from img2kernel.sources.filters import deriv_kernel
+from img2kernel.fit.lstsq import normal_equations
+from img2kernel.fit.pairs import Pairs, fit_pairs, to_fit_pairs
+from img2kernel.evaluate.identify import identify
+from img2kernel.sources.pairs import list_pairs, read_pairs
 
 
 @dataclass

@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     if args.command == "fit":
-        from .fit.command import fit_files
+        from img2kernel.cli.fit import fit_files
 
         try:
             print(fit_files(args.files, args.output, ksize=args.ksize, max_ksize=args.max_ksize,
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.exit(2, f"img2kernel fit: {err}\n")
         return 0
     if args.command == "apply":
-        from .apply import apply_to_file
+        from img2kernel.apply import apply_to_file
 
         try:
             shape = apply_to_file(args.model, args.input, args.output, tile=args.tile, colour=args.colour,
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.output}: {shape[1]}x{shape[0]}, {channels} channel(s)")
         return 0
     if args.command == "bench":
-        from . import bench as benchmarks
+        from img2kernel.bench import speed as benchmarks
 
         known = ["store", "targets", "stream", "train", "apply", "pairs", "pipeline", "ladder"]
         unknown = sorted(set(args.what) - set(known))
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             _print_table(result["rows"])
         if "pairs" in args.what:
-            from .bench_pairs import bench_large_fit, bench_pairs
+            from img2kernel.bench.pairs import bench_large_fit, bench_pairs
 
             print("\npairs made by other libraries from 6 sample photos (256x256), fitted as a `pairs` filter; kernel errors "
                   "are max-abs / largest true tap, lstsq64 an independent float64 least squares on the same pixels; "
@@ -145,14 +145,14 @@ def main(argv: list[str] | None = None) -> int:
                   f"{large['kernel_error']:.2g} (float64 least squares on the same pixels: {large['lstsq64_error']:.2g}), "
                   f"linear {large['linear']}")
         if "ladder" in args.what:
-            from .bench_ladder import bench_ladder
+            from img2kernel.bench.ladder import bench_ladder
 
             print("\nthe ladder of models on pairs made by other libraries (6 sample photos, 256x256: 4 train, 1 val, "
                   "1 test); floors = held-out RMS in noise floors of the output's storage; ladder_s = the rungs after "
                   "linear (target 30 s):")
             _print_table(bench_ladder(args.only))
         if "pipeline" in args.what:
-            from .bench_pipeline import bench_pipeline
+            from img2kernel.bench.pipeline import bench_pipeline
 
             result = bench_pipeline(Path(args.config).parent, cores=args.cores, keep=args.keep)
             print(f"\npipeline on the configuration in {Path(args.config).parent}/, in a fresh folder, --cores {args.cores}:")

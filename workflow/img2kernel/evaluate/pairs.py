@@ -14,18 +14,19 @@ from pathlib import Path
 import numpy as np
 from skimage.metrics import structural_similarity
 
-from . import borders, plots
-from .fit.ladder import ladder_fields, ladder_sentence
-from .fit.pairs import LINEAR_FACTOR, load_pairs
-from .identify import identify
-from .models import AffineKernel, Model, load_model
-from .models.base import STORAGE_RANGE
-from .sources.pairs import SPLIT_CODES
+from img2kernel import borders
+from img2kernel.report import plots
+from img2kernel.fit.ladder import ladder_fields, ladder_sentence
+from img2kernel.fit.pairs import LINEAR_FACTOR, load_pairs
+from img2kernel.evaluate.identify import identify
+from img2kernel.models import AffineKernel, Model, load_model
+from img2kernel.models.base import STORAGE_RANGE
+from img2kernel.sources.pairs import SPLIT_CODES
 
 
 def catalogue_of(specs: dict) -> dict[str, np.ndarray]:
     """The kernels of the user's own filters, by name, for identification."""
-    from .filters import FilterSpecError, build_filter
+    from img2kernel.sources.filters import FilterSpecError, build_filter
 
     kernels = {}
     for name, spec in specs.items():

@@ -98,8 +98,8 @@ def read_urls(path: str | Path, url_col: str = "url") -> pd.Series:
 
 
 def sample_urls() -> pd.Series:
-    """The photos inside scikit-image's wheel as ``file://`` URLs (see :mod:`img2kernel.data`)."""
-    from .data import sample_image_paths
+    """The photos inside scikit-image's wheel as ``file://`` URLs (see :mod:`img2kernel.sources.downloads`)."""
+    from img2kernel.sources.downloads import sample_image_paths
 
     urls = [p.resolve().as_uri() for p in sample_image_paths()]
     if not urls:

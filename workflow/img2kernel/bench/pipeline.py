@@ -6,7 +6,7 @@ sample one by default), with this checkout's Snakefile, so the figures are those
 ``make run``. Per stage, each job's wall time comes from its Snakemake ``benchmark:`` file
 and its split into start-up (interpreter, Snakemake's script preamble, module imports) and
 work (the job's own code, and the imports it makes on its path) from the ``timing:`` line
-that :func:`img2kernel.logs.log_to` writes at the end of every job's log.
+that :func:`img2kernel.pipeline.logs.log_to` writes at the end of every job's log.
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from .logs import TIMING
-from .report import stage_of
+from img2kernel.pipeline.logs import TIMING
+from img2kernel.report.page import stage_of
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 # Stages in the order the pipeline runs them (the benchmark folders' names).
 STAGE_ORDER = ["urls", "images", "store", "pairs", "targets", "train", "eval", "summary", "report"]
 _TIMING = re.compile(TIMING + r" start-up ([\d.]+) s, work ([\d.]+) s, of which imports ([\d.]+) s")
@@ -79,12 +79,12 @@ def stage_timings(workdir: Path) -> list[dict]:
 
 def large_kernel_rows(inputs_store: Path, config_file: Path, scratch: Path, threads: int = 2) -> list[dict]:
     """Train each of ``LARGE_KERNELS`` as the pipeline would; time and error against the oracle."""
-    from .config import check_config, check_filters, load_yaml, training_settings
-    from .targets import compute_targets
-    from .train import train_filter
+    from img2kernel.pipeline.config import check_config, check_filters, load_yaml, training_settings
+    from img2kernel.sources.targets import compute_targets
+    from img2kernel.fit.gradient import train_filter
 
     config = check_config(load_yaml(config_file), str(config_file), base_dir=config_file.parent.parent, check_files=False)
-    specs = check_filters({"filters": LARGE_KERNELS}, "img2kernel.bench_pipeline.LARGE_KERNELS", config["train"],
+    specs = check_filters({"filters": LARGE_KERNELS}, "img2kernel.bench.pipeline.LARGE_KERNELS", config["train"],
                           check_files=False)
     rows = []
     for spec in specs:

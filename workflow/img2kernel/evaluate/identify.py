@@ -11,14 +11,13 @@ scale; failing that, with ``a * identity + b * named`` (sharpening and unsharp m
 
 from __future__ import annotations
 
-import math
 from typing import Callable
 
 import cv2
 import numpy as np
 import scipy.optimize
 
-from .filters import deriv_kernel
+from img2kernel.sources.filters import deriv_kernel
 
 IDENTIFIED = 0.02  # relative residual ||k - s T(t)|| / ||k|| below which a match is stated
 CLOSE = 0.10

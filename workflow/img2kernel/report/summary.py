@@ -63,7 +63,7 @@ def model_size(evaluation: dict) -> str:
 
 
 def write_summary(evaluation_files, csv_path, markdown_path, plot_path) -> pd.DataFrame:
-    from .plots import summary_figure
+    from img2kernel.report.plots import summary_figure
 
     table = summary_table(evaluation_files)
     for path in (csv_path, markdown_path, plot_path):
@@ -84,7 +84,7 @@ def kernels_table(evaluation: dict) -> pd.DataFrame:
     one column per kernel set (true, learned, least_squares; a pairs model: learned only)."""
     import numpy as np
 
-    from .kernels import center
+    from img2kernel.evaluate.kernels import center
 
     if evaluation.get("source") == "pairs":
         if evaluation.get("kernel") is None:  # a ladder model without an affine kernel (a median)
@@ -107,7 +107,7 @@ def kernels_table(evaluation: dict) -> pd.DataFrame:
 
 
 def write_kernels_csv(evaluation: dict, path: str | Path) -> None:
-    from .files import written_whole
+    from img2kernel.pipeline.files import written_whole
 
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     with written_whole(path) as partial:

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..evaluate_pairs import heldout_scores, identification_of, verdict
-from ..sources.pairs import PairRef, _key, read_pairs
-from .job import fit_and_climb, save_pairs_fit
-from .pairs import to_fit_pairs
+from img2kernel.evaluate.pairs import heldout_scores, identification_of, verdict
+from img2kernel.sources.pairs import PairRef, _key, read_pairs
+from img2kernel.fit.job import fit_and_climb, save_pairs_fit
+from img2kernel.fit.pairs import to_fit_pairs
 
 
 def fit_files(files: list[str], model_path: str | Path, *, ksize: int | None = None, max_ksize: int = 15,

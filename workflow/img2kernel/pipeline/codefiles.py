@@ -12,9 +12,9 @@ import ast
 from functools import lru_cache
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parent
+PACKAGE = Path(__file__).resolve().parents[1]
 # Reachable by import but never changes a result: the job log's formatting.
-NEVER_RESULTS = {"logs.py"}
+NEVER_RESULTS = {"pipeline/logs.py"}
 
 
 def _resolve(base: Path, module: str | None, level: int, names: list[str]) -> list[Path]:
@@ -59,7 +59,7 @@ def _imports(path: Path) -> list[Path]:
 
 @lru_cache(maxsize=None)
 def modules_run_by(script: str | Path, exclude: tuple[str, ...] = ()) -> tuple[str, ...]:
-    """Sorted package-relative paths (``train.py``, ``models/affine.py``) ``script`` can run."""
+    """Sorted package-relative paths (``fit/gradient.py``, ``models/affine.py``) ``script`` can run."""
     seen: set[Path] = set()
     todo = _imports(Path(script))
     while todo:

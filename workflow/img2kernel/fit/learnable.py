@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .filters import UINT8_MAX
-from .ops import FFT_MIN_KSIZE, correlate, correlate_valid_fft
+from img2kernel.sources.filters import UINT8_MAX
+from img2kernel.fit.convolve import FFT_MIN_KSIZE, correlate, correlate_valid_fft
 
 
 class LearnableKernel(nn.Module):

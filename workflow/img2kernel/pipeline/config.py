@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
+SCHEMA_DIR = Path(__file__).resolve().parents[1] / "schemas"
 CONFIG_SCHEMA = SCHEMA_DIR / "config.schema.yaml"
 FILTERS_SCHEMA = SCHEMA_DIR / "filters.schema.yaml"
 
@@ -187,7 +187,7 @@ def check_config(config: dict, file_label: str, base_dir: str | Path = ".", chec
 
 def check_url_list(path: Path, url_col: str, file_label: str) -> None:
     """The URL list exists, has a known format and, for tables, the url column."""
-    from .urls import UrlListError, list_columns
+    from img2kernel.sources.urls import UrlListError, list_columns
 
     where = f"{file_label}: section 'data': field 'urls'"
     if not path.is_file():
@@ -215,8 +215,8 @@ def check_filters(document: Any, file_label: str, train_defaults: dict | None = 
     a ``pairs`` entry's files are checked from their headers (``check_files``: the main
     Snakemake process does, a cluster job, which sees only its own inputs, does not).
     """
-    from .filters import FilterSpecError, build_filter, model_ksize
-    from .sources import PAIRS, source_of
+    from img2kernel.sources.filters import FilterSpecError, build_filter, model_ksize
+    from img2kernel.sources import PAIRS, source_of
 
     if document is None:
         raise ConfigError(f"{file_label}: file is empty; it needs a 'filters:' list with at least one filter")
@@ -237,7 +237,7 @@ def check_filters(document: Any, file_label: str, train_defaults: dict | None = 
                 if "table" not in spec and folder not in spec:
                     raise ConfigError(f"{where}: field {folder!r}: a pairs filter needs inputs and outputs folders, or a table")
             if check_files:
-                from .sources.pairs import check_pairs
+                from img2kernel.sources.pairs import check_pairs
 
                 try:
                     check_pairs(spec)

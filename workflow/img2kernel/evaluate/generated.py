@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from . import plots
-from .filters import build_filter
-from .fit.ladder import ladder_fields, ladder_sentence
-from .kernels import align, center, compare
-from .models import Model
-from .models.base import KernelModel
-from .store import Store
+from img2kernel.report import plots
+from img2kernel.sources.filters import build_filter
+from img2kernel.fit.ladder import ladder_fields, ladder_sentence
+from img2kernel.evaluate.kernels import align, center, compare
+from img2kernel.models import Model
+from img2kernel.models.base import KernelModel
+from img2kernel.store.shards import Store
 
 RECOVERED = 1e-4  # relative max-abs kernel error the product promises for linear filters
 APPROXIMATE = 1e-2
@@ -85,7 +85,7 @@ def evaluate_filter(
     border, as the targets were made); the kernels are compared with the filter's true ones.
 
     ``examples``: if given, previews of the first ``max_examples`` test images are appended
-    to it (:class:`img2kernel.plots.ImagePreview`), for the image plot, without predicting
+    to it (:class:`img2kernel.report.plots.ImagePreview`), for the image plot, without predicting
     them twice and without keeping whole images.
     """
     spec = info["filter"]
@@ -182,7 +182,7 @@ def evaluate_and_plot(
     """The evaluate[filter] job: metrics to JSON and its three plots."""
     import json
 
-    from .models import load_model
+    from img2kernel.models import load_model
 
     model, _ = load_model(model_path)
     oracle, _ = load_model(oracle_path)

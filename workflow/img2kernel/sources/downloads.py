@@ -1,7 +1,7 @@
 """The data stage: URL lists, img2dataset downloads, and the grayscale inputs store.
 
 The embedded default is every photo that ships inside scikit-image's wheel, listed as
-``file://`` URLs (see :mod:`img2kernel.urls`), so the pipeline runs with no network. img2dataset downloads into
+``file://`` URLs (see :mod:`img2kernel.sources.urls`), so the pipeline runs with no network. img2dataset downloads into
 webdataset shards with lossless settings (PNG, no re-encode of a PNG unless resizing);
 the inputs store then holds each image as grayscale float32, same keys and shard
 numbers as img2dataset's, each image decoded by the one reader (:mod:`img2kernel.images`).
@@ -21,7 +21,7 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from .store import ShardWriter, split_for_keys
+from img2kernel.store.shards import ShardWriter, split_for_keys
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
 
@@ -205,7 +205,7 @@ def store_image(payload: bytes, name: str, min_side: int, max_side: int | None, 
     Raises ValueError naming why the image is skipped (unreadable, smaller than ``min_side``).
     ``conversions`` counts what was converted, for the manifest and the report.
     """
-    from .images import ImageReadError, decode_pixels
+    from img2kernel.images import ImageReadError, decode_pixels
 
     try:
         pixels, storage, notes = decode_pixels(payload, name)
@@ -273,7 +273,7 @@ def build_inputs_store(
     """Decode every downloaded image to grayscale into ``store_folder/{shard}.tar``.
 
     One store shard per img2dataset shard, same keys. The split comes from the keys
-    (see :func:`img2kernel.store.split_for_keys`). Images that fail to decode or are
+    (see :func:`img2kernel.store.shards.split_for_keys`). Images that fail to decode or are
     smaller than ``min_side`` are skipped and counted; larger than ``max_side``, they are
     downscaled (area interpolation). Writes and returns ``store_folder/manifest.json``,
     with the conversions made (alpha dropped, EXIF orientation, colour to gray, 16-bit).

@@ -32,16 +32,17 @@ import torch._dynamo  # noqa: F401  torch.optim imports it on first use (1.5-3 s
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .files import written_whole
-from .filters import Filter, build_filter, model_ksize
-from .kernels import compare
-from .model import LearnableKernel
-from .fit.ladder import ladder_for_filter, single_rung
-from .fit.pairs import FLOAT_RELATIVE_FLOOR
-from .fit.smallest import smallest_forms
-from .models import AffineKernel, Model
-from .oracle import least_squares_kernel, magnitude_pair, relative_residual
-from .store import MAPPED_BUDGET_MB, CropSampler, Store, StoreCropSampler
+from img2kernel.pipeline.files import written_whole
+from img2kernel.sources.filters import Filter, build_filter, model_ksize
+from img2kernel.evaluate.kernels import compare
+from img2kernel.fit.learnable import LearnableKernel
+from img2kernel.fit.ladder import ladder_for_filter, single_rung
+from img2kernel.fit.pairs import FLOAT_RELATIVE_FLOOR
+from img2kernel.fit.smallest import smallest_forms
+from img2kernel.models import AffineKernel, Model
+from img2kernel.fit.oracle import least_squares_kernel, magnitude_pair, relative_residual
+from img2kernel.store.shards import Store
+from img2kernel.store.crops import MAPPED_BUDGET_MB, CropSampler, StoreCropSampler
 
 MAX_RECOVERIES = 5
 DEFAULT_LR = {"lbfgs": 1.0, "adam": 1e-2}
@@ -405,7 +406,7 @@ def prepare_data(
     """Open the stores (checksums verified) and build crop samplers; ``halo`` defaults to K // 2.
 
     The samplers stream: crops are read shard by shard, so memory does not grow with the
-    store (see :class:`img2kernel.store.StoreCropSampler`).
+    store (see :class:`img2kernel.store.shards.StoreCropSampler`).
 
     With whitening (see :meth:`Crops.from_arrays`), crops are sampled one pixel larger on
     every side, so the whitened target crops are exactly ``crop_size``.

@@ -16,8 +16,8 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from .errors import FilterSpecError  # noqa: F401  (re-exported: raised by the kinds below)
-from .models.base import UINT8_MAX, saturate_uint8  # noqa: F401  (re-exported: one definition)
+from img2kernel.errors import FilterSpecError  # noqa: F401  (re-exported: raised by the kinds below)
+from img2kernel.models.base import UINT8_MAX, saturate_uint8  # noqa: F401  (re-exported: one definition)
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ class Filter:
     def model_of(self, kernels: np.ndarray):
         """The model (:mod:`img2kernel.models`) with this filter's structure holding (n, K, K)
         kernels: an affine kernel, or the magnitude of a pair; |y| saturated for ``uint8``."""
-        from .models import AffineKernel, MagnitudeModel
+        from img2kernel.models import AffineKernel, MagnitudeModel
 
         kernels = np.asarray(kernels, dtype=np.float64)
         output = "abs_uint8" if self.output == "uint8" else "float"

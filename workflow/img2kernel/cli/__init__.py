@@ -1,0 +1,1 @@
+"""The ``img2kernel`` command line: ``fit``, ``apply`` and ``bench``."""

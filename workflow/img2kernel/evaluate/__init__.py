@@ -1,0 +1,1 @@
+"""Evaluation of a fitted model on held-out images: metrics, kernel comparison, identification, the verdict."""
