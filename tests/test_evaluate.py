@@ -11,7 +11,8 @@ import re
 import numpy as np
 import pytest
 
-from img2kernel.evaluate.generated import evaluate_filter, image_metrics, verdict
+from img2kernel.evaluate.generated import evaluate_filter, verdict
+from img2kernel.evaluate.metrics import image_metrics
 from img2kernel.sources.filters import build_filter
 from img2kernel.evaluate.kernels import align, compare
 from img2kernel.store.shards import ShardWriter
@@ -87,8 +88,12 @@ def test_sign_is_aligned_only_for_uint8_outputs():
 
 def test_metrics_and_verdicts():
     target = np.linspace(0, 100, 400).reshape(20, 20)
-    assert image_metrics(target.copy(), target)["psnr"] == float("inf")
-    assert image_metrics(target + 1, target)["mse"] == pytest.approx(1)
+    assert image_metrics(target.copy(), target, 100.0)["psnr"] == float("inf")
+    off_by_one = image_metrics(target + 1, target, 100.0)
+    assert off_by_one["mse"] == pytest.approx(1) and off_by_one["psnr"] == pytest.approx(40.0)
+    assert off_by_one["identical_fraction"] == 0 and off_by_one["max_abs_error"] == pytest.approx(1)
+    masked = image_metrics(np.where(target > 50, target + 3, target), target, 100.0, mask=target <= 50)
+    assert masked["mse"] == 0 and masked["pixels"] == int(np.sum(target <= 50))
     assert verdict(False, None, 0.04, "none", "float").startswith("not a linear filter")
     assert verdict(True, 1e-6, 1.0, "magnitude", "float") == (
         "recovered up to rotation of the pair; not one linear kernel (two kernels and a magnitude)"
@@ -163,7 +168,7 @@ def test_predict_is_the_trained_torch_models_function(combine, output, border, r
 
 def test_large_images_are_reduced_for_the_figure_and_ssim_takes_the_central_window():
     from img2kernel.report import plots
-    from img2kernel.evaluate.generated import SSIM_MAX_SIDE, central_window
+    from img2kernel.evaluate.metrics import SSIM_MAX_SIDE, central_window
 
     rng = np.random.default_rng(2)
     target = rng.uniform(0, 255, (2500, 3100)).astype(np.float32)
@@ -173,11 +178,11 @@ def test_large_images_are_reduced_for_the_figure_and_ssim_takes_the_central_wind
     assert preview.factor == 4 and preview.input.shape == (625, 775) == preview.error.shape
     assert preview.error_max == pytest.approx(5.0) and preview.error[0, 1] == pytest.approx(5.0)  # kept by the block max
     assert np.count_nonzero(preview.error) == 1
-    metrics = image_metrics(prediction, target)
+    metrics = image_metrics(prediction, target, 255.0)
     window = central_window(target, SSIM_MAX_SIDE)
     assert window.shape == (SSIM_MAX_SIDE, SSIM_MAX_SIDE) and window[0, 0] == target[226, 526]
     assert metrics["ssim"] == pytest.approx(1.0) and metrics["mse"] == pytest.approx(25 / target.size)
-    assert math.isnan(image_metrics(prediction, target, ssim=False)["ssim"])
+    assert math.isnan(image_metrics(prediction, target, 255.0, ssim=False)["ssim"])
 
 
 def test_kernel_csv_has_one_row_per_tap_centred_for_every_kernel_set(tmp_path):

@@ -304,7 +304,8 @@ def test_least_squares_kernel_is_not_transposed_or_flipped(gray_images):
 
 def test_magnitude_oracle_recovers_the_sobel_pair_up_to_rotation(gray_images):
     from img2kernel.evaluate.kernels import align
-    from img2kernel.fit.oracle import magnitude_pair, relative_residual
+    from img2kernel.evaluate.metrics import relative_residual
+    from img2kernel.fit.oracle import magnitude_pair
 
     filt = build_filter(spec(kind="sobel_magnitude", ksize=3))
     inputs, targets = crops_for(filt, gray_images, 3, n=16)

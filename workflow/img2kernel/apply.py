@@ -160,7 +160,8 @@ def write_image(path: str | Path, array: np.ndarray, storage: str = "float") -> 
     """
     import cv2
 
-    from img2kernel.models.base import STORAGE_RANGE, output_step
+    from img2kernel.models.base import output_step
+    from img2kernel.thresholds import STORAGE_RANGE
 
     path = Path(path)
     suffix = path.suffix.lower()

@@ -6,48 +6,17 @@ import math
 from pathlib import Path
 
 import numpy as np
-from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from img2kernel.report import plots
 from img2kernel.sources.filters import build_filter
 from img2kernel.fit.ladder import ladder_fields, ladder_sentence
 from img2kernel.evaluate.kernels import align, center, compare
+from img2kernel.evaluate.metrics import image_metrics
 from img2kernel.models import Model
 from img2kernel.models.base import KernelModel
 from img2kernel.store.shards import Store
+from img2kernel.thresholds import APPROXIMATE, NONLINEAR_RESIDUAL, RECOVERED
 
-RECOVERED = 1e-4  # relative max-abs kernel error the product promises for linear filters
-APPROXIMATE = 1e-2
-NONLINEAR_RESIDUAL = 1e-3  # best linear fit leaves more than 0.1% of the target unexplained
-
-
-# SSIM is computed on at most this central window of a larger image: skimage's SSIM holds
-# about ten float64 copies of the image, 8 GB for a 100-megapixel scan.
-SSIM_MAX_SIDE = 2048
-
-
-def central_window(array: np.ndarray, side: int) -> np.ndarray:
-    """The central at most ``side`` x ``side`` part of a 2-D array (a view)."""
-    top, left = max(0, (array.shape[0] - side) // 2), max(0, (array.shape[1] - side) // 2)
-    return array[top : top + side, left : left + side]
-
-
-def image_metrics(prediction: np.ndarray, target: np.ndarray, ssim: bool = True) -> dict:
-    """MSE and PSNR (scikit-image) over the whole image, with the target's own data range,
-    and SSIM over its central SSIM_MAX_SIDE window (the whole image up to that size); NaN
-    when ``ssim`` is False."""
-    target = np.asarray(target, dtype=np.float64)
-    data_range = float(np.ptp(target)) or 1.0
-    mse = float(np.mean((prediction - target) ** 2))
-    psnr = float(peak_signal_noise_ratio(target, prediction, data_range=data_range)) if mse > 0 else math.inf
-    similarity = math.nan
-    if ssim:
-        window_target = central_window(target, SSIM_MAX_SIDE)
-        window_prediction = central_window(np.asarray(prediction, dtype=np.float64), SSIM_MAX_SIDE)
-        win = min(7, *(s if s % 2 else s - 1 for s in window_target.shape))
-        if win >= 3:
-            similarity = float(structural_similarity(window_target, window_prediction, data_range=data_range, win_size=win))
-    return {"mse": mse, "psnr": psnr, "ssim": similarity}
 
 
 def verdict(has_truth: bool, rel_error: float | None, linear_residual: float, combine: str, output: str) -> str:
@@ -100,15 +69,15 @@ def evaluate_filter(
     for key in keys[:max_images]:
         image, target = inputs.array(key), targets.array(key)
         prediction = model.predict(image, filt.border)
-        metrics = image_metrics(prediction, target)
-        zeros = image_metrics(model.predict(image, "zero"), target, ssim=False)
+        data_range = float(np.ptp(target)) or 1.0  # the target's own range: float targets have no file type
+        metrics = image_metrics(prediction, target, data_range)
+        zeros = image_metrics(model.predict(image, "zero"), target, data_range, ssim=False)
         per_image.append(
             {
                 "key": key,
                 "shape": list(image.shape),
                 **metrics,
                 "psnr_zeros_border": zeros["psnr"],
-                "max_abs_error": float(np.max(np.abs(prediction - target))),
             }
         )
         if examples is not None and len(examples) < max_examples:

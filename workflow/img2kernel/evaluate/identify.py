@@ -18,10 +18,8 @@ import numpy as np
 import scipy.optimize
 
 from img2kernel.sources.filters import deriv_kernel
+from img2kernel.thresholds import CLOSE, IDENTIFIED, SEPARABLE
 
-IDENTIFIED = 0.02  # relative residual ||k - s T(t)|| / ||k|| below which a match is stated
-CLOSE = 0.10
-SEPARABLE = 1e-3  # second singular value / first below which channels share one spatial kernel
 
 # Flips and rotations, in order of preference when several fit equally (symmetric kernels).
 ORIENTATIONS: list[tuple[str, Callable[[np.ndarray], np.ndarray]]] = [

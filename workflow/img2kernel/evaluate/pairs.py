@@ -12,15 +12,15 @@ import math
 from pathlib import Path
 
 import numpy as np
-from skimage.metrics import structural_similarity
 
 from img2kernel import borders
 from img2kernel.report import plots
 from img2kernel.fit.ladder import ladder_fields, ladder_sentence
-from img2kernel.fit.pairs import LINEAR_FACTOR, load_pairs
+from img2kernel.fit.pairs import load_pairs
 from img2kernel.evaluate.identify import identify
+from img2kernel.evaluate.metrics import image_metrics
 from img2kernel.models import AffineKernel, Model, load_model
-from img2kernel.models.base import STORAGE_RANGE
+from img2kernel.thresholds import LINEAR_FACTOR, STORAGE_RANGE
 from img2kernel.sources.pairs import SPLIT_CODES
 
 
@@ -40,23 +40,10 @@ def catalogue_of(specs: dict) -> dict[str, np.ndarray]:
 
 
 def heldout_metrics(model: Model, border: str, x: np.ndarray, y: np.ndarray, use: np.ndarray, storage: str, whole: bool) -> dict:
-    """PSNR, identical-pixel share and max error over the used pixels; SSIM on a whole held-out image."""
-    prediction = model.predict(x, border if border in borders.RULES else borders.DEFAULT)
-    prediction = prediction.reshape(y.shape)
-    diff = (prediction - y)[use]
+    """Scores over the used pixels (:func:`image_metrics`), SSIM on a whole held-out image only."""
+    prediction = model.predict(x, border if border in borders.RULES else borders.DEFAULT).reshape(y.shape)
     low, high = STORAGE_RANGE.get(storage, (float(np.nanmin(y)), float(np.nanmax(y))))
-    data_range = (high - low) or 1.0
-    mse = float(np.mean(np.square(diff))) if diff.size else math.nan
-    metrics = {
-        "pixels": int(diff.size),
-        "mse": mse,
-        "psnr": math.inf if mse == 0 else 10 * math.log10(data_range**2 / mse) if diff.size else math.nan,
-        "identical_fraction": float(np.mean(diff == 0)) if diff.size else math.nan,
-        "max_abs_error": float(np.max(np.abs(diff))) if diff.size else math.nan,
-        "ssim": math.nan,
-    }
-    if whole and np.all(np.isfinite(y)) and min(y.shape[:2]) >= 7:
-        metrics["ssim"] = float(structural_similarity(y, prediction, data_range=data_range, channel_axis=2))
+    metrics = image_metrics(prediction, y, (high - low) or 1.0, mask=use, ssim=whole and min(y.shape[:2]) >= 7)
     return metrics, prediction
 
 

@@ -37,10 +37,12 @@ from img2kernel.sources.filters import Filter, build_filter, model_ksize
 from img2kernel.evaluate.kernels import compare
 from img2kernel.fit.learnable import LearnableKernel
 from img2kernel.fit.ladder import ladder_for_filter, single_rung
-from img2kernel.fit.pairs import FLOAT_RELATIVE_FLOOR
+from img2kernel.thresholds import FLOAT_RELATIVE_FLOOR
 from img2kernel.fit.smallest import smallest_forms
 from img2kernel.models import AffineKernel, Model
-from img2kernel.fit.oracle import least_squares_kernel, magnitude_pair, relative_residual
+from img2kernel.evaluate.metrics import relative_residual
+from img2kernel.fit.optim import lbfgs
+from img2kernel.fit.oracle import least_squares_kernel, magnitude_pair
 from img2kernel.store.shards import Store
 from img2kernel.store.crops import MAPPED_BUDGET_MB, CropSampler, StoreCropSampler
 
@@ -132,18 +134,7 @@ def relative_mse(model: LearnableKernel, crops: Crops) -> torch.Tensor:
 
 def _make_optimizer(name: str, params, lr: float, history: int) -> torch.optim.Optimizer:
     if name == "lbfgs":
-        # max_iter=1 so each step is observable; max_eval must then be raised from its
-        # default (max_iter * 5 / 4 = 1), or the line search cannot make progress.
-        return torch.optim.LBFGS(
-            params,
-            lr=lr,
-            max_iter=1,
-            max_eval=25,
-            history_size=history,
-            line_search_fn="strong_wolfe",
-            tolerance_grad=0.0,
-            tolerance_change=0.0,
-        )
+        return lbfgs(params, lr=lr, history=history, max_iter=1, max_eval=25)  # one iteration a step: the stopping rule sees each
     if name == "adam":
         return torch.optim.Adam(params, lr=lr)
     raise ValueError(f"unknown optimizer {name!r}")

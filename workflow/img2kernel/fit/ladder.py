@@ -29,7 +29,11 @@ from img2kernel.models import CnnModel, CurveModel, MagnitudeModel, Model, RankM
 from img2kernel.models.cnn import WIDTH
 from img2kernel.models.curve import KNOTS
 from img2kernel.models.rank import disk
-from img2kernel.fit.pairs import LINEAR_FACTOR, SIZE_TOLERANCE, Pairs
+from img2kernel.fit.pairs import Pairs
+from img2kernel.thresholds import LINEAR_FACTOR, PSNR_TOLERANCE_DB, SIZE_TOLERANCE, STORAGE_RANGE, noise_floor
+from img2kernel.evaluate.metrics import heldout_rms as blocks_rms, psnr_db
+from img2kernel.fit.lstsq import kernels_of_quadratic, least_squares, quadratic_features
+from img2kernel.fit.optim import minimise
 from img2kernel.fit.smallest import smallest_forms
 
 MARGIN = 3  # input pixels every tile carries around its outputs: enough for a 7x7 window
@@ -37,7 +41,6 @@ TILE = 48
 CURVE_SIZES = (3, 5, 7)  # kernel sides the curve rung tries
 MAGNITUDE_SIZES = (3, 5)
 RANK_SIZES = (3, 5, 7)  # footprint sides (cheap: every rank is recomputed on the same windows)
-PSNR_TOLERANCE_DB = 0.5
 FIT_ROWS = 40_000  # windows the rank rung recomputes
 SMOOTH_ROWS = 8_000  # windows the gradient-fitted rungs (curve, magnitude, cnn) train on
 # L-BFGS iterations (not seconds: the same pairs give the same ladder on any machine and load)
@@ -116,8 +119,6 @@ def ladder_data(pairs: Pairs, heldout_split: str, noise_floor: float, seed: int 
 
 def output_peak(pairs: Pairs) -> float:
     """The outputs' range for PSNR: the integer file's (255, 65535), else the values' own."""
-    from img2kernel.models.base import STORAGE_RANGE
-
     low, high = STORAGE_RANGE.get(pairs.output_storage, (None, None))
     if low is None:
         low = min(float(np.nanmin(y)) for y in pairs.outputs)
@@ -138,72 +139,26 @@ def windows(tiles: Tiles, k: int, rows: int = FIT_ROWS, seed: int = 0) -> tuple[
 
 
 def heldout_rms(model: Model, tiles: Tiles) -> float:
-    """RMS of (prediction - output) over the held-out tiles' usable pixels, by the model's own arithmetic."""
-    h = model.halo
-    total, count = 0.0, 0
-    for x, y, mask in zip(tiles.x, tiles.y, tiles.mask):
-        block = x[MARGIN - h : x.shape[0] - MARGIN + h, MARGIN - h : x.shape[1] - MARGIN + h]
-        diff = (model.predict_valid(block) - y)[mask]  # with the model's own output step
-        total += float(np.sum(np.square(diff)))
-        count += diff.size
-    return math.sqrt(total / count) if count else math.nan
-
-
-def psnr_db(rms: float, peak: float) -> float:
-    return math.inf if rms == 0 else 20 * math.log10(peak / rms)
+    """RMS of (prediction - output) over the tiles' usable pixels, with the model's own output step."""
+    return blocks_rms(model, zip(tiles.x, tiles.y, tiles.mask))
 
 
 # ----------------------------------------------------------------------------- rung fits
 
 
 def quadratic_kernels(patches: np.ndarray, targets: np.ndarray, n: int) -> np.ndarray:
-    """n kernels k_j with targets^2 ~ sum_j (k_j . p)^2: the top eigenpairs of the least-squares
-    M in y^2 = p'Mp (the magnitude model's closed form), as (n, K, K)."""
+    """n kernels k_j with targets^2 ~ sum_j (k_j . p)^2 (the magnitude model's closed form), as (n, K, K)."""
     k = patches.shape[-1]
     p = patches.reshape(len(patches), -1)
-    upper = np.triu_indices(k * k)
-    weights = np.where(upper[0] == upper[1], 1.0, 2.0)
-    rows = min(len(p), max(2000, 4_000_000 // len(upper[0])))
-    features = p[:rows, upper[0]] * p[:rows, upper[1]] * weights
-    solution = np.linalg.lstsq(features, targets[:rows] ** 2, rcond=None)[0]
-    m = np.zeros((k * k, k * k))
-    m[upper] = solution
-    m = m + m.T - np.diag(np.diag(m))
-    values, vectors = np.linalg.eigh(m)
-    top = np.argsort(values)[::-1][:n]
-    return (vectors[:, top] * np.sqrt(np.clip(values[top], 0, None))).T.reshape(n, k, k)
+    rows = min(len(p), max(2000, 8_000_000 // (k * k * (k * k + 1))))
+    return kernels_of_quadratic(least_squares([(quadratic_features(p[:rows]), targets[:rows] ** 2)]), k, n)
 
 
 def linear_kernel(patches: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, float]:
     """Least-squares (K, K) kernel and bias of the windows."""
     p = patches.reshape(len(patches), -1)
-    solution = np.linalg.lstsq(np.hstack([p, np.ones((len(p), 1))]), targets, rcond=None)[0]
+    solution = least_squares([(np.hstack([p, np.ones((len(p), 1))]), targets)])
     return solution[:-1].reshape(patches.shape[1:]), float(solution[-1])
-
-
-def _lbfgs(parameters, loss_fn: Callable, iterations: int) -> float:
-    """Full-batch L-BFGS (strong Wolfe) for at most ``iterations`` iterations; the last loss."""
-    import torch
-
-    optimizer = torch.optim.LBFGS(parameters, lr=1, max_iter=5, history_size=50, line_search_fn="strong_wolfe",
-                                  tolerance_grad=1e-12, tolerance_change=1e-15)
-    loss = math.nan
-
-    def closure():
-        optimizer.zero_grad()
-        value = loss_fn()
-        value.backward()
-        return value
-
-    for _ in range(max(1, iterations // 5)):
-        value = float(optimizer.step(closure).detach())
-        if not math.isfinite(value):
-            break
-        if abs(loss - value) <= 1e-12 * max(abs(value), 1e-300):
-            loss = value
-            break
-        loss = value
-    return loss
 
 
 def _interp(z, knots, values):
@@ -261,7 +216,7 @@ def fit_curve_kernels(start, size: int) -> CurveModel:
             out = out + p @ s
         return torch.mean((out - t) ** 2)
 
-    refined = _lbfgs(parameters, loss, REFINE_ITERATIONS)
+    refined = minimise(parameters, loss, REFINE_ITERATIONS)
     if not math.sqrt(refined) < start_rms:
         k, values, s = k0, values0, s0
     return CurveModel(k.detach().numpy().reshape(size, size), 0.0, knots.numpy(), values.detach().numpy(),
@@ -327,7 +282,7 @@ def fit_magnitude(data: LadderData, seed: int) -> list[Model]:
         for n in (1, 2, 3):
             kernels = torch.from_numpy(top[:n].copy()).requires_grad_(True)
             # The closed-form start is exact for a true magnitude: a shorter refinement does.
-            _lbfgs([kernels], lambda: torch.mean((torch.sqrt(((p @ kernels.T) ** 2).sum(1) + 1e-12) - t) ** 2),
+            minimise([kernels], lambda: torch.mean((torch.sqrt(((p @ kernels.T) ** 2).sum(1) + 1e-12) - t) ** 2),
                    REFINE_ITERATIONS // 3)
             candidates.append(MagnitudeModel(kernels.detach().numpy().reshape(n, k, k)))
     return candidates
@@ -382,7 +337,7 @@ def fit_cnn(data: LadderData, seed: int) -> list[Model]:
         hidden = torch.relu(conv(torch.relu(conv(x, w1, b1)), w2, b2))[:, :, 0, 0]
         return hidden @ w3 + (x[:, 0] * skip).sum((1, 2)) + b3
 
-    _lbfgs([w1, b1, w2, b2, w3, b3, skip], lambda: torch.mean((forward() - t) ** 2), CNN_ITERATIONS)
+    minimise([w1, b1, w2, b2, w3, b3, skip], lambda: torch.mean((forward() - t) ** 2), CNN_ITERATIONS)
     detach = lambda v: v.detach().numpy()  # noqa: E731
     return [CnnModel(detach(w1)[:, 0], detach(b1), detach(w2), detach(b2), detach(w3), detach(b3), detach(skip), scale)]
 
@@ -601,7 +556,6 @@ def ladder_for_filter(inputs_folder, targets_folder, trained: Model | None, line
     not one the trainer holds (a ``then`` step). ``output_storage``: ``uint8`` for targets
     rounded to 8 bits (``output: uint8``), whose noise floor is the rounding's.
     """
-    from img2kernel.fit.pairs import noise_floor
 
     pairs = pairs_from_stores(inputs_folder, targets_folder, output_storage=output_storage)
     floor = noise_floor(pairs.output_storage, pairs.output_rms())

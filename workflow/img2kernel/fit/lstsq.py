@@ -18,6 +18,7 @@ pixels, a centred subset of the window), so one pass serves the whole size searc
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterable
 
 import numpy as np
 import scipy.linalg
@@ -85,7 +86,7 @@ class NormalEquations:
         if self.rows == 0:
             raise ValueError("no usable pixels to fit (every output pixel is saturated, unknown or too near the edge)")
         gram, rhs = self._system(ksize)
-        theta = _solve(gram, rhs)
+        theta = solve_normal(gram, rhs)
         f = gram.shape[0] - 1
         kernel = theta[:f].T.reshape(self.c_out, self.c_in, ksize, ksize)
         # Undo the centring: y - cy = k * (x - cx) + b'  =>  b = b' + cy - sum_c cx_c * sum(k[o, c]).
@@ -110,7 +111,7 @@ class NormalEquations:
                 gram[:f, :f] = self.xx[np.ix_(idx[o], idx[o])]
                 gram[:f, f] = gram[f, :f] = self.x1[idx[o]]
                 gram[f, f] = self.rows
-                theta = _solve(gram, np.append(self.xy[idx[o], o], self.y1[o]))
+                theta = solve_normal(gram, np.append(self.xy[idx[o], o], self.y1[o]))
                 kernel[o, o] = theta[:f].reshape(ksize, ksize)
                 centred_bias[o] = theta[f]
         elif structure == "shared":
@@ -123,7 +124,7 @@ class NormalEquations:
                 gram[f + o, f + o] = self.rows
                 rhs[:f] += self.xy[idx[o], o]
                 rhs[f + o] = self.y1[o]
-            theta = _solve(gram, rhs)
+            theta = solve_normal(gram, rhs)
             for o in range(c):
                 kernel[o, o] = theta[:f].reshape(ksize, ksize)
             centred_bias = theta[f:]
@@ -145,11 +146,52 @@ class NormalEquations:
         return float(np.sqrt(float(np.sum(rss)) / max(self.rows * self.c_out, 1)))
 
 
-def _solve(gram: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+def solve_normal(gram: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    """The least-squares solution of normal equations ``gram @ theta = rhs`` (float64).
+
+    Cholesky when ``gram`` is positive definite; rank-deficient data (a flat image, a
+    feature that never varies) get the minimum-norm solution instead.
+    """
     try:
         return scipy.linalg.solve(gram, rhs, assume_a="pos")
     except (np.linalg.LinAlgError, scipy.linalg.LinAlgError, ValueError):
-        return scipy.linalg.lstsq(gram, rhs)[0]  # rank-deficient data (flat images): minimum norm
+        return scipy.linalg.lstsq(gram, rhs)[0]
+
+
+def least_squares(blocks: Iterable[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """argmin ||A theta - b|| over row blocks (A (n, F), b (n[, C])), folded into the normal
+    equations block by block in float64, so only one block of rows is ever held."""
+    gram = rhs = None
+    for design, target in blocks:
+        design = np.asarray(design, dtype=np.float64)
+        target = np.asarray(target, dtype=np.float64)
+        if gram is None:
+            gram, rhs = np.zeros((design.shape[1],) * 2), np.zeros((design.shape[1],) + target.shape[1:])
+        gram += design.T @ design
+        rhs += design.T @ target
+    if gram is None:
+        raise ValueError("no rows to fit")
+    return solve_normal(gram, rhs)
+
+
+def quadratic_features(patches: np.ndarray) -> np.ndarray:
+    """(n, F) windows -> (n, F (F + 1) / 2) products p_i p_j (i <= j), weighted so that a
+    least-squares fit of y^2 on them is the upper triangle of the symmetric M in y^2 = p'Mp."""
+    upper = np.triu_indices(patches.shape[1])
+    weights = np.where(upper[0] == upper[1], 1.0, 2.0)  # off-diagonal entries appear twice in p'Mp
+    return patches[:, upper[0]] * patches[:, upper[1]] * weights
+
+
+def kernels_of_quadratic(m_upper: np.ndarray, ksize: int, n: int) -> np.ndarray:
+    """The n (K, K) kernels k_j with sum_j (k_j . p)^2 closest to p'Mp: M's top eigenpairs,
+    sqrt(lambda) v (unique up to a rotation of the n kernels)."""
+    taps = ksize * ksize
+    m = np.zeros((taps, taps))
+    m[np.triu_indices(taps)] = m_upper
+    m = m + m.T - np.diag(np.diag(m))
+    values, vectors = np.linalg.eigh(m)
+    top = np.argsort(values)[::-1][:n]
+    return (vectors[:, top] * np.sqrt(np.clip(values[top], 0, None))).T.reshape(n, ksize, ksize)
 
 
 def _integer_8bit(storage: str) -> bool:

@@ -31,16 +31,11 @@ import numpy as np
 
 from img2kernel import borders
 from img2kernel.models import AffineKernel
-from img2kernel.models.base import STORAGE_RANGE
+from img2kernel.thresholds import LINEAR_FACTOR, SIZE_TOLERANCE, STORAGE_RANGE, noise_floor
 from img2kernel.sources.pairs import SPLIT_CODES, LoadedPair, split_codes
 from img2kernel.fit.lstsq import FitSample, normal_equations
+from img2kernel.evaluate.metrics import heldout_rms as blocks_rms
 
-ROUNDING_RMS = 1 / math.sqrt(12)  # uniform rounding error of an integer file, in its levels
-# Float files: the tool's own float32 arithmetic (sums of K*K products) and storage round
-# at about this fraction of the output's RMS; float64 far below it.
-FLOAT_RELATIVE_FLOOR = {"float32": 2e-6, "float64": 1e-12}
-LINEAR_FACTOR = 2.0  # a linear filter's held-out residual is within this many noise floors
-SIZE_TOLERANCE = 0.5  # a size is enough when its extra residual is below this many floors
 # Rows for the normal equations, at most: about 3e11 multiply-adds (a 15x15 gray kernel on
 # 5.9 megapixels, seconds here); a colour fit with three times the features samples rows.
 ROW_BUDGET = 3e11
@@ -125,13 +120,6 @@ def load_pairs(inputs_folder: str | Path, outputs_folder: str | Path) -> tuple[P
         ys.append(y[..., None] if y.ndim == 2 else y)
         codes.append(split_codes(key, x.shape, inputs.split_of(key), manifest))
     return Pairs(keys, xs, ys, codes, manifest["input_storage"], manifest["output_storage"]), manifest
-
-
-def noise_floor(storage: str, output_rms: float) -> float:
-    """The RMS error the output's storage alone implies, in stored units."""
-    if storage in STORAGE_RANGE:
-        return ROUNDING_RMS
-    return FLOAT_RELATIVE_FLOOR.get(storage, FLOAT_RELATIVE_FLOOR["float32"]) * max(output_rms, 1e-30)
 
 
 @dataclass
@@ -285,19 +273,14 @@ def heldout_rms(model: AffineKernel, pairs: Pairs, split: str, halo: int) -> flo
 
     The same pixels for every model size (``halo`` of the largest), no border rule involved.
     """
-    total, count = 0.0, 0
-    for i, (x, y) in enumerate(zip(pairs.inputs, pairs.outputs)):
-        mask = pairs.usable(i, split)[halo : y.shape[0] - halo, halo : y.shape[1] - halo]
-        if not mask.any():
-            continue
-        margin = halo - model.halo
-        block = x[margin : x.shape[0] - margin, margin : x.shape[1] - margin]
-        prediction = model.predict_valid(block, output="float").reshape(mask.shape + (-1,))
-        target = y[halo : y.shape[0] - halo, halo : y.shape[1] - halo]
-        diff = (prediction - target)[mask]
-        total += float(np.sum(np.square(diff)))
-        count += diff.size
-    return math.sqrt(total / count) if count else math.nan
+    def blocks():
+        for i, (x, y) in enumerate(zip(pairs.inputs, pairs.outputs)):
+            inner = (slice(halo, y.shape[0] - halo), slice(halo, y.shape[1] - halo))
+            mask = pairs.usable(i, split)[inner]
+            if mask.any():
+                yield x, y[inner], mask
+
+    return blocks_rms(model, blocks(), output="float")
 
 
 def detect_border(model: AffineKernel, pairs: Pairs) -> dict:

@@ -21,7 +21,8 @@ from typing import Callable
 import numpy as np
 
 from img2kernel.models import Model
-from img2kernel.fit.pairs import LINEAR_FACTOR
+from img2kernel.evaluate.metrics import psnr_db
+from img2kernel.thresholds import LINEAR_FACTOR
 
 BITS = (2, 3, 4, 5, 6, 8, 10, 12, 16)
 
@@ -82,7 +83,7 @@ def smallest_forms(model: Model, score: Callable[[Model], float], noise_floor: f
 
     def row(form: str, weights: int, residual: float, **extra) -> dict:
         return {"form": form, "kernel_weights": weights, "residual": residual,
-                "psnr_db": math.inf if residual == 0 else 20 * math.log10(peak / residual), **extra}
+                "psnr_db": psnr_db(residual, peak), **extra}
 
     rows = [row(f"full {k}x{k} taps, float64", len(live) * k * k, full)]
     for rank in range(1, k + 1):

@@ -23,12 +23,12 @@ from typing import ClassVar
 import numpy as np
 
 from img2kernel import borders
+from img2kernel.thresholds import STORAGE_RANGE
 
 UINT8_MAX = 255.0
 # The step between the model's function and the stored file: none, an edge map's |y|
 # saturated as cv2.convertScaleAbs does, or rounding and clipping to an integer file type.
 OUTPUTS = ("float", "abs_uint8", "uint8", "uint16")
-STORAGE_RANGE = {"uint8": (0.0, 255.0), "uint16": (0.0, 65535.0)}
 
 
 def planes(image: np.ndarray) -> list[np.ndarray]:

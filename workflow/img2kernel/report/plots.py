@@ -214,7 +214,7 @@ def sizes_figure(evaluation: dict, path: str | Path) -> None:
 def summary_figure(table: pd.DataFrame, path: str | Path) -> None:
     """Kernel error per filter of our own (learned beside the least-squares oracle), and for
     your own pairs the residual in noise floors beside the linear threshold; log scales."""
-    from img2kernel.fit.pairs import LINEAR_FACTOR
+    from img2kernel.thresholds import LINEAR_FACTOR
 
     ours = table[table["kernel_max_abs_rel"].notna()]
     pairs = table[table["residual_in_floors"].notna()] if "residual_in_floors" in table else table.iloc[:0]

@@ -1,0 +1,41 @@
+"""The noise floors and the thresholds every verdict compares with, in one place.
+
+A residual means something only next to what the output's storage alone would leave: an
+integer file rounds (1/sqrt(12) levels RMS), a float file carries the tool's own float32
+arithmetic. Every stage that says "linear", "recovered", "this size is enough" or "this rung
+explains the pairs" reads its threshold here (docs/design.md, "Numerical conventions").
+"""
+
+from __future__ import annotations
+
+import math
+
+# Integer files: pixels are stored in these ranges, and a value at either end may be clipped.
+STORAGE_RANGE = {"uint8": (0.0, 255.0), "uint16": (0.0, 65535.0)}
+ROUNDING_RMS = 1 / math.sqrt(12)  # uniform rounding error of an integer file, in its levels
+# Float files: the tool's own float32 arithmetic (sums of K*K products) and storage round
+# at about this fraction of the output's RMS; float64 far below it.
+FLOAT_RELATIVE_FLOOR = {"float32": 2e-6, "float64": 1e-12}
+
+# Pairs (any model): explained when the held-out residual is within this many noise floors.
+LINEAR_FACTOR = 2.0
+SIZE_TOLERANCE = 0.5  # a kernel size is enough when its extra residual is below this many floors
+PSNR_TOLERANCE_DB = 0.5  # no rung explains the pairs: a smaller rung within this of the best wins
+
+# Our filters, whose true kernel is known: max-abs kernel error relative to the largest tap.
+RECOVERED = 1e-4  # what the product promises for linear filters
+APPROXIMATE = 1e-2
+NONLINEAR_RESIDUAL = 1e-3  # a best linear fit leaving more than 0.1% of the target unexplained
+
+# Identification: relative residual ||k - s T(t)|| / ||k|| of a named kernel.
+IDENTIFIED = 0.02  # below this a match is stated
+CLOSE = 0.10  # below this, "close to"
+SEPARABLE = 1e-3  # second singular value / first below which channels share one spatial kernel
+
+
+def noise_floor(storage: str, output_rms: float) -> float:
+    """The RMS error the output's storage alone implies, in stored units."""
+    if storage in STORAGE_RANGE:
+        return ROUNDING_RMS
+    return FLOAT_RELATIVE_FLOOR.get(storage, FLOAT_RELATIVE_FLOOR["float32"]) * max(output_rms, 1e-30)
+
