@@ -57,3 +57,24 @@ def image_check(binary: str, page: Path) -> tuple[int, int]:
 def screenshot(binary: str, page: Path, output: Path, size: str = "1280,2400") -> Path:
     _run(binary, f"--window-size={size}", f"--screenshot={output}", page.as_uri())
     return output
+
+
+# Runs on load: the page's width against the window's, and the summary table's right edge.
+LAYOUT_CHECK = (
+    '<script>window.addEventListener("load", () => { const t = document.querySelector("table.summary");'
+    ' document.body.setAttribute("data-layout", [window.innerWidth, document.documentElement.scrollWidth,'
+    ' Math.ceil(t.getBoundingClientRect().right)].join("/")); });</script>'
+)
+
+
+def layout(binary: str, page: Path, width: int = 1366, height: int = 768) -> dict:
+    """Widths in a ``width`` x ``height`` window: the window, the page's scroll width, the summary table's right edge."""
+    with tempfile.TemporaryDirectory() as folder:
+        probe = Path(folder) / "page.html"
+        probe.write_text(page.read_text().replace("</body>", LAYOUT_CHECK + "</body>"))
+        dom = _run(binary, f"--window-size={width},{height}", "--dump-dom", probe.as_uri())
+    match = re.search(r'data-layout="(\d+)/(\d+)/(\d+)"', dom)
+    if not match:
+        raise AssertionError(f"the layout check did not run in Chromium; DOM starts with: {dom[:300]!r}")
+    window, page_width, table_right = map(int, match.groups())
+    return {"window": window, "page": page_width, "summary_right": table_right}

@@ -209,3 +209,29 @@ def test_kernel_csv_has_one_row_per_tap_centred_for_every_kernel_set(tmp_path):
     assert list(table.columns) == ["c_out", "c_in", "dy", "dx", "learned"] and len(table) == 81
     row = table[(table.c_out == 2) & (table.c_in == 1) & (table.dy == 1) & (table.dx == -1)].iloc[0]
     assert row["learned"] == np.arange(81.0).reshape(3, 3, 3, 3)[2, 1, 2, 0]
+
+
+def test_the_summary_says_what_each_filter_is_for_every_source():
+    from img2kernel.report.summary import finding
+
+    rank_row = {"model": "rank", "description": "3x3 median", "adequate": True, "residual_in_floors": 0.0}
+    linear_row = {"model": "linear", "description": "3x3 affine kernel", "adequate": False, "residual_in_floors": 24.0}
+    cnn_row = {"model": "cnn", "description": "small CNN", "adequate": False, "residual_in_floors": 7.4}
+    ours = {"model": "linear", "model_description": "3x3 affine kernel, gray -> gray", "linear": True, "ladder": [], "kind": "sobel",
+            "verdict": "approximate"}
+    recovered = finding({**ours, "kernel_max_abs_rel": 2e-15, "verdict": "recovered"})
+    assert recovered == {"what": "3x3 affine kernel, gray -> gray: the true sobel kernel", "status": "recovered", "tone": "ok",
+                         "headline": "recovered"}
+    assert finding({**ours, "kernel_max_abs_rel": 3e-3})["status"] == "approximate"
+    assert finding({**ours, "kernel_max_abs_rel": 0.5})["tone"] == "bad"
+    median = {"model": "rank", "model_description": "3x3 median, rounded and clipped to 8 bits", "linear": False,
+              "kernel_max_abs_rel": None, "ladder": [linear_row, rank_row], "verdict": "not a linear filter: ...; it is a 3x3 median"}
+    assert finding(median) == {"what": "3x3 median", "status": "found", "tone": "ok",
+                               "headline": "found: not a linear filter: ...; it is a 3x3 median"}
+    pairs = {"model": "linear", "model_description": "3x3 affine kernel", "linear": True, "ladder": [{**linear_row, "adequate": True}],
+             "identification": {"text": "Pillow EMBOSS x 1, flipped up-down"}, "verdict": "linear: Pillow EMBOSS"}
+    assert finding(pairs)["status"] == "linear" and finding(pairs)["what"] == "Pillow EMBOSS x 1, flipped up-down"
+    bilateral = {"model": "cnn", "model_description": "small CNN", "linear": False, "ladder": [linear_row, cnn_row], "verdict": "v"}
+    assert finding(bilateral) == {"what": "small CNN (7.4x the noise floor)", "status": "best fit", "tone": "warn", "headline": "best fit: v"}
+    unsharp = {"model": "linear", "model_description": "7x7 affine kernel", "linear": True, "ladder": [{**linear_row, "residual_in_floors": 5.0}, cnn_row], "verdict": "v"}
+    assert finding(unsharp)["what"] == "3x3 affine kernel (5x the noise floor)" and finding(unsharp)["tone"] == "warn"

@@ -79,6 +79,28 @@ def test_every_rung_runs_through_train_evaluate_and_one_report(built):
     assert all(name in table for name in CASES)
 
 
+def test_the_report_says_what_each_filter_is_and_fits_a_laptop_screen(built):
+    from browser import chromium, image_check, layout
+
+    report = built / "results" / "report.html"
+    html = report.read_text()
+    summary = html[html.index('<table class="summary">') : html.index("</table>", html.index('<table class="summary">'))]
+    rows = summary.split("<tr>")[2:]
+    assert len(rows) == len(CASES)
+    for name, (_, _, _, rung) in CASES.items():
+        row = next(r for r in rows if f">{name}</a>" in r)
+        if rung is not None:  # a structure found exactly is shown as found, not as a failure
+            assert "verdict ok\">found<" in row, row
+    assert "not a linear filter" not in summary and summary.count("<th") == 6
+    binary = chromium()
+    if binary is None:
+        pytest.skip("no Chromium on this machine (Debian package 'chromium'; `make test` installs it): report not checked in a browser")
+    images, failed = image_check(binary, report)
+    assert images == 3 * len(CASES) + 1 and failed == 0
+    widths = layout(binary, report)
+    assert widths["summary_right"] <= widths["window"] and widths["page"] <= widths["window"], widths
+
+
 @pytest.mark.parametrize("name", ["pillow_median", "skimage_sobel", "rgb_noisy_blur"])
 def test_img2kernel_fit_gives_the_pipelines_model(built, tmp_path, name, capsys):
     files = []

@@ -18,7 +18,7 @@ pixels, a centred subset of the window), so one pass serves the whole size searc
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import numpy as np
 import scipy.linalg
@@ -160,18 +160,29 @@ def solve_normal(gram: np.ndarray, rhs: np.ndarray) -> np.ndarray:
 
 def least_squares(blocks: Iterable[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
     """argmin ||A theta - b|| over row blocks (A (n, F), b (n[, C])), folded into the normal
-    equations block by block in float64, so only one block of rows is ever held."""
+    equations block by block in float64, so only one block of rows is ever held.
+
+    When ``blocks`` is a sequence (it can be read twice), one round of iterative refinement
+    (solve for the residual's correction) recovers the digits the normal equations lose to
+    their squared condition number: products of pixel values (the quadratic fit) need it.
+    """
     gram = rhs = None
     for design, target in blocks:
-        design = np.asarray(design, dtype=np.float64)
-        target = np.asarray(target, dtype=np.float64)
+        design, target = np.asarray(design, dtype=np.float64), np.asarray(target, dtype=np.float64)
         if gram is None:
             gram, rhs = np.zeros((design.shape[1],) * 2), np.zeros((design.shape[1],) + target.shape[1:])
         gram += design.T @ design
         rhs += design.T @ target
     if gram is None:
         raise ValueError("no rows to fit")
-    return solve_normal(gram, rhs)
+    theta = solve_normal(gram, rhs)
+    if isinstance(blocks, Sequence):
+        correction = np.zeros_like(rhs)
+        for design, target in blocks:
+            design = np.asarray(design, dtype=np.float64)
+            correction += design.T @ (np.asarray(target, dtype=np.float64) - design @ theta)
+        theta = theta + solve_normal(gram, correction)
+    return theta
 
 
 def quadratic_features(patches: np.ndarray) -> np.ndarray:

@@ -14,6 +14,8 @@ from typing import Sequence
 import jinja2
 import pandas as pd
 
+from img2kernel.report.summary import finding
+
 PACKAGES = ("img2kernel", "torch", "numpy", "opencv-python-headless", "scikit-image", "scipy", "snakemake", "img2dataset")
 
 
@@ -109,6 +111,7 @@ def render_report(
             {
                 **evaluation,
                 "spec_json": json.dumps(evaluation["spec"], indent=1, sort_keys=True),
+                "finding": finding(evaluation),
                 "images_uri": {name: data_uri(plot_dir / f"{name}.png") for name in ("kernels", "training", "images")},
             }
         )
