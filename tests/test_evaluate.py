@@ -41,7 +41,7 @@ def info_for(filt, **extra):
 def test_perfect_kernel_gives_psnr_above_100_db_and_zero_error(tiny_store):
     inputs, targets, filt = tiny_store
     true = as_model(filt, np.stack(filt.kernels))
-    result = evaluate_filter(inputs, targets, true, true, info_for(filt))
+    result = evaluate_filter(inputs, targets, true, true, info_for(filt)).to_json()
     assert result["test_psnr"] > 100
     assert result["test_ssim"] == pytest.approx(1.0)
     assert result["kernel_max_abs_error"] == 0 and result["oracle_max_abs_error"] == 0
@@ -53,7 +53,7 @@ def test_perfect_kernel_gives_psnr_above_100_db_and_zero_error(tiny_store):
 def test_max_images_evaluates_the_first_test_images_only(tiny_store):
     inputs, targets, filt = tiny_store
     true = as_model(filt, np.stack(filt.kernels))
-    result = evaluate_filter(inputs, targets, true, true, info_for(filt), max_images=2)
+    result = evaluate_filter(inputs, targets, true, true, info_for(filt), max_images=2).to_json()
     assert [m["key"] for m in result["images"]] == ["000", "001"] and result["split_images"] == 3
 
 
@@ -61,7 +61,7 @@ def test_perturbed_kernel_error_equals_the_perturbation(tiny_store):
     inputs, targets, filt = tiny_store
     perturbed = np.stack(filt.kernels).copy()
     perturbed[0, 0, 2] += 0.01
-    result = evaluate_filter(inputs, targets, as_model(filt, perturbed), None, info_for(filt))
+    result = evaluate_filter(inputs, targets, as_model(filt, perturbed), None, info_for(filt)).to_json()
     assert result["kernel_max_abs_error"] == pytest.approx(0.01, rel=1e-12)
     assert result["kernel_max_abs_rel"] == pytest.approx(0.005, rel=1e-12)
     assert result["test_psnr"] < 100
@@ -109,7 +109,7 @@ def test_report_escapes_names_and_embeds_every_image(tmp_path, tiny_store):
 
     inputs, targets, filt = tiny_store
     true = as_model(filt, np.stack(filt.kernels))
-    evaluation = evaluate_filter(inputs, targets, true, true, info_for(filt))
+    evaluation = evaluate_filter(inputs, targets, true, true, info_for(filt)).to_json()
     evil = '<script>alert("x")</script>&'
     evaluation["filter"] = evil
     evaluation["spec"] = {**evaluation["spec"], "name": evil}
@@ -235,3 +235,17 @@ def test_the_summary_says_what_each_filter_is_for_every_source():
     assert finding(bilateral) == {"what": "small CNN (7.4x the noise floor)", "status": "best fit", "tone": "warn", "headline": "best fit: v"}
     unsharp = {"model": "linear", "model_description": "7x7 affine kernel", "linear": True, "ladder": [{**linear_row, "residual_in_floors": 5.0}, cnn_row], "verdict": "v"}
     assert finding(unsharp)["what"] == "3x3 affine kernel (5x the noise floor)" and finding(unsharp)["tone"] == "warn"
+
+
+def test_every_source_writes_the_same_evaluation_record(tiny_store, tmp_path):
+    from img2kernel.evaluate.record import SCORES, Evaluation
+
+    inputs, targets, filt = tiny_store
+    true = as_model(filt, np.stack(filt.kernels))
+    record = evaluate_filter(inputs, targets, true, true, info_for(filt))
+    assert isinstance(record, Evaluation)
+    written = record.write(tmp_path / "e.json")
+    assert json.loads((tmp_path / "e.json").read_text()) == json.loads(json.dumps(written))
+    assert set(SCORES) <= set(written) and written["test_identical_fraction"] <= 1
+    with pytest.raises(ValueError, match="may not redefine"):
+        Evaluation(**{**record.__dict__, "evidence": {"test_psnr": 1.0}}).to_json()

@@ -5,7 +5,6 @@ rule evaluate:
     input:
         unpack(filter_stores),
         model="results/models/{filter}.safetensors",
-        oracle="results/models/{filter}.oracle.safetensors",
         info="results/models/{filter}.json",
         history="results/train/{filter}.csv",
         code=code("evaluate.py"),

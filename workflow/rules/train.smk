@@ -8,7 +8,6 @@ rule train:
         code=code("train.py"),
     output:
         model="results/models/{filter}.safetensors",
-        oracle="results/models/{filter}.oracle.safetensors",
         info="results/models/{filter}.json",
         history="results/train/{filter}.csv",
     params:

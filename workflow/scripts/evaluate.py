@@ -10,8 +10,7 @@ def evaluate_generated():
     from img2kernel.evaluate.generated import evaluate_and_plot
 
     return evaluate_and_plot(
-        snakemake.input.inputs, snakemake.input.targets, snakemake.input.model, snakemake.input.oracle,
-        snakemake.input.info, snakemake.input.history, snakemake.output.result, snakemake.output.kernels,
+        snakemake.input.inputs, snakemake.input.targets, snakemake.input.model, snakemake.input.info, snakemake.input.history, snakemake.output.result, snakemake.output.kernels,
         snakemake.output.training, snakemake.output.images, max_images=snakemake.params.max_images,
     )
 

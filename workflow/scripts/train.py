@@ -11,7 +11,7 @@ def train_generated(spec, log):
 
     outcome = train_filter(snakemake.input.inputs, snakemake.input.targets, spec, json.loads(snakemake.params.settings),
                            device=snakemake.params.device, threads=snakemake.threads, progress=True)
-    save_outcome(outcome, snakemake.output.model, snakemake.output.oracle, snakemake.output.info, snakemake.output.history)
+    save_outcome(outcome, snakemake.output.model, snakemake.output.info, snakemake.output.history)
     info = outcome.info
     log.info("%s: %d steps in %.2f s on %s, stop: %s, kernel error: %s", spec["name"], info["steps"], info["seconds"],
              info["device"], info["stop_reason"], json.dumps(info["kernel_errors"]))
@@ -23,8 +23,7 @@ def train_pairs(spec, log):
 
     settings = json.loads(snakemake.params.settings)
     result, info, _ = fit(snakemake.input.inputs, snakemake.input.targets, spec, seed=int(settings["seed"]))
-    save_pairs_fit(result, info, snakemake.output.model, snakemake.output.oracle, snakemake.output.info,
-                   snakemake.output.history)
+    save_pairs_fit(result, info, snakemake.output.model, snakemake.output.info, snakemake.output.history)
     log.info("%s: %s; %dx%d, border %s, held-out RMS %.3g (noise floor %.3g), %.2f s", spec["name"],
              result.model.describe(), result.ksize, result.ksize, result.border["rule"], result.residual_rms,
              result.noise_floor, result.seconds)

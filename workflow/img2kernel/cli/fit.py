@@ -44,7 +44,7 @@ def fit_files(files: list[str], model_path: str | Path, *, ksize: int | None = N
     summary = {**result.summary(), **ladder}
     info = {"filter": {**spec, "files": files}, "source": "pairs", **summary, "input_storage": manifest["input_storage"],
             "output_storage": manifest["output_storage"]}
-    save_pairs_fit(result, info, model_path, None, Path(model_path).with_suffix(".json"), None)
+    save_pairs_fit(result, info, model_path, Path(model_path).with_suffix(".json"), None)
     model = result.model
     identification = identification_of(model, info)
     lines = [f"pairs: {len(loaded)} ({'each split by disjoint tiles' if manifest['split_mode'] == 'tiles' else 'split by name'}), "

@@ -12,6 +12,7 @@ from img2kernel.sources.filters import build_filter
 from img2kernel.fit.ladder import ladder_fields, ladder_sentence
 from img2kernel.evaluate.kernels import align, center, compare
 from img2kernel.evaluate.metrics import image_metrics
+from img2kernel.evaluate.record import Evaluation
 from img2kernel.models import Model
 from img2kernel.models.base import KernelModel
 from img2kernel.store.shards import Store
@@ -47,8 +48,8 @@ def evaluate_filter(
     max_images: int | None = None,
     examples: list | None = None,
     max_examples: int = 3,
-) -> dict:
-    """Everything the report and tables show about one of our filters; see README for each field.
+) -> Evaluation:
+    """The evaluation record of one of our filters (:class:`Evaluation`; its evidence: the kernels against the true ones).
 
     Predictions are the model's own (:meth:`Model.predict`, float64, OpenCV's default
     border, as the targets were made); the kernels are compared with the filter's true ones.
@@ -87,58 +88,53 @@ def evaluate_filter(
     oracle_errors = compare(oracle_kernels, true, filt.combine, "float") if (true is not None and oracle is not None) else None
     rel_error = errors["max_abs_rel"] if errors else None  # max-abs / largest true tap
 
-    def mean(field):
-        values = [m[field] for m in per_image if not math.isnan(m[field])]
-        return float(np.mean(values)) if values else math.nan
-
     size = max(model.ksize, true.shape[-1]) if true is not None else model.ksize
-    return {
-        "filter": spec["name"],
-        "kind": spec["kind"],
-        "source": "generated",
-        "spec": spec,
-        "ksize": filt.ksize,
-        "model_ksize": int(model.ksize),
-        "n_kernels": int(kernels.shape[0]) if kernels is not None else 0,
+    zeros_border = [m["psnr_zeros_border"] for m in per_image if not math.isnan(m["psnr_zeros_border"])]
+    return Evaluation(
+        filter=spec["name"],
+        kind=spec["kind"],
+        source="generated",
+        spec=spec,
+        ksize=filt.ksize,
+        model_ksize=int(model.ksize),
+        n_kernels=int(kernels.shape[0]) if kernels is not None else 0,
         # Our filters have no bias: a kernel model's weights are its taps.
-        "parameters": int(kernels.size) if kernels is not None else int(model.n_parameters),
-        "split": split,
-        "split_images": len(keys),  # per_image holds the first max_images of them
-        "images": per_image,
-        "test_mse": mean("mse"),
-        "test_psnr": mean("psnr"),
-        "test_ssim": mean("ssim"),
-        "test_psnr_zeros_border": mean("psnr_zeros_border"),
-        "kernel_errors": errors,
-        "oracle_errors": oracle_errors,
-        "kernel_max_abs_error": errors["max_abs_error"] if errors else None,
-        "kernel_max_abs_rel": rel_error,
-        "kernel_frobenius_rel": errors["frobenius_rel"] if errors else None,
-        "oracle_max_abs_error": oracle_errors["max_abs_error"] if oracle_errors else None,
-        "oracle_max_abs_rel": oracle_errors["max_abs_rel"] if oracle_errors else None,
-        "linear_residual": info["linear_residual"],
-        "learned_residual": info["learned_val_residual"],
-        "true_kernels": center(true, size).tolist() if true is not None else None,
-        "learned_kernels": None if kernels is None else (
-            align(center(kernels, size), center(true, size), filt.combine, filt.output) if true is not None else kernels).tolist(),
-        "oracle_kernels": oracle_kernels.tolist() if oracle is not None else None,
+        parameters=int(kernels.size) if kernels is not None else int(model.n_parameters),
         **ladder_fields(model, info, filt.expected_rung),
-        "linear": filt.linear,
-        "train_seconds": info["seconds"],
-        "steps": info["steps"],
-        "refine_rounds": info.get("refine_rounds", 0),
-        "stop_reason": info["stop_reason"],
-        "device": info["device"],
-        "verdict": verdict(true is not None, rel_error, info["linear_residual"], filt.combine, filt.output)
+        linear=filt.linear,
+        verdict=verdict(true is not None, rel_error, info["linear_residual"], filt.combine, filt.output)
         + ladder_sentence(info.get("ladder") or [], info.get("model", "linear"), filt.expected_rung),
-    }
+        split=split,
+        split_images=len(keys),  # images holds the first max_images of them
+        images=per_image,
+        train_seconds=info["seconds"],
+        device=info["device"],
+        evidence={
+            "test_psnr_zeros_border": float(np.mean(zeros_border)) if zeros_border else math.nan,
+            "kernel_errors": errors,
+            "oracle_errors": oracle_errors,
+            "kernel_max_abs_error": errors["max_abs_error"] if errors else None,
+            "kernel_max_abs_rel": rel_error,
+            "kernel_frobenius_rel": errors["frobenius_rel"] if errors else None,
+            "oracle_max_abs_error": oracle_errors["max_abs_error"] if oracle_errors else None,
+            "oracle_max_abs_rel": oracle_errors["max_abs_rel"] if oracle_errors else None,
+            "linear_residual": info["linear_residual"],
+            "learned_residual": info["learned_val_residual"],
+            "true_kernels": center(true, size).tolist() if true is not None else None,
+            "learned_kernels": None if kernels is None else (
+                align(center(kernels, size), center(true, size), filt.combine, filt.output) if true is not None else kernels).tolist(),
+            "oracle_kernels": oracle_kernels.tolist() if oracle is not None else None,
+            "steps": info["steps"],
+            "refine_rounds": info.get("refine_rounds", 0),
+            "stop_reason": info["stop_reason"],
+        },
+    )
 
 
 def evaluate_and_plot(
     inputs_folder: str | Path,
     targets_folder: str | Path,
     model_path: str | Path,
-    oracle_path: str | Path,
     info_path: str | Path,
     history_csv: str | Path,
     result_json: str | Path,
@@ -154,15 +150,15 @@ def evaluate_and_plot(
     from img2kernel.models import load_model
 
     model, _ = load_model(model_path)
-    oracle, _ = load_model(oracle_path)
     info = json.loads(Path(info_path).read_text())
+    oracle_kernels = info.get("oracle_kernels")
+    oracle = build_filter(info["filter"]).model_of(np.asarray(oracle_kernels)) if oracle_kernels is not None else None
     examples: list = []
     evaluation = evaluate_filter(
         inputs_folder, targets_folder, model, oracle, info, max_images=max_images, examples=examples,
         max_examples=shown_images,
     )
-    Path(result_json).parent.mkdir(parents=True, exist_ok=True)
-    Path(result_json).write_text(json.dumps(evaluation, indent=2))
+    evaluation = evaluation.write(result_json)
 
     for path in (kernels_png, training_png, images_png):
         Path(path).parent.mkdir(parents=True, exist_ok=True)

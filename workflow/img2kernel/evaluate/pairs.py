@@ -8,7 +8,6 @@ what the model writes with what the tool wrote, pixel for pixel.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,7 @@ from img2kernel.fit.ladder import ladder_fields, ladder_sentence
 from img2kernel.fit.pairs import load_pairs
 from img2kernel.evaluate.identify import identify
 from img2kernel.evaluate.metrics import image_metrics
+from img2kernel.evaluate.record import Evaluation
 from img2kernel.models import AffineKernel, Model, load_model
 from img2kernel.thresholds import LINEAR_FACTOR, STORAGE_RANGE
 from img2kernel.sources.pairs import SPLIT_CODES
@@ -83,8 +83,8 @@ def identification_of(model: Model, info: dict, catalogue: dict | None = None) -
 
 
 def evaluate_pairs(inputs_folder, outputs_folder, model: Model, metadata: dict, info_path, catalogue: dict | None = None,
-                   max_images: int | None = None, examples: list | None = None, max_examples: int = 3) -> dict:
-    """Everything the report and tables show about one pairs filter (see docs/pairs.md);
+                   max_images: int | None = None, examples: list | None = None, max_examples: int = 3) -> Evaluation:
+    """The evaluation record of one pairs filter (:class:`Evaluation`; its evidence: the fit's tables, see docs/pairs.md);
     ``model`` and ``metadata`` as :func:`img2kernel.models.load_model` reads the model file."""
     info = json.loads(Path(info_path).read_text())
     pairs, manifest = load_pairs(inputs_folder, outputs_folder)
@@ -103,50 +103,45 @@ def evaluate_pairs(inputs_folder, outputs_folder, model: Model, metadata: dict, 
             shown_target = np.where(np.isfinite(pairs.outputs[index]), pairs.outputs[index], prediction)
             examples.append(plots.image_preview(key, _display(pairs.inputs[index]), _display(shown_target), _display(prediction)))
 
-    def mean(field):
-        values = [m[field] for m in per_image if not math.isnan(m[field])]
-        return float(np.mean(values)) if values else math.nan
-
-    return {
-        "filter": info["filter"]["name"],
-        "kind": "pairs",
-        "source": "pairs",
-        "spec": info["filter"],
+    return Evaluation(
+        filter=info["filter"]["name"],
+        kind="pairs",
+        source="pairs",
+        spec=info["filter"],
+        ksize=info["ksize"],
+        model_ksize=info["ksize"],
+        n_kernels=model.c_out * model.c_in,
+        parameters=model.n_parameters,
         **ladder_fields(model, info),
-        "linear": bool(info["linear"]) and info.get("model", "linear") == "linear",
-        "ksize": info["ksize"],
-        "model_ksize": info["ksize"],
-        "n_kernels": model.c_out * model.c_in,
-        "parameters": model.n_parameters,
-        "channels": info["channels"],
-        "border": info["border"],
-        "identification": identification,
-        "kernel": model.kernel.tolist() if affine else None,
-        "bias": model.bias.tolist() if affine else None,
-        "sizes": info["sizes"],
-        "structures": info["structures"],
-        "noise_floor": info["noise_floor"],
-        "residual_rms": info["residual_rms"],
-        "residual_in_floors": info["residual_in_floors"],
-        "pairs": info["pairs"],
-        "split_mode": info["split_mode"],
-        "splits": info["splits"],
-        "split": split,
-        "split_images": len(per_image),
-        "images": per_image,
-        "test_psnr": mean("psnr"),
-        "test_ssim": mean("ssim"),
-        "test_identical_fraction": mean("identical_fraction"),
-        "input_storage": info["input_storage"],
-        "output_storage": info["output_storage"],
-        "conversions": info["conversions"],
-        "rows": info["rows"],
-        "eligible_rows": info["eligible_rows"],
-        "saturated_pixels": info["saturated_pixels"],
-        "train_seconds": info["seconds"],
-        "device": info["device"],
-        "verdict": verdict(info, identification),
-    }
+        linear=bool(info["linear"]) and info.get("model", "linear") == "linear",
+        verdict=verdict(info, identification),
+        split=split,
+        split_images=len(per_image),
+        images=per_image,
+        train_seconds=info["seconds"],
+        device=info["device"],
+        evidence={
+            "channels": info["channels"],
+            "border": info["border"],
+            "identification": identification,
+            "kernel": model.kernel.tolist() if affine else None,
+            "bias": model.bias.tolist() if affine else None,
+            "sizes": info["sizes"],
+            "structures": info["structures"],
+            "noise_floor": info["noise_floor"],
+            "residual_rms": info["residual_rms"],
+            "residual_in_floors": info["residual_in_floors"],
+            "pairs": info["pairs"],
+            "split_mode": info["split_mode"],
+            "splits": info["splits"],
+            "input_storage": info["input_storage"],
+            "output_storage": info["output_storage"],
+            "conversions": info["conversions"],
+            "rows": info["rows"],
+            "eligible_rows": info["eligible_rows"],
+            "saturated_pixels": info["saturated_pixels"],
+        },
+    )
 
 
 def _display(array: np.ndarray) -> np.ndarray:
@@ -163,8 +158,7 @@ def evaluate_pairs_and_plot(inputs_folder, outputs_folder, model_path, info_path
     model, metadata = load_model(model_path)
     evaluation = evaluate_pairs(inputs_folder, outputs_folder, model, metadata, info_path, catalogue, max_images, examples,
                                 shown_images)
-    Path(result_json).parent.mkdir(parents=True, exist_ok=True)
-    Path(result_json).write_text(json.dumps(evaluation, indent=2))
+    evaluation = evaluation.write(result_json)
     for path in (kernels_png, training_png, images_png):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     if evaluation["kernel"] is not None:

@@ -556,24 +556,21 @@ def _warm_up(device: torch.device, dtype: torch.dtype) -> None:
     F.conv2d(torch.zeros(1, 1, 8, 8, device=device, dtype=dtype), weight).sum().backward()
 
 
-def save_outcome(outcome: TrainingOutcome, model_path: str | Path, oracle_path: str | Path, info_path: str | Path, history_path: str | Path) -> None:
-    """Write the kernels (safetensors), the oracle, the JSON sidecar and the training CSV,
-    each written beside its path and moved into place when complete."""
+def save_outcome(outcome: TrainingOutcome, model_path: str | Path, info_path: str | Path, history_path: str | Path) -> None:
+    """Write the model (safetensors), the JSON sidecar (with the least-squares oracle's kernels,
+    ``oracle_kernels``, when there is one) and the training CSV, each written beside its path
+    and moved into place when complete."""
     import pandas as pd
 
     if not np.all(np.isfinite(outcome.kernels)):
         raise TrainingError(f"{outcome.filter.name}: refusing to write a non-finite kernel")
     metadata = {"filter": outcome.info["filter"], "border": outcome.filter.border, "units": "8-bit scale"}
-    for path in (model_path, oracle_path, info_path, history_path):
+    for path in (model_path, info_path, history_path):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     model = outcome.chosen if outcome.chosen is not None else outcome.filter.model_of(outcome.kernels)
     model.save(model_path, {**metadata, "ladder_model": outcome.info.get("model", "linear")})
-    if outcome.oracle is not None and np.all(np.isfinite(outcome.oracle)):
-        outcome.filter.model_of(outcome.oracle).save(oracle_path, {**metadata, "fit": "least-squares oracle"})
-    else:  # no oracle: an empty file keeps the job's outputs complete; evaluation reads none
-        with written_whole(oracle_path) as partial:
-            partial.write_bytes(b"")
+    oracle = outcome.oracle if outcome.oracle is not None and np.all(np.isfinite(outcome.oracle)) else None
     with written_whole(info_path) as partial:
-        partial.write_text(json.dumps(outcome.info, indent=2))
+        partial.write_text(json.dumps({**outcome.info, "oracle_kernels": None if oracle is None else oracle.tolist()}, indent=2))
     with written_whole(history_path) as partial:
         pd.DataFrame(outcome.history, columns=HISTORY_COLUMNS).to_csv(partial, index=False)

@@ -1,8 +1,8 @@
 """The train job of a ``pairs`` filter: fit the stored pairs, write the model and its evidence.
 
 The model is the masked least-squares fit itself (:func:`img2kernel.fit.pairs.fit_pairs`),
-exact for a linear tool; the ``oracle`` output holds the same model, so the files a train
-job writes are the same for every source.
+exact for a linear tool, else the ladder's choice; the train job writes the same three files
+for every source (the model, its JSON sidecar, the training table).
 """
 
 from __future__ import annotations
@@ -56,10 +56,10 @@ def train_pairs(inputs_folder: str | Path, outputs_folder: str | Path, spec: dic
     return fit, info, manifest
 
 
-def save_pairs_fit(fit: PairsFit, info: dict, model_path, oracle_path, info_path, history_path) -> None:
+def save_pairs_fit(fit: PairsFit, info: dict, model_path, info_path, history_path) -> None:
     """The chosen model (a linear pairs fit: ``kernel`` (C_out, C_in, K, K), ``bias`` (C_out,)),
-    its copy as the oracle output, the JSON sidecar and the residual per kernel size; each written whole
-    (``oracle_path`` and ``history_path`` may be None: the command line writes neither)."""
+    the JSON sidecar and the residual per kernel size; each written whole (``history_path`` may
+    be None: the command line writes none)."""
     # "none needed" (1x1) and "valid-mode output" leave no rule to find: apply uses the default.
     border = fit.border["rule"] if fit.border["rule"] in borders.RULES else borders.DEFAULT
     metadata = {
@@ -72,8 +72,6 @@ def save_pairs_fit(fit: PairsFit, info: dict, model_path, oracle_path, info_path
         "description": fit.model.describe(),
     }
     fit.model.save(model_path, metadata)
-    if oracle_path is not None:
-        fit.model.save(oracle_path, {**metadata, "fit": "least-squares (the model itself)"})
     with written_whole(info_path) as partial:
         partial.write_text(json.dumps(info, indent=2))
     if history_path is not None:
