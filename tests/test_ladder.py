@@ -214,7 +214,7 @@ def test_one_ladder_sentence_serves_both_evaluations():
     linear = {"model": "linear", "description": "3x3 affine kernel", "adequate": False, "residual_in_floors": 80.0,
               "psnr_db": 20.0}
     rank = {"model": "rank", "description": "3x3 median", "adequate": True, "residual_in_floors": 0.0, "psnr_db": math.inf}
-    cnn = {"model": "cnn", "description": "small CNN", "adequate": False, "residual_in_floors": 7.4, "psnr_db": 41.6}
+    cnn = {"model": "cnn", "description": "small CNN", "adequate": False, "residual_in_floors": 7.4, "psnr_db": 41.6, "identifies": False}
     assert ladder_sentence([linear], "linear") == ""
     assert ladder_sentence([linear, rank], "rank") == "; it is a 3x3 median (rank model, held-out residual 0.00x the floor)"
     assert ladder_sentence([linear, rank], "rank", "rank").endswith("the floor; the true structure)")

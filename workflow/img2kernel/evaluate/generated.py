@@ -9,7 +9,7 @@ import numpy as np
 
 from img2kernel.report import plots
 from img2kernel.sources.filters import build_filter
-from img2kernel.fit.ladder import ladder_fields, ladder_sentence
+from img2kernel.fit.ladder import LINEAR, ladder_fields, ladder_sentence
 from img2kernel.evaluate.kernels import align, center, compare
 from img2kernel.evaluate.metrics import image_metrics
 from img2kernel.evaluate.record import Evaluation
@@ -103,7 +103,7 @@ def evaluate_filter(
         **ladder_fields(model, info, filt.expected_rung),
         linear=filt.linear,
         verdict=verdict(true is not None, rel_error, info["linear_residual"], filt.combine, filt.output)
-        + ladder_sentence(info.get("ladder") or [], info.get("model", "linear"), filt.expected_rung),
+        + ladder_sentence(info.get("ladder") or [], info.get("model", LINEAR), filt.expected_rung),
         split=split,
         split_images=len(keys),  # images holds the first max_images of them
         images=per_image,

@@ -14,7 +14,7 @@ import numpy as np
 
 from img2kernel import borders
 from img2kernel.report import plots
-from img2kernel.fit.ladder import ladder_fields, ladder_sentence
+from img2kernel.fit.ladder import LINEAR, ladder_fields, ladder_sentence
 from img2kernel.fit.pairs import load_pairs
 from img2kernel.evaluate.identify import identify
 from img2kernel.evaluate.metrics import image_metrics
@@ -70,7 +70,7 @@ def verdict(info: dict, identification: dict) -> str:
         return f"linear: {identification['text']}"
     text = (f"not a linear filter: the best {info['ksize']}x{info['ksize']} kernel leaves {residual:.3g} RMS "
             f"({residual / floor:.1f}x the noise floor of {floor:.3g}; linear means at most {LINEAR_FACTOR:g}x)")
-    return text + ladder_sentence(info.get("ladder") or [], info.get("model", "linear"))
+    return text + ladder_sentence(info.get("ladder") or [], info.get("model", LINEAR))
 
 
 def identification_of(model: Model, info: dict, catalogue: dict | None = None) -> dict:
@@ -79,7 +79,7 @@ def identification_of(model: Model, info: dict, catalogue: dict | None = None) -
     not an identification)."""
     if isinstance(model, AffineKernel):
         return identify(model, catalogue_of(catalogue or {}), info["noise_floor"])
-    return {"text": model.describe(), "identified": info.get("model") != "cnn"}
+    return {"text": model.describe(), "identified": model.identifies}
 
 
 def evaluate_pairs(inputs_folder, outputs_folder, model: Model, metadata: dict, info_path, catalogue: dict | None = None,
@@ -113,7 +113,7 @@ def evaluate_pairs(inputs_folder, outputs_folder, model: Model, metadata: dict, 
         n_kernels=model.c_out * model.c_in,
         parameters=model.n_parameters,
         **ladder_fields(model, info),
-        linear=bool(info["linear"]) and info.get("model", "linear") == "linear",
+        linear=bool(info["linear"]) and info.get("model", LINEAR) == LINEAR,
         verdict=verdict(info, identification),
         split=split,
         split_images=len(per_image),

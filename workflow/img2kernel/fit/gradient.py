@@ -36,7 +36,7 @@ from img2kernel.pipeline.files import written_whole
 from img2kernel.sources.filters import Filter, build_filter, model_ksize
 from img2kernel.evaluate.kernels import compare
 from img2kernel.fit.learnable import LearnableKernel
-from img2kernel.fit.ladder import ladder_for_filter, single_rung
+from img2kernel.fit.ladder import LINEAR, ladder_for_filter, single_rung
 from img2kernel.thresholds import FLOAT_RELATIVE_FLOOR
 from img2kernel.fit.smallest import smallest_forms
 from img2kernel.models import AffineKernel, Model
@@ -534,7 +534,7 @@ def train_filter(
         floor = FLOAT_RELATIVE_FLOOR["float32"] * rms
         peak = float(np.ptp(yv)) or 1.0
         learned = filt.model_of(kernels)
-        ladder = single_rung("linear", learned, info["learned_val_residual"] * rms, floor, peak, seconds, origin="trained")
+        ladder = single_rung(LINEAR, learned, info["learned_val_residual"] * rms, floor, peak, seconds, origin="trained")
         ladder.smallest = smallest_forms(learned, lambda m: relative_residual(xv, yv, m, output=None) * rms, floor, peak)
         info.update(ladder.summary())
     else:
@@ -568,7 +568,7 @@ def save_outcome(outcome: TrainingOutcome, model_path: str | Path, info_path: st
     for path in (model_path, info_path, history_path):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     model = outcome.chosen if outcome.chosen is not None else outcome.filter.model_of(outcome.kernels)
-    model.save(model_path, {**metadata, "ladder_model": outcome.info.get("model", "linear")})
+    model.save(model_path, {**metadata, "ladder_model": outcome.info.get("model", LINEAR)})
     oracle = outcome.oracle if outcome.oracle is not None and np.all(np.isfinite(outcome.oracle)) else None
     with written_whole(info_path) as partial:
         partial.write_text(json.dumps({**outcome.info, "oracle_kernels": None if oracle is None else oracle.tolist()}, indent=2))

@@ -15,7 +15,7 @@ import pandas as pd
 
 from img2kernel import borders
 from img2kernel.pipeline.files import written_whole
-from img2kernel.fit.ladder import ladder_for_pairs
+from img2kernel.fit.ladder import LINEAR, ladder_for_pairs
 from img2kernel.fit.pairs import PairsFit, detect_border, fit_pairs, load_pairs
 
 HISTORY_COLUMNS = ["ksize", "parameters", "train_rms", "heldout_rms", "residual_rms"]
@@ -27,7 +27,7 @@ def fit_and_climb(pairs, spec: dict, seed: int = 0) -> tuple[PairsFit, dict]:
     model and ``fit.border`` its own edge rule. Returns (fit, the ladder's summary)."""
     fit = fit_pairs(pairs, max_ksize=int(spec.get("max_ksize") or 15), ksize=spec.get("ksize"), seed=seed)
     ladder = ladder_for_pairs(pairs, fit, seed=seed)
-    if ladder.chosen != "linear":  # the chosen model's own edge: its ring against each rule
+    if ladder.chosen != LINEAR:  # the chosen model's own edge: its ring against each rule
         fit.border = detect_border(ladder.model, pairs)
     fit.model = ladder.model
     return fit, ladder.summary()

@@ -25,7 +25,7 @@ from typing import Callable
 
 import numpy as np
 
-from img2kernel.models import CnnModel, CurveModel, MagnitudeModel, Model, RankModel
+from img2kernel.models import AffineKernel, CnnModel, CurveModel, MagnitudeModel, Model, RankModel
 from img2kernel.models.cnn import WIDTH
 from img2kernel.models.curve import KNOTS
 from img2kernel.models.rank import disk
@@ -36,6 +36,7 @@ from img2kernel.fit.lstsq import kernels_of_quadratic, least_squares, quadratic_
 from img2kernel.fit.optim import minimise
 from img2kernel.fit.smallest import smallest_forms
 
+LINEAR = AffineKernel.rung  # the first rung: one kernel, the least-squares fit
 MARGIN = 3  # input pixels every tile carries around its outputs: enough for a 7x7 window
 TILE = 48
 CURVE_SIZES = (3, 5, 7)  # kernel sides the curve rung tries
@@ -376,7 +377,7 @@ def ladder_fields(model: Model, info: dict, expected_rung: str | None = None) ->
     the rung of the filter's declared structure (None for pairs, whose structure is unknown)."""
     return {
         "expected_rung": expected_rung,
-        "model": info.get("model", "linear"),
+        "model": info.get("model", LINEAR),
         "model_class": model.name,
         "model_description": model.describe(),
         "ladder": info.get("ladder", []),
@@ -390,7 +391,7 @@ def ladder_sentence(rows: list[dict], chosen: str, expected_rung: str | None = N
     it comes, and, when the filter's true structure is known, whether that is it. Empty when
     the ladder stopped at ``linear``."""
     row = next((r for r in rows if r["model"] == chosen), None)
-    if row is None or chosen == "linear" and len(rows) == 1:
+    if row is None or chosen == LINEAR and len(rows) == 1:
         return ""
     found = ""
     if expected_rung is not None:
@@ -398,7 +399,7 @@ def ladder_sentence(rows: list[dict], chosen: str, expected_rung: str | None = N
     if row["adequate"]:
         return (f"; it is a {row['description']} ({chosen} model, held-out residual "
                 f"{row['residual_in_floors']:.2f}x the floor{found})")
-    kind = "a fit, not an identification" if chosen == "cnn" else "closest, not exact"
+    kind = "closest, not exact" if row.get("identifies", True) else "a fit, not an identification"
     return (f"; no rung reaches the floor: the {chosen} model comes closest ({row['description']}, "
             f"{row['psnr_db']:.1f} dB held out, {kind}{found})")
 
@@ -414,6 +415,7 @@ def row_of(rung: str, model: Model, residual: float, noise_floor: float, peak: f
         "psnr_db": psnr_db(residual, peak),
         "seconds": seconds,
         "adequate": residual <= LINEAR_FACTOR * noise_floor,
+        "identifies": model.identifies,
         "origin": origin,
     }
 
@@ -454,7 +456,7 @@ def climb(data: LadderData, given: dict[str, Given], seed: int = 0,
     """
     started = time.perf_counter()
     rows, models, notes = [], [], []
-    for rung, fit in [("linear", None)] + list(rungs or RUNGS):
+    for rung, fit in [(LINEAR, None)] + list(rungs or RUNGS):
         step = time.perf_counter()
         if rung in given:
             item = given[rung]
@@ -515,7 +517,7 @@ def ladder_for_pairs(pairs: Pairs, fit, seed: int = 0) -> Ladder:
     from img2kernel.fit.pairs import heldout_rms as pairs_heldout_rms
 
     def linear_only(note: str | None = None) -> Ladder:
-        ladder = single_rung("linear", fit.model, fit.residual_rms, fit.noise_floor, output_peak(pairs), fit.seconds)
+        ladder = single_rung(LINEAR, fit.model, fit.residual_rms, fit.noise_floor, output_peak(pairs), fit.seconds)
         if note:
             ladder.notes.append(note)
         ladder.smallest = linear_smallest()
@@ -534,8 +536,8 @@ def ladder_for_pairs(pairs: Pairs, fit, seed: int = 0) -> Ladder:
         data = ladder_data(pairs, fit.residual_split, fit.noise_floor, seed)
     except NoTiles as error:
         return linear_only(f"the rungs after linear were not tried: {error}")
-    ladder = climb(data, {"linear": Given(fit.model.with_output("float"), fit.residual_rms, fit.seconds)}, seed)
-    if ladder.chosen == "linear":
+    ladder = climb(data, {LINEAR: Given(fit.model.with_output("float"), fit.residual_rms, fit.seconds)}, seed)
+    if ladder.chosen == LINEAR:
         ladder.model = fit.model
         if not ladder.smallest:  # climb scored only one-channel models on its planes
             ladder.smallest = linear_smallest()
@@ -560,7 +562,7 @@ def ladder_for_filter(inputs_folder, targets_folder, trained: Model | None, line
     pairs = pairs_from_stores(inputs_folder, targets_folder, output_storage=output_storage)
     floor = noise_floor(pairs.output_storage, pairs.output_rms())
     data = ladder_data(pairs, "val", floor, seed)
-    given = {"linear": Given(linear, origin="least squares")}
+    given = {LINEAR: Given(linear, origin="least squares")}
     if trained is not None:
         given[trained.ladder_rung] = Given(trained, seconds=trained_seconds, origin="trained")
     return climb(data, given, seed)

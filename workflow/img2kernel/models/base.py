@@ -73,6 +73,9 @@ class Model(ABC):
     name: ClassVar[str]
     rung: ClassVar[str]  # its step on the ladder (linear, curve, magnitude, rank, cnn)
     layout: ClassVar[str]  # its tensors and formula, for the model file's metadata
+    # Whether its description says what the tool does (a median, a kernel then a curve); a
+    # generic network's says only what was fitted.
+    identifies: ClassVar[bool] = True
 
     def __init__(self, output: str = "float"):
         if output not in OUTPUTS:

@@ -23,6 +23,7 @@ class CnnModel(PlaneModel):
 
     name = "cnn"
     rung = "cnn"
+    identifies = False
     layout = "w1 (W, 3, 3), b1 (W,), w2 (W, W, 3, 3), b2 (W,), w3 (W,), b3 (1,), skip (5, 5), scale (1,); x = in / scale; out = scale * (w3 . relu(w2 * relu(w1 * x + b1) + b2) + skip * x + b3)"
 
     def __init__(self, w1, b1, w2, b2, w3, b3, skip, scale: float, channels: int = 1, output: str = "float"):
