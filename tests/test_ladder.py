@@ -14,8 +14,9 @@ from scipy import ndimage
 
 from conftest import real_images
 from img2kernel.apply import apply_tiled
-from img2kernel.fit import ladder as ladder_module
-from img2kernel.fit.ladder import Given, best_candidate, choose, climb, ladder_data, ladder_for_pairs
+from img2kernel.fit import rungs
+from img2kernel.fit.ladder import Given, best_candidate, choose, climb, ladder_for_pairs
+from img2kernel.fit.tiles import ladder_data
 from img2kernel.fit.pairs import Pairs, fit_pairs
 from img2kernel.models import MODELS, AffineKernel, CnnModel, CurveModel, MagnitudeModel, RankModel, load_model
 from img2kernel.models.rank import disk
@@ -27,9 +28,9 @@ def quick_fits(monkeypatch):
     """A shorter CNN budget than a real run (these tests check what it reports, not how well
     it fits), curves of 3x3 and 5x5 only (every structure here fits in 5x5), and 6,000
     training windows for the gradient-fitted rungs."""
-    monkeypatch.setattr(ladder_module, "CNN_ITERATIONS", 150)
-    monkeypatch.setattr(ladder_module, "SMOOTH_ROWS", 6000)
-    monkeypatch.setattr(ladder_module, "CURVE_SIZES", (3, 5))
+    monkeypatch.setattr(rungs, "CNN_ITERATIONS", 150)
+    monkeypatch.setattr(rungs, "SMOOTH_ROWS", 6000)
+    monkeypatch.setattr(rungs, "CURVE_SIZES", (3, 5))
 
 
 @pytest.fixture(scope="module")
@@ -73,22 +74,22 @@ def data_for(pairs: Pairs):
 )
 def test_rank_rung_finds_footprint_and_rank_of_other_libraries(photos, tool, footprint, rank):
     _, data = data_for(make_pairs(photos, tool))
-    model, residual = best_candidate(ladder_module.fit_rank(data, 0), data)
+    model, residual = best_candidate(rungs.fit_rank(data, 0), data)
     assert np.array_equal(model.footprint, footprint) and model.rank == rank and (model.scale, model.offset) == (1.0, 0.0)
     assert residual == 0.0  # the interior is reproduced exactly
 
 
 def test_curve_rung_finds_blur_then_gamma_and_absolute_laplacian(photos, monkeypatch):
-    monkeypatch.setattr(ladder_module, "SMOOTH_ROWS", 10_000)  # a 24-knot gamma curve wants the product's sample
+    monkeypatch.setattr(rungs, "SMOOTH_ROWS", 10_000)  # a 24-knot gamma curve wants the product's sample
     gamma = make_pairs(photos, lambda x: to_uint8(255 * (cv2.GaussianBlur(x, (5, 5), 1.0) / 255) ** 0.45))
     _, data = data_for(gamma)
-    model, residual = best_candidate(ladder_module.fit_curve(data, 0), data)
+    model, residual = best_candidate(rungs.fit_curve(data, 0), data)
     assert residual <= 2 * data.noise_floor and "gamma 0.4" in model.describe()
 
     laplacian = np.array([[0, 1, 0], [1, -4, 1], [0, 1, 0]], float)
     edges = make_pairs(photos, lambda x: to_uint8(np.abs(cv2.filter2D(x, -1, laplacian))))
     _, data = data_for(edges)
-    model, residual = best_candidate(ladder_module.fit_curve(data, 0), data)
+    model, residual = best_candidate(rungs.fit_curve(data, 0), data)
     assert residual <= 2 * data.noise_floor and "V-shaped" in model.describe()
 
 
@@ -98,7 +99,7 @@ def test_curve_rung_with_skip_path_reproduces_thresholded_unsharp_masking(photos
         return to_uint8(x + 1.5 * np.where(np.abs(detail) > 4, detail, 0))
 
     fit, data = data_for(make_pairs(photos, unsharp))
-    model, residual = best_candidate(ladder_module.fit_curve(data, 0), data)
+    model, residual = best_candidate(rungs.fit_curve(data, 0), data)
     assert model.skip is not None and 20 * math.log10(255 / residual) >= 40
     assert residual < 0.6 * fit.residual_rms  # far better than the best single kernel
 
@@ -131,7 +132,7 @@ def test_median_climbs_to_rank_and_a_linear_tool_pays_nothing(photos, monkeypatc
     def no_fit(*args):
         raise AssertionError("a linear filter must not climb")
 
-    monkeypatch.setattr(ladder_module, "RUNGS", [(rung, no_fit) for rung, _ in ladder_module.RUNGS])
+    monkeypatch.setattr(rungs, "RUNGS", [(rung, no_fit) for rung, _ in rungs.RUNGS])
     linear = make_pairs(photos, lambda x: to_uint8(cv2.GaussianBlur(x, (3, 3), 0.8)))
     linear_fit = fit_pairs(linear, max_ksize=5)
     only = ladder_for_pairs(linear, linear_fit)
@@ -140,7 +141,7 @@ def test_median_climbs_to_rank_and_a_linear_tool_pays_nothing(photos, monkeypatc
 
 def test_a_filter_no_structured_rung_explains_falls_to_the_cnn_with_its_size(photos, monkeypatch):
     # The curve and magnitude rungs are left out to keep this fast; the median test climbs them.
-    monkeypatch.setattr(ladder_module, "RUNGS", [r for r in ladder_module.RUNGS if r[0] in ("rank", "cnn")])
+    monkeypatch.setattr(rungs, "RUNGS", [r for r in rungs.RUNGS if r[0] in ("rank", "cnn")])
     bilateral = make_pairs(photos, lambda x: to_uint8(cv2.bilateralFilter(x.astype(np.float32), 5, 40, 3)))
     fit, data = data_for(bilateral)
     ladder = climb(data, {"linear": Given(fit.model.with_output("float"), fit.residual_rms)})
@@ -178,7 +179,7 @@ def test_every_ladder_model_round_trips_and_applies_tile_by_tile_as_it_predicts(
 
 
 def test_a_colour_tool_gets_a_per_channel_rank_model_that_apply_runs(tmp_path, photos, monkeypatch):
-    monkeypatch.setattr(ladder_module, "RUNGS", [("rank", ladder_module.fit_rank)])
+    monkeypatch.setattr(rungs, "RUNGS", [("rank", rungs.fit_rank)])
     rgb = [np.stack([x, np.roll(x, 7, axis=0), 255 - x], axis=2) for x in photos]
     outputs = [np.asarray(Image.fromarray(x.astype(np.uint8)).filter(ImageFilter.MinFilter(3)), dtype=np.float64) for x in rgb]
     codes = [np.full(x.shape[:2], SPLIT_CODES[s], np.uint8) for x, s in zip(rgb, ["train"] * 4 + ["val", "test"])]

@@ -1,0 +1,240 @@
+"""The rungs after ``linear``: each fits its candidates to the ladder's train tiles.
+
+A rung is a function ``(LadderData, seed) -> [Model]`` (an empty list: not tried for this
+filter) and a line in :data:`RUNGS`; :func:`img2kernel.fit.ladder.climb` scores the candidates
+on the held-out tiles. Budgets are iteration counts, not seconds, so the same pairs give the
+same ladder on any machine.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+
+from img2kernel.fit.lstsq import kernels_of_quadratic, least_squares, quadratic_features
+from img2kernel.fit.optim import minimise
+from img2kernel.fit.tiles import LadderData, heldout_rms, windows
+from img2kernel.thresholds import SIZE_TOLERANCE
+from img2kernel.models import CnnModel, CurveModel, MagnitudeModel, Model, RankModel
+from img2kernel.models.cnn import WIDTH
+from img2kernel.models.curve import KNOTS
+from img2kernel.models.rank import disk
+
+CURVE_SIZES = (3, 5, 7)  # kernel sides the curve rung tries
+MAGNITUDE_SIZES = (3, 5)
+RANK_SIZES = (3, 5, 7)  # footprint sides (cheap: every rank is recomputed on the same windows)
+SMOOTH_ROWS = 8_000  # windows the gradient-fitted rungs (curve, magnitude, cnn) train on
+# L-BFGS iterations (not seconds: the same pairs give the same ladder on any machine and load)
+REFINE_ITERATIONS = 200  # joint refinement of one curve or magnitude candidate (about 0.4 s here)
+CNN_ITERATIONS = 250  # the fallback network (about 3 s here)
+CNN_ROWS = 6_000
+QUADRATIC_MAX_K = 5  # the quadratic start fits K^2 (K^2 + 1) / 2 products: 1,225 at 7x7, too slow to pay
+
+
+def quadratic_kernels(patches: np.ndarray, targets: np.ndarray, n: int) -> np.ndarray:
+    """n kernels k_j with targets^2 ~ sum_j (k_j . p)^2 (the magnitude model's closed form), as (n, K, K)."""
+    k = patches.shape[-1]
+    p = patches.reshape(len(patches), -1)
+    rows = min(len(p), max(2000, 8_000_000 // (k * k * (k * k + 1))))
+    return kernels_of_quadratic(least_squares([(quadratic_features(p[:rows]), targets[:rows] ** 2)]), k, n)
+
+
+def linear_kernel(patches: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, float]:
+    """Least-squares (K, K) kernel and bias of the windows."""
+    p = patches.reshape(len(patches), -1)
+    solution = least_squares([(np.hstack([p, np.ones((len(p), 1))]), targets)])
+    return solution[:-1].reshape(patches.shape[1:]), float(solution[-1])
+
+
+def _interp(z, knots, values):
+    """Differentiable piecewise-linear curve through (knots, values), its end segments extended
+    (:meth:`CurveModel.curve`'s rule)."""
+    import torch
+
+    index = torch.clamp(torch.searchsorted(knots, z.detach(), right=True) - 1, 0, len(knots) - 2)
+    left, right = knots[index], knots[index + 1]
+    weight = (z - left) / (right - left)
+    return values[index] * (1 - weight) + values[index + 1] * weight
+
+
+def curve_start(patches: np.ndarray, targets: np.ndarray, kernel: np.ndarray, skip: np.ndarray | None):
+    """For a fixed start kernel (and skip kernel): the knots over the response's range and the
+    curve's values by least squares (the curve is linear in them). Returns (state, rms)."""
+    import torch
+
+    p = torch.from_numpy(patches.reshape(len(patches), -1))
+    t = torch.from_numpy(targets)
+    k = torch.from_numpy(kernel.reshape(-1).copy())
+    k = k / (float(torch.std(p @ k)) or 1.0)
+    s = torch.from_numpy(skip.reshape(-1).copy()) if skip is not None else None
+    z = p @ k
+    # Knots at quantiles of the response: dense where the pixels are (a threshold near 0 is
+    # resolved), and spread over its whole range (0.1% to 99.9%).
+    knots = torch.quantile(z, torch.linspace(0.001, 0.999, KNOTS, dtype=torch.float64))
+    if knots[0] < 0 < knots[-1]:  # a knot at zero: the kink of |.|, a clip or a threshold at 0
+        knots[torch.argmin(knots.abs())] = 0.0
+    knots = torch.unique(knots)
+    if len(knots) < 2:
+        knots = torch.linspace(float(z.min()) - 1, float(z.max()) + 1, KNOTS, dtype=torch.float64)
+    rest = t - p @ s if s is not None else t
+    basis = _hat_basis(z, knots)
+    values = torch.linalg.lstsq(basis, rest[:, None]).solution[:, 0]
+    rms = float(torch.sqrt(torch.mean((basis @ values - rest) ** 2)))
+    return (p, t, k, s, knots, values), rms
+
+
+def fit_curve_kernels(start, size: int) -> CurveModel:
+    """Refine a :func:`curve_start` jointly (kernel, curve values, skip kernel) by L-BFGS; the
+    start is kept when refining does not lower the training residual (the loss is piecewise
+    smooth and a line search can end worse)."""
+    import torch
+
+    (p, t, k, s, knots, values), start_rms = start
+    k0, values0, s0 = k, values, s
+    k, values = k.clone().requires_grad_(True), values.clone().requires_grad_(True)
+    s = s.clone().requires_grad_(True) if s is not None else None
+    parameters = [k, values] + ([s] if s is not None else [])
+
+    def loss():
+        out = _interp(p @ k, knots, values)
+        if s is not None:
+            out = out + p @ s
+        return torch.mean((out - t) ** 2)
+
+    refined = minimise(parameters, loss, REFINE_ITERATIONS)
+    if not math.sqrt(refined) < start_rms:
+        k, values, s = k0, values0, s0
+    return CurveModel(k.detach().numpy().reshape(size, size), 0.0, knots.numpy(), values.detach().numpy(),
+                      None if s is None else s.detach().numpy().reshape(size, size))
+
+
+def _hat_basis(z, knots):
+    """(n, M): the piecewise-linear interpolation weights of each z on the knots (end segments extended)."""
+    import torch
+
+    index = torch.clamp(torch.searchsorted(knots, z, right=True) - 1, 0, len(knots) - 2)
+    weight = (z - knots[index]) / (knots[index + 1] - knots[index])
+    basis = torch.zeros(len(z), len(knots), dtype=torch.float64)
+    basis[torch.arange(len(z)), index] = 1 - weight
+    basis[torch.arange(len(z)), index + 1] += weight
+    return basis
+
+
+def fit_curve(data: LadderData, seed: int) -> list[Model]:
+    """Per size (3x3 up, while a size helps): ``g(k * x)`` and ``k1 * x + g(k2 * x)``. Each starts from the better of two
+    kernels by the closed-form curve's residual (the linear kernel; the top quadratic kernel,
+    which finds the kernel inside an even curve such as |.|), then is refined jointly."""
+    candidates: list[Model] = []
+    scores: list[float] = []  # best held-out RMS after each size
+    for k in CURVE_SIZES:
+        # A larger window only while the last one helped by more than 5% (or half a floor).
+        if len(scores) >= 2 and scores[-2] - scores[-1] <= max(SIZE_TOLERANCE * data.noise_floor, 0.05 * scores[-2]):
+            break
+        patches, targets = windows(data.train, k, rows=SMOOTH_ROWS, seed=seed)
+        flat = patches.reshape(len(patches), -1)
+        lin, _ = linear_kernel(patches, targets)
+        identity = np.zeros((k, k))
+        identity[k // 2, k // 2] = 1.0
+        # Skip paths: none; the linear fit; the input itself (a sharpen adds to the image).
+        for skips in ([None], [lin, identity]):
+            fitted = []
+            for skip in skips:
+                rest = targets - flat @ skip.reshape(-1) if skip is not None else targets
+                starts = [linear_kernel(patches, rest)[0]]
+                if k <= QUADRATIC_MAX_K:
+                    starts.append(quadratic_kernels(patches, rest - rest.mean(), 1)[0])
+                for start in starts:
+                    if np.any(start):
+                        fitted.append(curve_start(patches, targets, start, skip))
+            if fitted:
+                candidates.append(fit_curve_kernels(min(fitted, key=lambda f: f[1]), k))
+        scores.append(min(heldout_rms(m, data.heldout) for m in candidates))
+    return candidates
+
+
+def fit_magnitude(data: LadderData, seed: int) -> list[Model]:
+    """sqrt(sum_j (k_j * x)^2) for n = 1..3 kernels of 3x3 and 5x5: the quadratic fit's top
+    eigenpairs, then refined on the outputs themselves. Gray filters only."""
+    import torch
+
+    if data.channels != 1:
+        return []
+    candidates = []
+    for k in MAGNITUDE_SIZES:
+        patches, targets = windows(data.train, k, rows=SMOOTH_ROWS, seed=seed)
+        p, t = torch.from_numpy(patches.reshape(len(patches), -1)), torch.from_numpy(targets)
+        top = quadratic_kernels(patches, targets, 3).reshape(3, -1)
+        for n in (1, 2, 3):
+            kernels = torch.from_numpy(top[:n].copy()).requires_grad_(True)
+            # The closed-form start is exact for a true magnitude: a shorter refinement does.
+            minimise([kernels], lambda: torch.mean((torch.sqrt(((p @ kernels.T) ** 2).sum(1) + 1e-12) - t) ** 2),
+                   REFINE_ITERATIONS // 3)
+            candidates.append(MagnitudeModel(kernels.detach().numpy().reshape(n, k, k)))
+    return candidates
+
+
+def fit_rank(data: LadderData, seed: int) -> list[Model]:
+    """Every rank of square and disk footprints of 3x3 to 7x7, recomputed on the training
+    windows; per footprint the best rank, as is or with a least-squares affine step."""
+    patches, targets = windows(data.train, max(RANK_SIZES), seed=seed)
+    candidates = []
+    for k in RANK_SIZES:
+        m = (max(RANK_SIZES) - k) // 2
+        window = patches[:, m : m + k, m : m + k]
+        for footprint in ({np.ones((k, k), bool).tobytes(): np.ones((k, k), bool), disk(k // 2).tobytes(): disk(k // 2)}).values():
+            ordered = np.sort(window[:, footprint], axis=1)
+            plain = np.sqrt(np.mean((ordered - targets[:, None]) ** 2, axis=0))
+            best = int(np.argmin(plain))
+            design = np.stack([ordered, np.ones_like(ordered)], axis=2)  # (n, taps, 2)
+            affine = []
+            for r in range(ordered.shape[1]):
+                (a, b), *_ = np.linalg.lstsq(design[:, r], targets, rcond=None)
+                affine.append((float(np.sqrt(np.mean((a * ordered[:, r] + b - targets) ** 2))), a, b, r))
+            rms, a, b, r = min(affine)
+            if plain[best] <= rms + SIZE_TOLERANCE * data.noise_floor:
+                candidates.append(RankModel(footprint, best))
+            else:
+                candidates.append(RankModel(footprint, r, scale=a, offset=b))
+    return candidates
+
+
+def fit_cnn(data: LadderData, seed: int) -> list[Model]:
+    """The fallback: 3x3 conv, ReLU, 3x3 conv, ReLU, 1x1 conv, plus a 5x5 linear path started
+    at the least-squares kernel; full-batch L-BFGS for ``CNN_ITERATIONS``."""
+    import torch
+
+    torch.manual_seed(seed)
+    patches, targets = windows(data.train, 5, rows=CNN_ROWS, seed=seed)
+    scale = float(np.std(patches)) or 1.0
+    lin, bias = linear_kernel(patches, targets)
+    x = torch.from_numpy(patches / scale)[:, None]
+    t = torch.from_numpy(targets / scale)
+    w1 = (torch.randn(WIDTH, 1, 3, 3, dtype=torch.float64) / 3).requires_grad_(True)
+    b1 = torch.zeros(WIDTH, dtype=torch.float64, requires_grad=True)
+    w2 = (torch.randn(WIDTH, WIDTH, 3, 3, dtype=torch.float64) / (3 * WIDTH**0.5)).requires_grad_(True)
+    b2 = torch.zeros(WIDTH, dtype=torch.float64, requires_grad=True)
+    w3 = torch.zeros(WIDTH, dtype=torch.float64, requires_grad=True)
+    b3 = torch.tensor([bias / scale], dtype=torch.float64, requires_grad=True)
+    skip = torch.from_numpy(lin.copy()).requires_grad_(True)
+    conv = torch.nn.functional.conv2d
+
+    def forward():
+        hidden = torch.relu(conv(torch.relu(conv(x, w1, b1)), w2, b2))[:, :, 0, 0]
+        return hidden @ w3 + (x[:, 0] * skip).sum((1, 2)) + b3
+
+    minimise([w1, b1, w2, b2, w3, b3, skip], lambda: torch.mean((forward() - t) ** 2), CNN_ITERATIONS)
+    detach = lambda v: v.detach().numpy()  # noqa: E731
+    return [CnnModel(detach(w1)[:, 0], detach(b1), detach(w2), detach(b2), detach(w3), detach(b3), detach(skip), scale)]
+
+
+# The rungs after ``linear``, in order: (rung, fit). Adding a rung: its model module and a line here.
+# In order of learned weights: a rank filter has none (its footprint and rank are found,
+# not learned), a curve model a kernel and 24 curve values, a magnitude n kernels.
+RUNGS: list[tuple[str, Callable[[LadderData, int], list[Model]]]] = [
+    ("rank", fit_rank),
+    ("curve", fit_curve),
+    ("magnitude", fit_magnitude),
+    ("cnn", fit_cnn),
+]
