@@ -69,5 +69,5 @@ def test_derived_code_files_cover_what_python_loads(script):
 def test_lazy_imports_inside_functions_count_too():
     # scripts/train.py imports the trainer and the pairs fit inside functions; both run.
     derived = modules_run_by(str(SCRIPTS / "train.py"))
-    assert {"fit/gradient.py", "fit/job.py", "fit/pairs.py", "fit/lstsq.py", "models/affine.py", "sources/pairs.py"} <= set(derived)
+    assert {"fit/gradient.py", "fit/filter_job.py", "fit/pairs_job.py", "fit/pairs.py", "fit/lstsq.py", "models/affine.py", "sources/pairs.py"} <= set(derived)
     assert "pipeline/logs.py" not in derived

@@ -24,9 +24,10 @@ CHILD = textwrap.dedent(
     import json, resource, sys
     import numpy as np
     import torch
-    from img2kernel.fit.gradient import _warm_up, train_filter
+    from img2kernel.fit.gradient import warm_up
+    from img2kernel.fit.filter_job import train_filter
     torch.set_num_threads(1)
-    _warm_up(torch.device("cpu"), torch.float32)
+    warm_up(torch.device("cpu"), torch.float32)
 
     def status(field):
         for line in open("/proc/self/status"):

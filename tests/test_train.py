@@ -15,7 +15,8 @@ from img2kernel.fit.learnable import LearnableKernel
 from img2kernel.store.shards import ShardWriter
 from img2kernel.store.crops import CropSampler
 from img2kernel.models import AffineKernel, load_model
-from img2kernel.fit.gradient import Crops, TrainingError, fit, save_outcome, train_filter
+from img2kernel.fit.gradient import Crops, TrainingError, fit
+from img2kernel.fit.filter_job import save_outcome, train_filter
 
 SETTINGS = {
     "optimizer": "lbfgs",

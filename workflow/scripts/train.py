@@ -7,7 +7,7 @@ from img2kernel.sources import GENERATED, PAIRS, source_of
 
 def train_generated(spec, log):
     """Our own filter: gradient training of the learnable kernel, and the least-squares oracle."""
-    from img2kernel.fit.gradient import save_outcome, train_filter
+    from img2kernel.fit.filter_job import save_outcome, train_filter
 
     outcome = train_filter(snakemake.input.inputs, snakemake.input.targets, spec, json.loads(snakemake.params.settings),
                            device=snakemake.params.device, threads=snakemake.threads, progress=True)
@@ -19,7 +19,7 @@ def train_generated(spec, log):
 
 def train_pairs(spec, log):
     """Your own pairs: the masked least-squares fit, with size, border and noise floor."""
-    from img2kernel.fit.job import save_pairs_fit, train_pairs as fit
+    from img2kernel.fit.pairs_job import save_pairs_fit, train_pairs as fit
 
     settings = json.loads(snakemake.params.settings)
     result, info, _ = fit(snakemake.input.inputs, snakemake.input.targets, spec, seed=int(settings["seed"]))

@@ -81,7 +81,7 @@ def large_kernel_rows(inputs_store: Path, config_file: Path, scratch: Path, thre
     """Train each of ``LARGE_KERNELS`` as the pipeline would; time and error against the oracle."""
     from img2kernel.pipeline.config import check_config, check_filters, load_yaml, training_settings
     from img2kernel.sources.targets import compute_targets
-    from img2kernel.fit.gradient import train_filter
+    from img2kernel.fit.filter_job import train_filter
 
     config = check_config(load_yaml(config_file), str(config_file), base_dir=config_file.parent.parent, check_files=False)
     specs = check_filters({"filters": LARGE_KERNELS}, "img2kernel.bench.pipeline.LARGE_KERNELS", config["train"],

@@ -188,7 +188,8 @@ def bench_training(
     "cuda"; TF32 off there, as in the pipeline) with ``threads`` CPU threads.
     """
     from img2kernel.pipeline.config import check_config, training_settings
-    from img2kernel.fit.gradient import configure_torch, prepare_data, resolve_device, train_filter
+    from img2kernel.fit.gradient import configure_torch, resolve_device
+    from img2kernel.fit.filter_job import prepare_data, train_filter
 
     config = check_config(load_yaml(config_file), str(config_file))
     specs = check_filters(load_yaml(config["filters"]), config["filters"], config["train"])

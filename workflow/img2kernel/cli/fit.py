@@ -8,7 +8,7 @@ import numpy as np
 
 from img2kernel.evaluate.pairs import heldout_scores, identification_of, verdict
 from img2kernel.sources.pairs import PairRef, _key, read_pairs
-from img2kernel.fit.job import fit_and_climb, save_pairs_fit
+from img2kernel.fit.pairs_job import fit_and_climb, save_pairs_fit
 from img2kernel.fit.pairs import to_fit_pairs
 
 
