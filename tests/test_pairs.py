@@ -18,7 +18,8 @@ from img2kernel.sources.filters import deriv_kernel
 from img2kernel.fit.lstsq import FitSample, normal_equations
 from img2kernel.fit.pairs import fit_pairs, load_pairs, to_fit_pairs
 from img2kernel.evaluate.identify import identify
-from img2kernel.sources.pairs import build_pairs_store, list_pairs, read_pairs
+from img2kernel.sources.pairs import list_pairs
+from img2kernel.sources.pairs_store import build_pairs_store, read_pairs
 
 SOBEL_X = deriv_kernel(1, 0, 3)
 LABEL = "config/filters.yaml"

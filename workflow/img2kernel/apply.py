@@ -199,7 +199,7 @@ def read_for_model(path: str | Path, model: Model, units: str, colour: str) -> t
         raise ValueError(str(err)) from None
     if units == "stored" and model.c_in == 1 and pixels.ndim == 3 and colour == "gray":
         # as a pairs store turns a colour file into the gray a one-channel fit read
-        from img2kernel.sources.pairs import as_channels
+        from img2kernel.sources.pairs_store import as_channels
 
         pixels, note = as_channels(pixels, 1)
         pixels = pixels[..., 0].astype(np.float32)

@@ -2,7 +2,7 @@
 import json
 
 from img2kernel.pipeline.logs import log_to
-from img2kernel.sources.pairs import build_pairs_store
+from img2kernel.sources.pairs_store import build_pairs_store
 
 if __name__ == "__main__":
     with log_to(snakemake.log[0]) as log:

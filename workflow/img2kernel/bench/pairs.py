@@ -29,7 +29,8 @@ from img2kernel.sources.filters import deriv_kernel
 from img2kernel.fit.lstsq import normal_equations
 from img2kernel.fit.pairs import Pairs, fit_pairs, to_fit_pairs
 from img2kernel.evaluate.identify import identify
-from img2kernel.sources.pairs import list_pairs, read_pairs
+from img2kernel.sources.pairs import list_pairs
+from img2kernel.sources.pairs_store import read_pairs
 
 
 @dataclass

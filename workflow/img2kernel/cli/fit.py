@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from img2kernel.evaluate.pairs import heldout_scores, identification_of, verdict
-from img2kernel.sources.pairs import PairRef, _key, read_pairs
+from img2kernel.sources.pairs import PairRef, _key
+from img2kernel.sources.pairs_store import read_pairs
 from img2kernel.fit.pairs_job import fit_and_climb, save_pairs_fit
 from img2kernel.fit.pairs import to_fit_pairs
 

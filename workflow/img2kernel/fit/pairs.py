@@ -32,7 +32,8 @@ import numpy as np
 from img2kernel import borders
 from img2kernel.models import AffineKernel
 from img2kernel.thresholds import LINEAR_FACTOR, SIZE_TOLERANCE, STORAGE_RANGE, noise_floor
-from img2kernel.sources.pairs import SPLIT_CODES, LoadedPair, split_codes
+from img2kernel.sources.pairs import SPLIT_CODES
+from img2kernel.sources.pairs_store import LoadedPair, split_codes
 from img2kernel.fit.lstsq import FitSample, normal_equations
 from img2kernel.evaluate.metrics import heldout_rms as blocks_rms
 

@@ -1,0 +1,245 @@
+"""The ``pairs_store`` job: the user's pairs decoded once into two stores (docs/design.md, "Sources").
+
+:func:`build_pairs_store` reads every file the listing (:mod:`img2kernel.sources.pairs`)
+found, fetching URLs with img2dataset (bytes as served), converts channels as the entry
+says, and splits pairs by a seeded hash of their key; with fewer than three pairs each image
+is split by disjoint tiles instead (per-pixel :data:`SPLIT_CODES`).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import zlib
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from img2kernel.images import IMAGE_SUFFIXES, ImageReadError, read_pixels
+from img2kernel.sources.pairs import SPLIT_CODES, PairRef, list_pairs, valid_margin
+
+REC601 = np.array([0.299, 0.587, 0.114])
+MIN_TILE = 16  # the smallest tile side when one image is split into train, val and test
+
+def fetch_urls(refs: list[PairRef], work: Path, timeout: float = 10, retries: int = 2) -> dict[tuple[str, str], Path | str]:
+    """Download every http(s) location with img2dataset, bytes as served (no re-encoding).
+
+    Both files of a pair keep the pair's key (``pair_key``, ``role`` columns saved by
+    img2dataset), so they are matched whatever order downloads finish in. Returns
+    {(key, role): file}, or for a location that failed, img2dataset's reason as a string.
+    """
+    import tarfile
+
+    import pandas as pd
+
+    from img2kernel.sources.downloads import img2dataset_environment
+
+    rows = [(loc, ref.key, role) for ref in refs for role, loc in (("input", ref.input), ("output", ref.output)) if PairRef.is_url(loc)]
+    if not rows:
+        return {}
+    work.mkdir(parents=True, exist_ok=True)
+    table = work / "urls.parquet"
+    pd.DataFrame(rows, columns=["url", "pair_key", "role"]).to_parquet(table)
+    with img2dataset_environment(work):
+        from img2dataset import download
+
+        download(
+            url_list=str(table), output_folder=str(work / "shards"), input_format="parquet", url_col="url",
+            save_additional_columns=["pair_key", "role"], output_format="webdataset", disable_all_reencoding=True,
+            processes_count=1, thread_count=8, timeout=timeout, retries=retries, enable_wandb=False,
+            compute_hash=None, extract_exif=False,
+        )
+    fetched: dict[tuple[str, str], Path] = {}
+    failures = {}
+    for table_path in sorted((work / "shards").glob("*.parquet")):
+        results = pd.read_parquet(table_path)
+        for row in results.itertuples(index=False):
+            if getattr(row, "status", "success") != "success":
+                failures[(row.pair_key, row.role)] = str(getattr(row, "error_message", "") or row.status)
+    files = work / "files"
+    files.mkdir(exist_ok=True)
+    for shard in sorted((work / "shards").glob("*.tar")):
+        with tarfile.open(shard) as tar:
+            by_sample: dict[str, dict[str, tarfile.TarInfo]] = {}  # webdataset: one stem, a member per extension
+            for member in tar.getmembers():
+                if member.isfile():
+                    stem, _, extension = member.name.partition(".")
+                    by_sample.setdefault(stem, {})[extension] = member
+            for members in by_sample.values():
+                if "json" not in members:
+                    continue
+                meta = json.loads(tar.extractfile(members["json"]).read())
+                payload = next((m for extension, m in members.items() if extension not in ("json", "txt")), None)
+                if payload is None or meta.get("status", "success") != "success":
+                    continue
+                suffix = Path(meta["url"].split("?")[0]).suffix.lower()
+                target = files / f"{meta['pair_key']}.{meta['role']}{suffix if suffix in IMAGE_SUFFIXES else '.img'}"
+                target.write_bytes(tar.extractfile(payload).read())
+                fetched[(meta["pair_key"], meta["role"])] = target
+    for key, reason in failures.items():
+        fetched.setdefault(key, reason)  # a string: why it failed, for the error message
+    return fetched
+
+
+def as_channels(planes: np.ndarray, wanted: int) -> tuple[np.ndarray, str | None]:
+    """(H, W, C) planes with C = ``wanted``; the conversion made, if any."""
+    if planes.shape[2] == wanted:
+        return planes, None
+    if wanted == 1 and _is_gray_rgb(planes):
+        return planes[..., :1], "gray stored as RGB read as gray"
+    if wanted == 1:
+        return (planes.astype(np.float64) @ REC601)[..., None], "RGB converted to gray (0.299, 0.587, 0.114)"
+    return np.repeat(planes, 3, axis=2), "gray repeated to RGB"
+
+
+def _is_gray_rgb(planes: np.ndarray) -> bool:
+    return planes.shape[2] == 3 and np.array_equal(planes[..., 0], planes[..., 1]) and np.array_equal(planes[..., 0], planes[..., 2])
+
+
+def split_for_pairs(keys: list[str], holdout: float, seed: int) -> dict[str, str]:
+    """Whole pairs by a seeded hash of their key (three or more), else every pair by tiles."""
+    from img2kernel.store.shards import split_for_keys
+
+    if len(keys) < 3:
+        return dict.fromkeys(keys, "tiles")
+    return split_for_keys(keys, holdout / 2, holdout / 2, seed)
+
+
+def tile_side(shapes: list[tuple[int, ...]]) -> int:
+    """Tiles for a tile split: about a 4 x 4 grid of the smallest image, at least MIN_TILE pixels."""
+    return max(MIN_TILE, min(min(s[:2]) for s in shapes) // 4)
+
+
+def split_codes(key: str, shape: tuple[int, ...], label: str, manifest: dict) -> np.ndarray:
+    """(H, W) uint8 split codes (0 train, 1 val, 2 test) of one stored pair.
+
+    A whole pair's label fills it; a ``tiles`` pair gets disjoint tiles, ordered by a seeded
+    hash, the first ones test, the next val (each at least one tile), the rest train.
+    """
+    height, width = shape[:2]
+    if label != "tiles":
+        return np.full((height, width), SPLIT_CODES[label], dtype=np.uint8)
+    side, seed, holdout = manifest["tile"], manifest["seed"], manifest["holdout"]
+    rows, cols = -(-height // side), -(-width // side)
+    order = sorted(range(rows * cols), key=lambda t: zlib.crc32(f"{seed}:{key}:{t}".encode()))
+    n_held = max(1, round(holdout / 2 * len(order)))
+    codes_of_tile = np.zeros(rows * cols, dtype=np.uint8)
+    for rank, tile in enumerate(order):
+        codes_of_tile[tile] = SPLIT_CODES["test"] if rank < n_held else SPLIT_CODES["val"] if rank < 2 * n_held else 0
+    grid = codes_of_tile.reshape(rows, cols)
+    return np.repeat(np.repeat(grid, side, axis=0), side, axis=1)[:height, :width]
+
+
+@dataclass
+class LoadedPair:
+    """One pair decoded, channels settled: (H, W, C_in) and (H, W, C_out), output ring NaN if valid-mode."""
+
+    ref: PairRef
+    x: np.ndarray
+    y: np.ndarray
+    split: str
+    margin: int
+
+
+def read_pairs(spec: dict, refs: list[PairRef], fetched: dict[tuple[str, str], Path] | None = None,
+               seed: int = 0) -> tuple[list[LoadedPair], dict]:
+    """Decode every pair (errors name the file), settle channels and storage, split; returns the
+    pairs and the manifest (counts, storage, channels, conversions, split mode)."""
+    name = spec.get("name", "pairs")
+    holdout = float(spec.get("holdout", 0.3))
+    wanted = spec.get("channels") or {}
+    fetched = fetched or {}
+    raw, notes, storages = [], Counter(), {"input": {}, "output": {}}
+    for ref in refs:
+        arrays = {}
+        for role, location in (("input", ref.input), ("output", ref.output)):
+            path = fetched.get((ref.key, role)) if PairRef.is_url(location) else Path(location)
+            if path is None or isinstance(path, str):
+                raise ValueError(f"{name}: {role} {location} could not be downloaded: {path or 'no answer'}")
+            try:
+                pixels, storage, file_notes = read_pixels(path)
+            except ImageReadError as err:
+                raise ValueError(f"{name}: {role} {location}: {err}") from None
+            storages[role].setdefault(storage, location)
+            notes.update(f"{role}: {n}" for n in file_notes)
+            arrays[role] = pixels[..., None] if pixels.ndim == 2 else pixels
+        raw.append((ref, arrays["input"], arrays["output"]))
+    for role in ("input", "output"):
+        if len(storages[role]) > 1:
+            kinds = ", ".join(f"{loc} is {s}" for s, loc in storages[role].items())
+            raise ValueError(f"{name}: {role} files mix storage types ({kinds}); a kernel maps one file type's values, convert them to one type")
+    storage = {role: next(iter(storages[role])) for role in ("input", "output")}
+    channels = {}
+    for role, index in (("input", 1), ("output", 2)):
+        counts = {item[index].shape[2] for item in raw}
+        if len(counts) > 1:
+            first = {c: item[0] for item in raw for c in [item[index].shape[2]]}
+            raise ValueError(f"{name}: {role} files have different channel counts: "
+                             + ", ".join(f"{getattr(ref, role)} has {c}" for c, ref in sorted(first.items())))
+        gray_as_rgb = all(_is_gray_rgb(item[index]) or item[index].shape[2] == 1 for item in raw)
+        channels[role] = int(wanted.get(role) or (1 if gray_as_rgb else raw[0][index].shape[2]))
+    split = split_for_pairs([ref.key for ref, _, _ in raw], holdout, seed)
+    loaded = []
+    for ref, x, y in raw:
+        x, note_in = as_channels(x, channels["input"])
+        y, note_out = as_channels(y, channels["output"])
+        for role, note in (("input", note_in), ("output", note_out)):
+            if note:
+                notes[f"{role}: {note}"] += 1
+                if note.startswith("RGB converted"):  # weighted sums are no longer the file's integers
+                    storage[role] = "float32" if storage[role] != "float64" else "float64"
+        margin = valid_margin(x.shape[:2], y.shape[:2])
+        if margin is None:
+            raise ValueError(f"{name}: sizes differ: input {ref.input} is {x.shape[1]}x{x.shape[0]}, "
+                             f"output {ref.output} is {y.shape[1]}x{y.shape[0]}")
+        if margin:
+            full = np.full(x.shape[:2] + (y.shape[2],), np.nan)
+            full[margin : margin + y.shape[0], margin : margin + y.shape[1]] = y
+            y = full
+        loaded.append(LoadedPair(ref, x, y, split[ref.key], margin))
+    manifest = {
+        "filter": name,
+        "pairs": len(loaded),
+        "split_mode": "tiles" if len(loaded) < 3 else "pairs",
+        "splits": dict(Counter(split.values())),
+        "seed": seed,
+        "holdout": holdout,
+        "tile": tile_side([p.x.shape for p in loaded]),
+        "input_storage": storage["input"],
+        "output_storage": storage["output"],
+        "channels": channels,
+        "conversions": dict(notes),
+        "dtype": "float64" if "float64" in storage.values() else "float32",
+        "keys": {p.ref.key: {"input": p.ref.input, "output": p.ref.output, "shape": list(p.x.shape), "margin": p.margin}
+                 for p in loaded},
+    }
+    return loaded, manifest
+
+
+def build_pairs_store(spec: dict, inputs_folder: str | Path, outputs_folder: str | Path, seed: int = 0) -> dict:
+    """The ``pairs_store`` job: decode every pair once into two stores; returns the manifest.
+
+    Every file is read before anything is written (an error names the file); arrays keep
+    the files' values (float32, or float64 when a file holds float64); a valid-mode
+    output sits in the middle of an input-sized array whose ring is NaN (unknown).
+    """
+    from img2kernel.store.shards import ShardWriter
+
+    refs = list_pairs(spec)
+    work = Path(tempfile.mkdtemp(prefix="img2kernel-pairs-"))
+    try:
+        loaded, manifest = read_pairs(spec, refs, fetch_urls(refs, work), seed)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    dtype = manifest["dtype"]
+    with ShardWriter(Path(inputs_folder) / "00000.tar", dtype=dtype, meta={"source": "pairs"}) as x_writer, \
+            ShardWriter(Path(outputs_folder) / "00000.tar", dtype=dtype, meta={"source": "pairs"}) as y_writer:
+        for p in loaded:
+            x_writer.add(p.ref.key, p.x[..., 0] if p.x.shape[2] == 1 else p.x, p.split)
+            y_writer.add(p.ref.key, p.y[..., 0] if p.y.shape[2] == 1 else p.y, p.split)
+    for folder in (inputs_folder, outputs_folder):
+        (Path(folder) / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return manifest
