@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import numpy as np
-
-from img2kernel.evaluate.pairs import heldout_scores, identification_of, verdict
-from img2kernel.sources.pairs import PairRef, _key
-from img2kernel.sources.pairs_store import read_pairs
-from img2kernel.fit.pairs_job import fit_and_climb, save_pairs_fit
-from img2kernel.fit.pairs import to_fit_pairs
 
 
 def fit_files(files: list[str], model_path: str | Path, *, ksize: int | None = None, max_ksize: int = 15,
               channels: dict | None = None, holdout: float = 0.3, seed: int = 0) -> str:
     """Fit the pairs (input, output, input, output, ...), write the model, return the printout."""
+    # Imported here: `img2kernel apply` and `bench` build this command's parser too.
+    from img2kernel.evaluate.pairs import heldout_scores, identification_of, verdict
+    from img2kernel.fit.pairs import to_fit_pairs
+    from img2kernel.fit.pairs_job import fit_and_climb, save_pairs_fit
+    from img2kernel.sources.pairs import PairRef, pair_key
+    from img2kernel.sources.pairs_store import read_pairs
+
     if len(files) % 2:
         raise ValueError(f"give files in pairs, INPUT OUTPUT; got {len(files)} files (the last one, {files[-1]}, has no partner)")
     for value, name in ((ksize, "--ksize"), (max_ksize, "--max-ksize")):
@@ -35,12 +37,12 @@ def fit_files(files: list[str], model_path: str | Path, *, ksize: int | None = N
             raise ValueError(f"{written}: writing the model there would overwrite one of the pairs' files; "
                              "choose another output path (-o)")
     used: set[str] = set()
-    refs = [PairRef(_key(Path(files[i]).stem, used), files[i], files[i + 1]) for i in range(0, len(files), 2)]
+    refs = [PairRef(pair_key(Path(files[i]).stem, used), files[i], files[i + 1]) for i in range(0, len(files), 2)]
     spec = {"name": "fit", "kind": "pairs", "holdout": holdout,
             "channels": {k: v for k, v in (channels or {}).items() if v}}
     loaded, manifest = read_pairs(spec, refs, seed=seed)
     pairs = to_fit_pairs(loaded, manifest)
-    # The train job's fit and ladder (fit.job.fit_and_climb), so the same pairs give the same model.
+    # The train job's fit and ladder (fit.pairs_job.fit_and_climb), so the same pairs give the same model.
     result, ladder = fit_and_climb(pairs, {"ksize": ksize, "max_ksize": max_ksize}, seed)
     summary = {**result.summary(), **ladder}
     info = {"filter": {**spec, "files": files}, "source": "pairs", **summary, "input_storage": manifest["input_storage"],
@@ -84,3 +86,31 @@ def fit_files(files: list[str], model_path: str | Path, *, ksize: int | None = N
     lines.append(f"model written to {model_path}, details in {Path(model_path).with_suffix('.json')} "
                  f"(apply it: img2kernel apply {model_path} IN OUT)")
     return "\n".join(lines)
+
+
+def add_parser(sub) -> None:
+    fit = sub.add_parser(
+        "fit",
+        help="find the kernel behind a tool's output from one or more before/after pairs (no config needed)",
+        description="Fit the model that maps each INPUT to its OUTPUT (the same fit as a `kind: pairs` "
+                    "filter): the affine kernel's size, border rule, channels and linear verdict, and the ladder's "
+                    "model (a median, a curve, a magnitude, ...) when the tool is not linear.",
+    )
+    fit.add_argument("files", nargs="+", metavar="INPUT OUTPUT", help="pairs of files: input, output, input, output, ...")
+    fit.add_argument("-o", "--output", default="kernel.safetensors", help="model file to write (default kernel.safetensors)")
+    fit.add_argument("--ksize", type=int, default=None, help="the kernel size, if known (odd); else found up to --max-ksize")
+    fit.add_argument("--max-ksize", type=int, default=15, help="largest odd size the search tries (default 15)")
+    fit.add_argument("--channels-in", type=int, choices=[1, 3], default=None, help="fit 1 (gray) or 3 (RGB) input channels")
+    fit.add_argument("--channels-out", type=int, choices=[1, 3], default=None, help="fit 1 or 3 output channels")
+    fit.add_argument("--holdout", type=float, default=0.3, help="fraction held out, half to choose the size, half to report")
+    fit.add_argument("--seed", type=int, default=0, help="seed of the split")
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    try:
+        print(fit_files(args.files, args.output, ksize=args.ksize, max_ksize=args.max_ksize,
+                        channels={"input": args.channels_in, "output": args.channels_out}, holdout=args.holdout,
+                        seed=args.seed))
+    except (OSError, ValueError) as err:
+        parser.exit(2, f"img2kernel fit: {err}\n")
+    return 0

@@ -41,7 +41,7 @@ def _listing(names: list[str]) -> str:
     return shown + (f" and {len(names) - SHOWN} more" if len(names) > SHOWN else "")
 
 
-def _key(stem: str, used: set[str]) -> str:
+def pair_key(stem: str, used: set[str]) -> str:
     """A store key from a file stem: letters, digits, _ and - only; unique among ``used``."""
     base = re.sub(r"[^A-Za-z0-9_-]", "_", stem)[:120] or "pair"
     key, n = base, 1
@@ -118,7 +118,7 @@ def list_pairs(spec: dict) -> list[PairRef]:
         for row, (source, result) in enumerate(read_table(table)):
             source, result = _location(source, row, "input", table), _location(result, row, "output", table)
             stem = Path(source.split("?")[0]).stem
-            refs.append(PairRef(_key(stem, used), source, result))
+            refs.append(PairRef(pair_key(stem, used), source, result))
         return refs
     inputs = _images_in(Path(spec["inputs"]), "inputs")
     outputs = _images_in(Path(spec["outputs"]), "outputs")
@@ -133,7 +133,7 @@ def list_pairs(spec: dict) -> list[PairRef]:
         field = "outputs" if lonely_inputs else "inputs"
         raise FilterSpecError(field, "files are paired by stem, and " + "; ".join(parts))
     used = set()
-    return [PairRef(_key(stem, used), str(inputs[stem]), str(outputs[stem])) for stem in sorted(inputs)]
+    return [PairRef(pair_key(stem, used), str(inputs[stem]), str(outputs[stem])) for stem in sorted(inputs)]
 
 
 def local_files(spec: dict) -> list[str]:

@@ -1,0 +1,127 @@
+"""``img2kernel bench [WHAT ...]``: print the benchmarks' figures (docs/benchmarks.md)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+KNOWN = ["store", "targets", "stream", "train", "apply", "pairs", "pipeline", "ladder"]
+
+
+def add_parser(sub) -> None:
+    bench = sub.add_parser(
+        "bench",
+        help="print speed figures: store (crop rate), targets (MP/s), train (ours vs public recipe; needs `snakemake` run first), apply (huge image), pairs, pipeline (first run, no-op rerun, stages, 15x15 and 31x31 kernels)",
+    )
+    bench.add_argument("what", nargs="*", help="store, stream, targets, train, apply, pairs, pipeline, ladder (default: store, stream, targets)")
+    bench.add_argument("--store", default="results/store/inputs", help="inputs store (default: built from the sample photos if absent)")
+    bench.add_argument("--filters", default="config/filters.yaml")
+    bench.add_argument("--crop", type=int, default=128)
+    bench.add_argument("--config", default="config/config.yaml")
+    bench.add_argument("--targets", default="results/store/targets", help="targets stores, one folder per filter")
+    bench.add_argument("--budget", type=float, default=60.0, help="seconds the public recipe gets per filter")
+    bench.add_argument("--only", nargs="*", help="filter names (default: all)")
+    bench.add_argument("--size", type=int, default=20000, help="side of the generated image for `apply`")
+    bench.add_argument("--tile", type=int, default=1024, help="tile side for `apply`")
+    bench.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu",
+                       help="where `train` trains, ours and the public recipe alike (default: cpu)")
+    bench.add_argument("--cores", type=int, default=8, help="snakemake --cores for `pipeline` (default 8, as `make run`)")
+    bench.add_argument("--keep", default=None, help="`pipeline`: run in this new folder and keep it (default: a temporary one)")
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from img2kernel.bench import speed as benchmarks
+
+    unknown = sorted(set(args.what) - set(KNOWN))
+    if unknown:
+        parser.error(f"unknown benchmark {', '.join(unknown)}; choose from {', '.join(KNOWN)}")
+    args.what = args.what or ["store", "stream", "targets"]
+
+    if "store" in args.what:
+        result = benchmarks.bench_crops(args.store, size=args.crop)
+        print(
+            f"store reader: {result['crops_per_second']:,.0f} random {result['crop']}x{result['crop']} float32 "
+            f"crops/s on one core ({result['images']} images, {result['store']})"
+        )
+    if "stream" in args.what:
+        print(
+            "\nstreaming reader vs training step, crops/s: (input, target) pairs read from a generated "
+            "1 GiB store on one core, and consumed by the model's forward+backward on 2 threads:"
+        )
+        _print_table(benchmarks.bench_streaming(crop=64))
+    if "targets" in args.what:
+        print("\ntarget throughput on one core (store write path vs bare cv2.filter2D on the same arrays):")
+        _print_table(benchmarks.bench_targets(args.store, args.filters))
+    if "apply" in args.what:
+        result = benchmarks.bench_apply(args.size, args.tile)
+        print(
+            f"\napply, a generated {result['size']}x{result['size']} float32 .npy ({result['image_mb']:,.0f} MB), "
+            f"{result['ksize']}x{result['ksize']} kernel, one process each (tiled apply reads the file memory-mapped):"
+        )
+        _print_table(result["rows"])
+    if "pairs" in args.what:
+        from img2kernel.bench.pairs import bench_large_fit, bench_pairs
+
+        print("\npairs made by other libraries from 6 sample photos (256x256), fitted as a `pairs` filter; kernel errors "
+              "are max-abs / largest true tap, lstsq64 an independent float64 least squares on the same pixels; "
+              "target: error <= max(2 x lstsq64, 1e-3), offset within 1 level, right size, nonlinear judged not linear:")
+        _print_table(bench_pairs())
+        large = bench_large_fit()
+        print(f"\n15x15 fit on {large['megapixels']:.1f} MP of 8-bit pairs ({large['train_pixels']:,} train pixels): "
+              f"{large['fit_s']:.2f} s (target 10 s; normal equations {large['normal_equations_s']:.2f} s, sizes "
+              f"{large['sizes_s']:.2f} s, channels {large['structure_s']:.2f} s, border {large['border_s']:.2f} s; reading "
+              f"the files {large['read_s']:.2f} s more), size found {large['ksize_found']}, kernel error "
+              f"{large['kernel_error']:.2g} (float64 least squares on the same pixels: {large['lstsq64_error']:.2g}), "
+              f"linear {large['linear']}")
+    if "ladder" in args.what:
+        from img2kernel.bench.ladder import bench_ladder
+
+        print("\nthe ladder of models on pairs made by other libraries (6 sample photos, 256x256: 4 train, 1 val, "
+              "1 test); floors = held-out RMS in noise floors of the output's storage; ladder_s = the rungs after "
+              "linear (target 30 s):")
+        _print_table(bench_ladder(args.only))
+    if "pipeline" in args.what:
+        from img2kernel.bench.pipeline import bench_pipeline
+
+        result = bench_pipeline(Path(args.config).parent, cores=args.cores, keep=args.keep)
+        print(f"\npipeline on the configuration in {Path(args.config).parent}/, in a fresh folder, --cores {args.cores}:")
+        print(f"first run {result['first_run_s']:.1f} s (target 75 s), no-op `snakemake -n` {result['noop_s']:.2f} s "
+              f"(target 2.5 s), report {result['report_mb']:.2f} MB (target 3 MB)")
+        print("\nper stage, summed over its jobs (jobs run in parallel, so the sums exceed the run's wall time): "
+              "start-up = interpreter, Snakemake's preamble, module imports; work = the job's code without the "
+              "imports it makes on its path (imports_s):")
+        _print_table(result["stages"])
+        print("\nlarge linear kernels trained on the run's inputs store (target: <= 5 s, error <= 2x the float64 "
+              "least-squares oracle's on the same crops; 2 CPU threads):")
+        _print_table(result["large_kernels"])
+    if "train" in args.what:
+        rows, magnitude = benchmarks.bench_training(
+            args.store, args.targets, args.config, budget_seconds=args.budget, names=args.only, device=args.device
+        )
+        print(
+            "\ntraining seconds to reach a kernel max-abs error of 1e-2 / 1e-3 / 1e-4 of the largest tap "
+            f"(device {args.device}, 2 CPU threads; public recipe: Adam lr 1e-3, 16 zero-padded 128x128 crops "
+            f"per step, {args.budget:.0f} s bound):"
+        )
+        _print_table(rows)
+        if magnitude:
+            print("\nsobel_magnitude: the learned pair after orthogonal Procrustes alignment, 5 seeds:")
+            _print_table(magnitude)
+    return 0
+
+
+def _print_table(rows: list[dict]) -> None:
+    if not rows:
+        return
+    columns = list(dict.fromkeys(c for r in rows for c in r))  # every row's columns, first seen first
+    cells = [[_fmt(r.get(c, "")) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
+    for row in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths)))
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 1e-2 or abs(value) >= 1e5 else f"{value:.2f}"
+    return str(value)
