@@ -159,13 +159,7 @@ def evaluate_and_plot(
         max_examples=shown_images,
     )
     evaluation = evaluation.write(result_json)
-
-    for path in (kernels_png, training_png, images_png):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-    if evaluation["learned_kernels"] is not None:
-        plots.kernels_figure(evaluation, kernels_png)
-    else:
-        plots.model_figure(model, f"{evaluation['filter']}: {evaluation['model_description']}", kernels_png)
-    plots.training_figure(history_csv, evaluation["filter"], training_png)
-    plots.images_figure(examples, evaluation["filter"], images_png)
+    plots.evaluation_figures(evaluation, model, examples, kernels_png, training_png, images_png,
+                             kernels=plots.kernels_figure if evaluation["learned_kernels"] is not None else None,
+                             training=lambda path: plots.training_figure(history_csv, evaluation["filter"], path))
     return evaluation

@@ -159,12 +159,7 @@ def evaluate_pairs_and_plot(inputs_folder, outputs_folder, model_path, info_path
     evaluation = evaluate_pairs(inputs_folder, outputs_folder, model, metadata, info_path, catalogue, max_images, examples,
                                 shown_images)
     evaluation = evaluation.write(result_json)
-    for path in (kernels_png, training_png, images_png):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-    if evaluation["kernel"] is not None:
-        plots.pairs_kernels_figure(evaluation, kernels_png)
-    else:
-        plots.model_figure(model, f"{evaluation['filter']}: {evaluation['model_description']}", kernels_png)
-    plots.sizes_figure(evaluation, training_png)
-    plots.images_figure(examples, evaluation["filter"], images_png)
+    plots.evaluation_figures(evaluation, model, examples, kernels_png, training_png, images_png,
+                             kernels=plots.pairs_kernels_figure if evaluation["kernel"] is not None else None,
+                             training=lambda path: plots.sizes_figure(evaluation, path))
     return evaluation

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import matplotlib
 
@@ -209,6 +210,20 @@ def sizes_figure(evaluation: dict, path: str | Path) -> None:
     fig.tight_layout()
     save(fig, path)
     plt.close(fig)
+
+
+def evaluation_figures(evaluation: dict, model, examples: list, kernels_png, training_png, images_png, *,
+                       kernels: Callable[[dict, Path], None] | None, training: Callable[[Path], None]) -> None:
+    """An evaluation's three figures, for any source: its kernels (``kernels``, or the model's own
+    panels when it has no kernel stack to draw), its fit (``training``), held-out images."""
+    for path in (kernels_png, training_png, images_png):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    if kernels is not None:
+        kernels(evaluation, kernels_png)
+    else:
+        model_figure(model, f"{evaluation['filter']}: {evaluation['model_description']}", kernels_png)
+    training(training_png)
+    images_figure(examples, evaluation["filter"], images_png)
 
 
 def summary_figure(table: pd.DataFrame, path: str | Path) -> None:
