@@ -210,3 +210,14 @@ def test_the_schemas_are_package_data_so_an_installed_package_validates():
     assert "schemas/*.yaml" in project["package-data"]["img2kernel"]
     subpackages = {p.parent.name for p in (REPO / "workflow" / "img2kernel").glob("*/__init__.py")}
     assert {f"img2kernel.{name}" for name in subpackages} <= set(project["packages"])
+
+
+def test_a_saturated_output_has_one_spelling_so_both_name_the_same_filter():
+    from img2kernel.pipeline.config import canonical_json, target_spec
+    from img2kernel.sources.filters import build_filter
+
+    entry = {"name": "edges", "kind": "sobel", "dx": 1, "dy": 0, "ksize": 3}
+    old, new = (check_filters({"filters": [{**entry, "output": spelling}]}, LABEL)[0] for spelling in ("uint8", "abs_uint8"))
+    assert old["output"] == new["output"] == "abs_uint8"
+    assert canonical_json(target_spec(old)) == canonical_json(target_spec(new))  # the same params: nothing reruns
+    assert build_filter(old).model_of(build_filter(old).kernels).output == "abs_uint8"  # the model's step of that name

@@ -141,10 +141,10 @@ def test_zero_padded_crops_are_biased_valid_crops_are_not(gray_images):
     assert compare(model.kernels(), true, "none", "float")["max_abs_rel"] > 1e-2
 
 
-def test_uint8_output_is_learned_up_to_sign(gray_images):
-    filt = build_filter({**spec(kind="sobel", dx=1, dy=0, ksize=3), "output": "uint8"})
+def test_saturated_abs_output_is_learned_up_to_sign(gray_images):
+    filt = build_filter({**spec(kind="sobel", dx=1, dy=0, ksize=3), "output": "abs_uint8"})
     result = learn(filt, gray_images)
-    assert compare(result.kernels, np.stack(filt.kernels), "none", "uint8")["max_abs_rel"] < 1e-3
+    assert compare(result.kernels, np.stack(filt.kernels), "none", "abs_uint8")["max_abs_rel"] < 1e-3
 
 
 def test_divergence_is_caught_and_no_nan_kernel_is_returned(gray_images):

@@ -27,7 +27,7 @@ def verdict(has_truth: bool, rel_error: float | None, linear_residual: float, co
         if nonlinear:
             return f"not a linear filter: the best single kernel leaves {linear_residual:.1%} of the target unexplained"
         return "linear, no reference kernel to compare with"
-    symmetry = " up to rotation of the pair" if combine == "magnitude" else " up to sign" if output == "uint8" else ""
+    symmetry = " up to rotation of the pair" if combine == "magnitude" else " up to sign" if output == "abs_uint8" else ""
     if rel_error <= RECOVERED:
         quality = f"recovered{symmetry}"
     elif rel_error <= APPROXIMATE:

@@ -45,7 +45,7 @@ def align(learned: np.ndarray, true: np.ndarray, combine: str, output: str) -> n
         flat_true = true.reshape(n, -1).T
         rotation, _ = orthogonal_procrustes(flat_learned, flat_true)
         learned = (flat_learned @ rotation).T.reshape(true.shape)
-    if output == "uint8":
+    if output == "abs_uint8":
         signs = np.where(np.sum(learned * true, axis=(1, 2)) < 0, -1.0, 1.0)
         learned = learned * signs[:, None, None]
     return learned

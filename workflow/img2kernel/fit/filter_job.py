@@ -122,7 +122,7 @@ def train_filter(
     val_crops = Crops.draw(val_sampler, settings["val_crops"], torch_device, dtype, data.whiten)
     n_kernels = len(filt.kernels) if filt.kernels is not None else 1
     model = LearnableKernel(
-        ksize, n_kernels, filt.combine, saturate=filt.output == "uint8", seed=seed, dtype=dtype
+        ksize, n_kernels, filt.combine, saturate=filt.output == "abs_uint8", seed=seed, dtype=dtype
     ).to(torch_device)
     true = filt.reference_kernels
     seconds = time.perf_counter() - started
@@ -210,7 +210,7 @@ def train_filter(
                                    output_storage="uint8" if filt.output == "uint8" else "float32")
         info.update(ladder.summary())
         chosen = ladder.model
-        if filt.output == "uint8" and chosen.output == "float":  # the targets are rounded and clipped to 8 bits
+        if filt.output == "abs_uint8" and chosen.output == "float":  # the targets are rounded and clipped to 8 bits
             chosen = chosen.with_output("uint8")
     return TrainingOutcome(filt, kernels, oracle, history, info, chosen)
 

@@ -180,7 +180,7 @@ def fit(
     lr = settings.get("lr") or DEFAULT_LR[name]
     optimizer = _make_optimizer(name, model.parameters(), lr, settings["history"])
     combine = filt.combine if filt else model.combine
-    output = filt.output if filt else ("uint8" if model.saturate else "float")
+    output = filt.output if filt else ("abs_uint8" if model.saturate else "float")
     history: list[dict] = []
     last_good = model.weight.detach().clone()
     previous_check = model.kernels()

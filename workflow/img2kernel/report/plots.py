@@ -53,7 +53,7 @@ def kernels_figure(evaluation: dict, path: str | Path) -> None:
     rows = learned.shape[0]
     panels = [("learned", learned)]
     if true is not None:
-        panels = [("true", true), ("learned (aligned)" if evaluation["n_kernels"] > 1 or evaluation["spec"].get("output") == "uint8" else "learned", learned), ("learned - true", learned - true)]
+        panels = [("true", true), ("learned (aligned)" if evaluation["n_kernels"] > 1 or evaluation["spec"].get("output") == "abs_uint8" else "learned", learned), ("learned - true", learned - true)]
     elif oracle is not None:
         panels.append(("least-squares fit", oracle))
     vmax = max(float(np.max(np.abs(p))) for _, p in panels) or 1.0

@@ -19,6 +19,10 @@ import numpy as np
 from img2kernel.errors import FilterSpecError  # noqa: F401  (re-exported: raised by the kinds below)
 from img2kernel.models.base import UINT8_MAX, saturate_uint8  # noqa: F401  (re-exported: one definition)
 
+# A filter's ``output`` by its older spelling: ``uint8`` meant the saturated |y| (``abs_uint8``),
+# and ``uint8`` now means only rounding and clipping, as a model's output step.
+OUTPUT_SPELLINGS = {"uint8": "abs_uint8"}
+
 
 @dataclass(frozen=True)
 class Filter:
@@ -31,7 +35,8 @@ class Filter:
         kernels: true kernels, float64 (ksize, ksize) in correlation orientation, or
             None when no kernel reproduces the filter (median).
         combine: ``none`` (one kernel) or ``magnitude`` (sqrt of the sum of squares of two).
-        output: ``float`` or ``uint8`` (saturated absolute value, as ``cv2.convertScaleAbs``).
+        output: ``float`` or ``abs_uint8`` (the absolute value saturated to 0..255, as
+            ``cv2.convertScaleAbs``: the model's output step of the same name).
         spec: the spec it was built from.
         then: a pointwise step after the kernel (``abs`` or ``gamma``), or None.
         structure: what the filter is, in words, and the ladder rung that should explain
@@ -58,7 +63,7 @@ class Filter:
         from img2kernel.models import AffineKernel, MagnitudeModel
 
         kernels = np.asarray(kernels, dtype=np.float64)
-        output = "abs_uint8" if self.output == "uint8" else "float"
+        output = self.output
         if self.combine == "magnitude":
             return MagnitudeModel(kernels[:, None], output)
         return AffineKernel(kernels[:1, None], None, output)
@@ -83,7 +88,7 @@ class Filter:
         result = self._apply(np.ascontiguousarray(image, dtype=np.float32))
         if self.then is not None:
             result = pointwise(result, self.then)
-        if self.output == "uint8":
+        if self.output == "abs_uint8":
             result = cv2.convertScaleAbs(result)
         return result.astype(np.float32, copy=False)
 
@@ -295,7 +300,7 @@ def build_filter(spec: dict) -> Filter:
         if kernels is None or combine != "none":
             raise FilterSpecError("then", f"a `then` step follows one kernel; kind {kind!r} has none")
         then = {"step": "abs"} if then == "abs" else {"step": "gamma", "gamma": float(then["gamma"])}
-    output = spec.get("output", "float")
+    output = OUTPUT_SPELLINGS.get(spec.get("output", "float"), spec.get("output", "float"))
     if kind in RANK_KINDS:
         expected = "rank"
     elif combine == "magnitude" or then == {"step": "abs"} and output == "float":  # |y| = sqrt(y^2), one kernel
