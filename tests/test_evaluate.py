@@ -143,7 +143,7 @@ def test_report_escapes_names_and_embeds_every_image(tmp_path, tiny_store):
     assert "http://" not in html and "https://" not in html  # opens without a network
 
 
-@pytest.mark.parametrize("combine, output", [("none", "float"), ("magnitude", "float"), ("none", "uint8")])
+@pytest.mark.parametrize("combine, output", [("none", "float"), ("magnitude", "float"), ("none", "abs_uint8")])
 @pytest.mark.parametrize("border, rule", [("reflect", "reflect101"), ("zeros", "zero"), ("replicate", "replicate")])
 def test_predict_is_the_trained_torch_models_function(combine, output, border, rule):
     """The numpy model that evaluation and apply run computes what the torch twin trained."""
@@ -154,11 +154,11 @@ def test_predict_is_the_trained_torch_models_function(combine, output, border, r
     rng = np.random.default_rng(1)
     kernels = rng.standard_normal((2 if combine == "magnitude" else 1, 5, 5)) * 20
     image = rng.uniform(0, 255, (23, 31))
-    model = LearnableKernel.from_kernels(kernels, combine, saturate=output == "uint8", dtype=torch.float64)
+    model = LearnableKernel.from_kernels(kernels, combine, saturate=output == "abs_uint8", dtype=torch.float64)
     model.eps = 0.0
     with torch.no_grad():
         expected = model(torch.from_numpy(image)[None, None], border=border)[0, 0].numpy()
-    if output == "uint8":
+    if output == "abs_uint8":
         expected = np.rint(expected)
     spec = {"name": "k", "kind": "sobel_magnitude" if combine == "magnitude" else "sobel", "dx": 1, "dy": 0, "ksize": 3,
             "output": output}

@@ -53,7 +53,7 @@ def learn(filt, images, ksize=None, seed=0, settings=None, **kwargs):
     train = Crops.from_arrays(*crops_for(filt, images, ksize, seed=seed))
     val = Crops.from_arrays(*crops_for(filt, images, ksize, n=8, seed=seed + 100))
     n = len(filt.kernels) if filt.kernels is not None else 1
-    model = LearnableKernel(ksize, n, filt.combine, filt.output == "uint8", seed=seed)
+    model = LearnableKernel(ksize, n, filt.combine, filt.output == "abs_uint8", seed=seed)
     true = np.stack(filt.kernels) if filt.kernels is not None else None
     return fit(model, train, val, settings, true_kernels=true, filt=filt, **kwargs)
 
