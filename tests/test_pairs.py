@@ -337,3 +337,17 @@ def test_fit_refuses_an_output_path_that_is_a_pair_file_or_a_folder_before_any_w
         main(["fit", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "-o", str(tmp_path / "b.png")])
     assert stopped.value.code != 0 and "overwrite one of the pairs' files" in capsys.readouterr().err
     assert (tmp_path / "b.png").read_bytes() == before["b.png"]
+
+
+def test_every_source_writes_the_training_table_in_one_schema(tmp_path):
+    import pandas as pd
+
+    from img2kernel.fit.history import COLUMNS, write_history
+
+    write_history([{"step": 1, "ksize": 3, "train_rms": 0.3, "heldout_rms": 0.31}], "kernel size", tmp_path / "p.csv")
+    write_history([{"step": 1, "seconds": 0.1, "train_loss": 1e-3, "lr": 1.0}], "gradient step", tmp_path / "g.csv", ksize=3)
+    pairs, ours = pd.read_csv(tmp_path / "p.csv"), pd.read_csv(tmp_path / "g.csv")
+    assert list(pairs.columns) == list(ours.columns) == COLUMNS
+    assert pairs["stage"].tolist() == ["kernel size"] and ours["ksize"].tolist() == [3]
+    with pytest.raises(ValueError, match="not in its schema"):
+        write_history([{"residual": 1.0}], "kernel size", tmp_path / "x.csv")

@@ -206,7 +206,9 @@ def test_train_filter_writes_safetensors_that_load_without_pickle(tmp_path, gray
     np.testing.assert_allclose(info["oracle_kernels"][0], filt.kernels[0], atol=1e-9)  # the least-squares oracle, in the sidecar
     assert info["stop_reason"] == "converged" and info["device"] == "cpu"
     assert info["linear_residual"] < 1e-9
-    assert paths[2].read_text().startswith("step,seconds,train_loss,val_loss,kernel_max_abs_error")
+    header = paths[2].read_text().splitlines()[0].split(",")
+    assert header[:5] == ["stage", "step", "seconds", "ksize", "parameters"] and "kernel_max_abs_error" in header
+    assert paths[2].read_text().splitlines()[1].startswith("gradient step,1,")
 
 
 def test_median_gets_a_large_linear_residual(tmp_path, gray_images):

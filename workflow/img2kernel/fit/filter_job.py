@@ -16,8 +16,9 @@ import torch
 
 from img2kernel.evaluate.kernels import compare
 from img2kernel.evaluate.metrics import relative_residual
-from img2kernel.fit.gradient import (HISTORY_COLUMNS, Crops, TrainingError, warm_up, configure_torch, fit, refine_linear,
+from img2kernel.fit.gradient import (Crops, TrainingError, warm_up, configure_torch, fit, refine_linear,
                                      resolve_device)
+from img2kernel.fit.history import GRADIENT_STEP, write_history
 from img2kernel.fit.ladder import LINEAR, ladder_for_filter, single_rung
 from img2kernel.fit.learnable import LearnableKernel
 from img2kernel.fit.oracle import least_squares_kernel, magnitude_pair
@@ -219,8 +220,6 @@ def save_outcome(outcome: TrainingOutcome, model_path: str | Path, info_path: st
     """Write the model (safetensors), the JSON sidecar (with the least-squares oracle's kernels,
     ``oracle_kernels``, when there is one) and the training CSV, each written beside its path
     and moved into place when complete."""
-    import pandas as pd
-
     if not np.all(np.isfinite(outcome.kernels)):
         raise TrainingError(f"{outcome.filter.name}: refusing to write a non-finite kernel")
     metadata = {"filter": outcome.info["filter"], "border": outcome.filter.border, "units": "8-bit scale"}
@@ -231,5 +230,4 @@ def save_outcome(outcome: TrainingOutcome, model_path: str | Path, info_path: st
     oracle = outcome.oracle if outcome.oracle is not None and np.all(np.isfinite(outcome.oracle)) else None
     with written_whole(info_path) as partial:
         partial.write_text(json.dumps({**outcome.info, "oracle_kernels": None if oracle is None else oracle.tolist()}, indent=2))
-    with written_whole(history_path) as partial:
-        pd.DataFrame(outcome.history, columns=HISTORY_COLUMNS).to_csv(partial, index=False)
+    write_history(outcome.history, GRADIENT_STEP, history_path, ksize=outcome.info["ksize"], parameters=int(np.size(outcome.kernels)))

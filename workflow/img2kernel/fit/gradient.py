@@ -41,16 +41,6 @@ from img2kernel.store.crops import CropSampler
 
 MAX_RECOVERIES = 5
 DEFAULT_LR = {"lbfgs": 1.0, "adam": 1e-2}
-HISTORY_COLUMNS = [
-    "step",
-    "seconds",
-    "train_loss",
-    "val_loss",
-    "kernel_max_abs_error",
-    "kernel_max_abs_rel",
-    "kernel_change",
-    "lr",
-]
 
 
 class TrainingError(RuntimeError):

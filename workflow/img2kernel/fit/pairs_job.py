@@ -11,14 +11,13 @@ import json
 import time
 from pathlib import Path
 
-import pandas as pd
 
 from img2kernel import borders
 from img2kernel.pipeline.files import written_whole
+from img2kernel.fit.history import KERNEL_SIZE, write_history
 from img2kernel.fit.ladder import LINEAR, ladder_for_pairs
 from img2kernel.fit.pairs import PairsFit, detect_border, fit_pairs, load_pairs
 
-HISTORY_COLUMNS = ["ksize", "parameters", "train_rms", "heldout_rms", "residual_rms"]
 
 
 def fit_and_climb(pairs, spec: dict, seed: int = 0) -> tuple[PairsFit, dict]:
@@ -75,5 +74,5 @@ def save_pairs_fit(fit: PairsFit, info: dict, model_path, info_path, history_pat
     with written_whole(info_path) as partial:
         partial.write_text(json.dumps(info, indent=2))
     if history_path is not None:
-        with written_whole(history_path) as partial:
-            pd.DataFrame(fit.sizes, columns=HISTORY_COLUMNS).to_csv(partial, index=False)
+        write_history([{"step": i + 1, "ksize": s["ksize"], "parameters": s["parameters"], "train_rms": s["train_rms"],
+                        "heldout_rms": s["heldout_rms"]} for i, s in enumerate(fit.sizes)], KERNEL_SIZE, history_path)
