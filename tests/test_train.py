@@ -188,6 +188,20 @@ def _tiny_store(root: Path, images, filt) -> tuple[Path, Path]:
     return root / "inputs", root / "targets"
 
 
+def test_a_saturated_filter_climbs_the_ladder_against_the_8_bit_floor(tmp_path, gray_images):
+    """|Laplacian| saved as 8 bits (`then: abs`, `output: abs_uint8`): its targets are integers, so
+    the ladder measures its rungs against the rounding's floor, and a kernel then a V-shaped curve
+    reproduces it within that floor."""
+    filter_spec = spec(kind="laplacian", ksize=1, then="abs", output="abs_uint8")
+    filt = build_filter(filter_spec)
+    inputs, targets = _tiny_store(tmp_path, gray_images, filt)
+    info = train_filter(inputs, targets, filter_spec, SETTINGS, device="cpu", threads=1).info
+    chosen = next(row for row in info["ladder"] if row["model"] == info["model"])
+    assert info["model"] == filt.expected_rung == "curve" and chosen["adequate"], info["ladder"]
+    linear = info["ladder"][0]
+    assert 1 < linear["residual_in_floors"] < 1e4  # floors of 1/sqrt(12) levels, not of float32 rounding
+
+
 def test_train_filter_writes_safetensors_that_load_without_pickle(tmp_path, gray_images):
     filter_spec = spec(kind="sobel", dx=0, dy=1, ksize=3)
     filt = build_filter(filter_spec)

@@ -208,7 +208,7 @@ def train_filter(
         # A `then` step is not in the trained model's structure: the ladder alone explains it.
         trained = filt.model_of(kernels) if filt.then is None else None
         ladder = ladder_for_filter(inputs_folder, targets_folder, trained, AffineKernel(best_kernel), seconds, seed=seed,
-                                   output_storage="uint8" if filt.output == "uint8" else "float32")
+                                   output_storage="uint8" if filt.output == "abs_uint8" else "float32")
         info.update(ladder.summary())
         chosen = ladder.model
         if filt.output == "abs_uint8" and chosen.output == "float":  # the targets are rounded and clipped to 8 bits

@@ -159,13 +159,17 @@ def solve_normal(gram: np.ndarray, rhs: np.ndarray) -> np.ndarray:
 
 
 def least_squares(blocks: Iterable[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
-    """argmin ||A theta - b|| over row blocks (A (n, F), b (n[, C])), folded into the normal
-    equations block by block in float64, so only one block of rows is ever held.
+    """argmin ||A theta - b|| over row blocks (A (n, F), b (n[, C])), in float64.
 
-    When ``blocks`` is a sequence (it can be read twice), one round of iterative refinement
-    (solve for the residual's correction) recovers the digits the normal equations lose to
-    their squared condition number: products of pixel values (the quadratic fit) need it.
+    Rows that arrive block by block (a generator: the oracle's crops, whatever their number)
+    are folded into the normal equations, so only one block is ever held. Rows given at once
+    (a list of one block: the ladder's window samples) are solved from A itself by SVD, which
+    keeps the digits the normal equations lose to their squared condition number; products
+    of pixel values (the quadratic fit) on float targets need them.
     """
+    if isinstance(blocks, Sequence) and len(blocks) == 1:
+        design, target = (np.asarray(a, dtype=np.float64) for a in blocks[0])
+        return np.linalg.lstsq(design, target, rcond=None)[0]
     gram = rhs = None
     for design, target in blocks:
         design, target = np.asarray(design, dtype=np.float64), np.asarray(target, dtype=np.float64)
@@ -175,14 +179,7 @@ def least_squares(blocks: Iterable[tuple[np.ndarray, np.ndarray]]) -> np.ndarray
         rhs += design.T @ target
     if gram is None:
         raise ValueError("no rows to fit")
-    theta = solve_normal(gram, rhs)
-    if isinstance(blocks, Sequence):
-        correction = np.zeros_like(rhs)
-        for design, target in blocks:
-            design = np.asarray(design, dtype=np.float64)
-            correction += design.T @ (np.asarray(target, dtype=np.float64) - design @ theta)
-        theta = theta + solve_normal(gram, correction)
-    return theta
+    return solve_normal(gram, rhs)
 
 
 def quadratic_features(patches: np.ndarray) -> np.ndarray:
