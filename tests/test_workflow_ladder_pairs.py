@@ -41,6 +41,8 @@ CASES = {
     "bilateral": ("gray", lambda g, i: cv2.bilateralFilter(g, 5, 40, 3), ".png", None),
     "blur_jpeg": ("gray", lambda g, i: cv2.GaussianBlur(g, (5, 5), 1.0), ".jpg", None),
     "rgb_noisy_blur": ("rgb", _noisy_blur, ".png", None),
+    # A colour blur saved as a paletted PNG (64 colours): the reader turns the palette back into RGB.
+    "rgb_paletted": ("rgb", lambda c, i: Image.fromarray(cv2.GaussianBlur(c, (3, 3), 0.8)).quantize(64), ".png", None),
     "half_size": ("square", lambda g, i: np.asarray(Image.fromarray(g).resize((32, 32), Image.BILINEAR)), ".png", None),
 }
 
@@ -55,7 +57,9 @@ def built(tmp_path_factory):
         (workdir / name / "out").mkdir()
         for i, photo in enumerate(photos[kind]):
             Image.fromarray(photo).save(workdir / name / "in" / f"p{i}.png")
-            Image.fromarray(tool(photo, i)).save(workdir / name / "out" / f"p{i}{suffix}", **({"quality": 85} if suffix == ".jpg" else {}))
+            made = tool(photo, i)
+            made = made if isinstance(made, Image.Image) else Image.fromarray(made)  # a tool may hand back its own image (a palette)
+            made.save(workdir / name / "out" / f"p{i}{suffix}", **({"quality": 85} if suffix == ".jpg" else {}))
         filters.append({"name": name, "kind": "pairs", "inputs": f"{name}/in", "outputs": f"{name}/out", "max_ksize": 7})
     write_workdir(workdir, filters, "sample")
     snakemake(workdir)
