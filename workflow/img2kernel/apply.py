@@ -189,7 +189,10 @@ def read_for_model(path: str | Path, model: Model, units: str, colour: str) -> t
     if path.suffix.lower() == ".npy":
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such input image")
-        pixels = np.load(path, mmap_mode="r")
+        try:  # memory-mapped: a header that claims more than the file holds fails here, allocating nothing
+            pixels = np.load(path, mmap_mode="r")
+        except (ValueError, OSError, EOFError) as err:
+            raise ValueError(f"{path}: not a readable .npy array ({err})") from None
         if pixels.ndim not in (2, 3):
             raise ValueError(f"{path}: expected an (H, W) or (H, W, C) array, got shape {pixels.shape}")
         return pixels, []

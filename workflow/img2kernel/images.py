@@ -6,13 +6,20 @@ the input file's values to the output file's values. Colour is RGB (OpenCV decod
 it is reordered here once). An alpha channel is dropped and reported, never composited.
 EXIF orientation is applied (the pixels as a viewer shows them). ``image_header`` reads
 size and channels without decoding the pixels. The pipeline's inputs store, the pairs
-store and ``img2kernel apply`` all read through here.
+store, the config check, ``img2kernel fit`` and ``img2kernel apply`` all read through here.
+
+Nothing is decoded before its header is checked: an encoded image may claim at most
+:func:`max_pixels` pixels (a 3 MB PNG can claim 32000x32000 RGB, 3 GB decoded), and a
+``.npy`` file must hold the bytes its header claims (80 bytes can claim 74 GiB).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+
+import io
+import os
 
 import numpy as np
 
@@ -22,6 +29,58 @@ STORAGE_OF_DTYPE = {"uint8": "uint8", "uint16": "uint16", "float32": "float32", 
 
 class ImageReadError(ValueError):
     """A file that is not a readable image; the message names it."""
+
+
+# The pixels an encoded image may claim (268 megapixels: a 16000x16000 scan passes, a
+# decompression bomb does not); the environment variable changes it for every reader.
+DEFAULT_MAX_PIXELS = 1 << 28
+MAX_PIXELS_VARIABLE = "IMG2KERNEL_MAX_PIXELS"
+
+
+def max_pixels() -> int:
+    """The one pixel limit every reader applies before decoding (``IMG2KERNEL_MAX_PIXELS`` or the default)."""
+    value = os.environ.get(MAX_PIXELS_VARIABLE)
+    if value is None:
+        return DEFAULT_MAX_PIXELS
+    try:
+        limit = int(value)
+    except ValueError:
+        limit = 0
+    if limit <= 0:
+        raise ImageReadError(f"{MAX_PIXELS_VARIABLE}={value!r}: give the largest pixel count an image may have, a positive integer")
+    return limit
+
+
+def check_pixels(name: str, width: int, height: int) -> None:
+    """Refuse, before decoding, an image whose header claims more than :func:`max_pixels` pixels."""
+    limit = max_pixels()
+    if width * height > limit:
+        raise ImageReadError(f"{name}: its header claims {width}x{height} pixels ({width * height / 1e6:,.0f} megapixels), "
+                             f"more than the {limit / 1e6:,.0f} megapixels an image may have (a decompression bomb?); "
+                             f"set {MAX_PIXELS_VARIABLE} to a larger pixel count if it is real")
+
+
+def _pil():
+    """Pillow's Image module, its own bomb check off: :func:`check_pixels` applies the one limit first."""
+    from PIL import Image
+
+    Image.MAX_IMAGE_PIXELS = None
+    return Image
+
+
+def _check_npy(data: bytes, name: str) -> None:
+    """A .npy file's bytes against what its header claims (shape x item size), before np.load allocates it."""
+    stream = io.BytesIO(data)
+    try:
+        version = np.lib.format.read_magic(stream)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read(stream)
+    except (ValueError, OSError, EOFError) as err:
+        raise ImageReadError(f"{name}: not a readable .npy array ({err})") from None
+    claimed = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if len(data) - stream.tell() < claimed:
+        raise ImageReadError(f"{name}: its .npy header claims a {'x'.join(map(str, shape))} {dtype} array "
+                             f"({claimed / 2**30:,.1f} GiB) but the file holds {len(data) - stream.tell():,} bytes of data")
 
 
 @dataclass(frozen=True)
@@ -47,14 +106,19 @@ def image_header(path: str | Path, verify: bool = True) -> Header:
         except (ValueError, OSError, EOFError) as err:
             raise ImageReadError(f"{path}: not a readable .npy array ({err})") from None
         return _npy_header(path, array)
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
 
     try:
-        with Image.open(path) as image:
+        with _pil().open(path) as image:
             mode, (width, height) = image.mode, image.size
+            check_pixels(str(path), width, height)
             if verify:
                 image.verify()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+        raise ImageReadError(f"{path}: not a readable image ({err})") from None
+    except ValueError as err:
+        if isinstance(err, ImageReadError):
+            raise
         raise ImageReadError(f"{path}: not a readable image ({err})") from None
     if mode not in _PIL_CHANNELS:
         raise ImageReadError(f"{path}: unsupported pixel mode {mode!r}")
@@ -85,8 +149,7 @@ def decode_pixels(data: bytes, name: str) -> tuple[np.ndarray, str, list[str]]:
     """:func:`read_pixels` for encoded bytes (a file's, or a webdataset member's); ``name`` for errors."""
     notes: list[str] = []
     if data[:6] == b"\x93NUMPY":
-        import io
-
+        _check_npy(data, name)
         try:
             array = np.load(io.BytesIO(data))
         except (ValueError, OSError, EOFError) as err:
@@ -110,12 +173,10 @@ _ORIENT = {
 
 def _orient(array: np.ndarray, data: bytes, notes: list[str]) -> np.ndarray:
     """The pixels as the file's EXIF orientation says to show them (cameras store them sideways)."""
-    import io
-
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
 
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with _pil().open(io.BytesIO(data)) as image:
             orientation = image.getexif().get(274, 1)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         return array
@@ -147,21 +208,26 @@ def _decode(data: bytes, name: str, notes: list[str]) -> np.ndarray:
     """OpenCV first (8/16-bit, float TIFF, every common format; alpha kept, not composited),
     Pillow for what it refuses."""
     import cv2
+    from PIL import UnidentifiedImageError
 
+    try:  # the header first: nothing is decoded that claims more than the limit
+        with _pil().open(io.BytesIO(data)) as header:
+            check_pixels(name, *header.size)
+    except (UnidentifiedImageError, OSError, SyntaxError):
+        pass  # not Pillow's: OpenCV's decoder has its own limit, and says so below
     buffer = np.frombuffer(data, dtype=np.uint8)
-    image = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED) if buffer.size else None
+    try:
+        image = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED) if buffer.size else None
+    except cv2.error as err:
+        raise ImageReadError(f"{name}: OpenCV could not decode it ({str(err).strip().splitlines()[-1]})") from None
     if image is not None:
         if image.ndim == 3 and image.shape[2] == 3:
             return image[..., ::-1].copy()
         if image.ndim == 3 and image.shape[2] == 4:
             return image[..., [2, 1, 0, 3]].copy()
         return image
-    import io
-
-    from PIL import Image, UnidentifiedImageError
-
     try:
-        with Image.open(io.BytesIO(data)) as pil:
+        with _pil().open(io.BytesIO(data)) as pil:
             pil.load()
             if pil.mode == "P":
                 pil = pil.convert("RGBA" if "transparency" in pil.info else "RGB")
