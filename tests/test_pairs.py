@@ -351,3 +351,15 @@ def test_every_source_writes_the_training_table_in_one_schema(tmp_path):
     assert pairs["stage"].tolist() == ["kernel size"] and ours["ksize"].tolist() == [3]
     with pytest.raises(ValueError, match="not in its schema"):
         write_history([{"residual": 1.0}], "kernel size", tmp_path / "x.csv")
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("then", "abs", "field 'then': a pairs filter has no then"),
+    ("output", "abs_uint8", "field 'output': a pairs filter has no output"),
+    ("train", {"ksize": 5}, "field 'train.ksize': a pairs filter is fitted by least squares and the ladder, which read only train.seed"),
+])
+def test_fields_a_pairs_filter_would_ignore_are_refused(tmp_path, field, value, message):
+    photos = gray_photos(3)
+    spec = write_pairs(tmp_path, photos, photos)
+    assert f"{LABEL}: filter 'mine' (entry 1): {message}" in error_of(filters_document(**{**spec, field: value}))
+    check_filters(filters_document(**{**spec, "train": {"seed": 3}}), LABEL)  # the one training setting it reads

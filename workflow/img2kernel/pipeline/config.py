@@ -206,6 +206,29 @@ def check_url_list(path: Path, url_col: str, file_label: str) -> None:
 # ----------------------------------------------------------------------------- filters.yaml
 
 
+# What a pairs entry may not say, as the user wrote it (before the schema fills defaults): its
+# output is the tool's file as stored, and its fit is least squares and the ladder, seeded.
+PAIRS_IGNORE = {"then": "the tool's output is what it is; a `then` step applies to our kinds",
+                "output": "the output is the tool's file as stored; `output` applies to our kinds"}
+PAIRS_TRAIN = {"seed"}  # the split's and the ladder's seed: the one training setting a pairs fit reads
+
+
+def _refuse_fields_pairs_ignore(document: dict, file_label: str) -> None:
+    """A pairs entry's fields that would be accepted and silently ignored are refused, naming them."""
+    entries = document.get("filters")
+    for i, spec in enumerate(entries if isinstance(entries, list) else []):
+        if not isinstance(spec, dict) or spec.get("kind") != "pairs":
+            continue
+        where = f"{file_label}: filter {spec.get('name')!r} (entry {i + 1})"
+        for field, why in PAIRS_IGNORE.items():
+            if field in spec:
+                raise ConfigError(f"{where}: field {field!r}: a pairs filter has no {field} ({why})")
+        extra = sorted(set(spec.get("train") or {}) - PAIRS_TRAIN) if isinstance(spec.get("train"), dict) else []
+        if extra:
+            raise ConfigError(f"{where}: field 'train.{extra[0]}': a pairs filter is fitted by least squares and the "
+                              f"ladder, which read only train.seed")
+
+
 def check_filters(document: Any, file_label: str, train_defaults: dict | None = None, check_files: bool = True,
                   config_label: str = "config/config.yaml") -> list[dict]:
     """Schema-validate filters.yaml and check what the schema cannot; returns the filter specs.
@@ -222,6 +245,7 @@ def check_filters(document: Any, file_label: str, train_defaults: dict | None = 
         raise ConfigError(f"{file_label}: file is empty; it needs a 'filters:' list with at least one filter")
     _require_mapping(document, file_label, "filters")
     check_finite(document, file_label)
+    _refuse_fields_pairs_ignore(document, file_label)
     validate_with_schema(document, FILTERS_SCHEMA, file_label)
     specs = document["filters"]
     seen: dict[str, int] = {}
