@@ -193,3 +193,29 @@ def test_a_gray_pairs_model_reads_a_colour_file_as_gray_or_per_plane(tmp_path, g
     assert main(["apply", str(tmp_path / "m.safetensors"), str(tmp_path / "in.png"), str(tmp_path / "c.npy"),
                  "--colour", "per-channel"]) == 0
     np.testing.assert_array_equal(np.load(tmp_path / "c.npy"), 2 * rgb.astype(np.float32) + 1)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"model": "magnitude"}, "its metadata says 'magnitude', whose tensors would be kernel"),
+    ({"model": "rank"}, "rank model with tensors"),
+    ({"model": "cnn"}, "cnn model with tensors"),
+    ({"border": "sideways"}, "metadata 'border' is 'sideways', not one of"),
+])
+def test_a_model_file_whose_metadata_does_not_match_its_tensors_is_refused(tmp_path, change, message, capsys):
+    from safetensors.numpy import load_file, save_file
+
+    from img2kernel.models import load_model
+
+    path = tmp_path / "m.safetensors"
+    AffineKernel(np.ones((1, 1, 3, 3)) / 9, [10.0]).save(path, {"border": "reflect101"})
+    with __import__("safetensors").safe_open(str(path), framework="numpy") as handle:
+        metadata = dict(handle.metadata())
+    relabelled = tmp_path / "relabelled.safetensors"
+    save_file(load_file(str(path)), str(relabelled), metadata={**metadata, **change})
+    with pytest.raises(ValueError, match=message) as raised:
+        load_model(relabelled)
+    assert str(relabelled) in str(raised.value)
+    np.save(tmp_path / "in.npy", np.zeros((8, 8), np.float32))
+    with pytest.raises(SystemExit) as exit_:
+        main(["apply", str(relabelled), str(tmp_path / "in.npy"), str(tmp_path / "out.npy")])
+    assert exit_.value.code == 2 and not (tmp_path / "out.npy").exists() and message in capsys.readouterr().err

@@ -64,10 +64,22 @@ def load_model(path: str | os.PathLike) -> tuple[Model, dict]:
         model = MODELS[name].from_tensors(tensors, metadata.get("output", "float"))
     except (KeyError, ValueError) as err:
         raise ValueError(f"{path}: {name} model with tensors {', '.join(f'{k} {v.shape}' for k, v in tensors.items())}: {err}") from None
+    # The file's tensors must be the model's own, every one and in its shapes: a file relabelled
+    # as another model (an affine file called `magnitude` would lose its bias) is refused.
+    own = model.tensors()
+    if set(own) != set(tensors) or any(np.shape(own[k]) != tensors[k].shape for k in own):
+        written = ", ".join(f"{k} {tensors[k].shape}" for k in sorted(tensors))
+        expected = ", ".join(f"{k} {np.shape(own[k])}" for k in sorted(own))
+        raise ValueError(f"{path}: its metadata says {name!r}, whose tensors would be {expected}, but the file holds {written}; "
+                         f"the metadata does not match the tensors")
     decoded = {}
     for key, value in metadata.items():
         try:
             decoded[key] = json.loads(value)
         except (TypeError, ValueError):
             decoded[key] = value
+    from img2kernel import borders
+
+    if "border" in decoded and decoded["border"] not in borders.RULES:
+        raise ValueError(f"{path}: metadata 'border' is {decoded['border']!r}, not one of {', '.join(borders.RULES)}")
     return model, decoded
