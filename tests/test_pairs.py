@@ -363,3 +363,13 @@ def test_fields_a_pairs_filter_would_ignore_are_refused(tmp_path, field, value, 
     spec = write_pairs(tmp_path, photos, photos)
     assert f"{LABEL}: filter 'mine' (entry 1): {message}" in error_of(filters_document(**{**spec, field: value}))
     check_filters(filters_document(**{**spec, "train": {"seed": 3}}), LABEL)  # the one training setting it reads
+
+
+@pytest.mark.parametrize("name", ["a<b>c", "a{b}c"])
+def test_a_file_name_snakemake_would_expand_is_refused_at_the_config_check(tmp_path, name):
+    photos = gray_photos(3)
+    spec = write_pairs(tmp_path, photos, photos)
+    for folder in ("in", "out"):
+        (tmp_path / folder / "photo 0.png").rename(tmp_path / folder / f"{name}.png")
+    message = error_of(filters_document(**spec))
+    assert f"field 'inputs': {tmp_path / 'in' / name}.png: a path with" in message and "rename the file" in message

@@ -20,6 +20,7 @@ from img2kernel.errors import FilterSpecError
 from img2kernel.images import IMAGE_SUFFIXES, ImageReadError, image_header
 
 SHOWN = 5  # names listed in an error before "and N more"
+SNAKEMAKE_RESERVED = set("{}<>")  # characters Snakemake expands in an input path
 SPLIT_CODES = {"train": 0, "val": 1, "test": 2}  # per-pixel split labels of a stored pair
 
 
@@ -166,6 +167,10 @@ def check_pairs(spec: dict) -> dict:
         for role, location, field in (("input", ref.input, field_in), ("output", ref.output, field_out)):
             if PairRef.is_url(location):
                 continue
+            reserved = sorted(set(location) & SNAKEMAKE_RESERVED)
+            if reserved:  # the files are the store job's inputs: Snakemake would read these as wildcards
+                raise FilterSpecError(field, f"{location}: a path with {' '.join(reserved)} cannot be a Snakemake input "
+                                             "(braces name wildcards, angle brackets path variables); rename the file or folder")
             try:
                 headers[role] = image_header(location)
             except ImageReadError as err:
