@@ -373,3 +373,12 @@ def test_a_file_name_snakemake_would_expand_is_refused_at_the_config_check(tmp_p
         (tmp_path / folder / "photo 0.png").rename(tmp_path / folder / f"{name}.png")
     message = error_of(filters_document(**spec))
     assert f"field 'inputs': {tmp_path / 'in' / name}.png: a path with" in message and "rename the file" in message
+
+
+def test_a_ksize_larger_than_the_smallest_image_is_refused_at_the_config_check(tmp_path):
+    photos = gray_photos(3)
+    spec = write_pairs(tmp_path, photos, photos)
+    Image.fromarray(photos[0][:9, :12]).save(tmp_path / "in" / "photo 0.png")
+    Image.fromarray(photos[0][:9, :12]).save(tmp_path / "out" / "photo 0.png")
+    message = error_of(filters_document(**spec, ksize=11, max_ksize=11))
+    assert "field 'ksize': a 11x11 kernel is larger than" in message and "photo 0.png, whose shorter side is 9 pixels" in message

@@ -162,6 +162,7 @@ def check_pairs(spec: dict) -> dict:
     field_in, field_out = ("table", "table") if "table" in spec else ("inputs", "outputs")
     channels: dict[str, tuple[int, str]] = {}
     local = 0
+    smallest: tuple[int, str] | None = None  # the shortest side of any local input, and its file
     for ref in refs:
         headers = {}
         for role, location, field in (("input", ref.input, field_in), ("output", ref.output, field_out)):
@@ -181,6 +182,9 @@ def check_pairs(spec: dict) -> dict:
                     field, f"{location} has {headers[role].channels} channel(s) but {first[1]} has {first[0]}; "
                            f"every {role} must have the same channels"
                 )
+        if "input" in headers:
+            side = min(headers["input"].height, headers["input"].width)
+            smallest = (side, ref.input) if smallest is None or side < smallest[0] else smallest
         if len(headers) == 2:
             local += 1
             shape_in = (headers["input"].height, headers["input"].width)
@@ -191,4 +195,7 @@ def check_pairs(spec: dict) -> dict:
                                f"{shape_out[1]}x{shape_out[0]} (width x height); an output may only be smaller by the same "
                                "even margin on every side (a valid-mode filter)"
                 )
+    if smallest is not None and spec.get("ksize") and spec["ksize"] > smallest[0]:
+        raise FilterSpecError("ksize", f"a {spec['ksize']}x{spec['ksize']} kernel is larger than {smallest[1]}, whose "
+                                       f"shorter side is {smallest[0]} pixels; no output pixel of it has a whole window")
     return {"pairs": len(refs), "checked_locally": local, "urls": len(refs) - local}
