@@ -382,3 +382,22 @@ def test_a_ksize_larger_than_the_smallest_image_is_refused_at_the_config_check(t
     Image.fromarray(photos[0][:9, :12]).save(tmp_path / "out" / "photo 0.png")
     message = error_of(filters_document(**spec, ksize=11, max_ksize=11))
     assert "field 'ksize': a 11x11 kernel is larger than" in message and "photo 0.png, whose shorter side is 9 pixels" in message
+
+
+def test_a_pair_whose_url_fails_is_skipped_and_counted_not_fatal(tmp_path, image_server):
+    base, served = image_server
+    photos = gray_photos(4)
+    rows = []
+    for i, x in enumerate(photos):
+        Image.fromarray(x).save(served / f"before{i}.png")
+        if i:  # the first pair's output is missing: the server answers 404
+            Image.fromarray(x).save(served / f"after{i}.png")
+        rows.append(f"{base}/before{i}.png,{base}/after{i}.png")
+    (tmp_path / "pairs.csv").write_text("input,output\n" + "\n".join(rows) + "\n")
+    spec = {"name": "web", "kind": "pairs", "table": str(tmp_path / "pairs.csv")}
+    stores = tmp_path / "results" / "store" / "pairs" / "web"
+    (stores / ".fetching" / "left by a killed run").mkdir(parents=True)
+    manifest = build_pairs_store(spec, stores / "inputs", stores / "outputs", timeout=5, retries=0)
+    assert manifest["pairs"] == 3 and sum(manifest["skipped"].values()) == 1
+    assert "output could not be downloaded" in next(iter(manifest["skipped"]))
+    assert not (stores / ".fetching").exists()  # the work folder lives beside the stores and is removed

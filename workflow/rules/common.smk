@@ -126,10 +126,12 @@ def pairs_files(wildcards):
 
 
 def pairs_settings(wildcards):
-    """What decides a pairs filter's store: its files, channels, holdout, and the split seed."""
+    """What decides a pairs filter's store: its files, channels, holdout, the split seed, and for
+    a table (whose URLs are fetched) the data section's timeout and retries."""
     spec = FILTERS[wildcards.filter]
     keys = ("inputs", "outputs", "table", "channels", "holdout")
-    return canonical_json({"spec": {k: spec[k] for k in keys if k in spec}, "seed": config["split"]["seed"]})
+    fetch = {k: config["data"][k] for k in ("timeout", "retries")} if "table" in spec else {}  # only URLs are fetched
+    return canonical_json({"spec": {k: spec[k] for k in keys if k in spec}, "seed": config["split"]["seed"], **fetch})
 
 
 def other_kernels(wildcards):

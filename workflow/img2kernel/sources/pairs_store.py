@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 import zlib
 from collections import Counter
 from dataclasses import dataclass
@@ -152,13 +151,17 @@ def read_pairs(spec: dict, refs: list[PairRef], fetched: dict[tuple[str, str], P
     holdout = float(spec.get("holdout", 0.3))
     wanted = spec.get("channels") or {}
     fetched = fetched or {}
-    raw, notes, storages = [], Counter(), {"input": {}, "output": {}}
+    raw, notes, storages, skipped = [], Counter(), {"input": {}, "output": {}}, Counter()
     for ref in refs:
         arrays = {}
+        failed = [(role, fetched.get((ref.key, role))) for role, location in (("input", ref.input), ("output", ref.output))
+                  if PairRef.is_url(location) and not isinstance(fetched.get((ref.key, role)), Path)]
+        if failed:  # as the image download does: a URL that fails skips its pair and is counted
+            role, reason = failed[0]
+            skipped[f"{role} could not be downloaded ({reason or 'no answer'})"] += 1
+            continue
         for role, location in (("input", ref.input), ("output", ref.output)):
             path = fetched.get((ref.key, role)) if PairRef.is_url(location) else Path(location)
-            if path is None or isinstance(path, str):
-                raise ValueError(f"{name}: {role} {location} could not be downloaded: {path or 'no answer'}")
             try:
                 pixels, storage, file_notes = read_pixels(path)
             except ImageReadError as err:
@@ -167,6 +170,9 @@ def read_pairs(spec: dict, refs: list[PairRef], fetched: dict[tuple[str, str], P
             notes.update(f"{role}: {n}" for n in file_notes)
             arrays[role] = pixels[..., None] if pixels.ndim == 2 else pixels
         raw.append((ref, arrays["input"], arrays["output"]))
+    if not raw:
+        reasons = "; ".join(f"{n} x {why}" for why, n in skipped.items())
+        raise ValueError(f"{name}: no pair could be read: {reasons}")
     for role in ("input", "output"):
         if len(storages[role]) > 1:
             kinds = ", ".join(f"{loc} is {s}" for s, loc in storages[role].items())
@@ -212,6 +218,7 @@ def read_pairs(spec: dict, refs: list[PairRef], fetched: dict[tuple[str, str], P
         "output_storage": storage["output"],
         "channels": channels,
         "conversions": dict(notes),
+        "skipped": dict(skipped),
         "dtype": "float64" if "float64" in storage.values() else "float32",
         "keys": {p.ref.key: {"input": p.ref.input, "output": p.ref.output, "shape": list(p.x.shape), "margin": p.margin}
                  for p in loaded},
@@ -219,19 +226,23 @@ def read_pairs(spec: dict, refs: list[PairRef], fetched: dict[tuple[str, str], P
     return loaded, manifest
 
 
-def build_pairs_store(spec: dict, inputs_folder: str | Path, outputs_folder: str | Path, seed: int = 0) -> dict:
+def build_pairs_store(spec: dict, inputs_folder: str | Path, outputs_folder: str | Path, seed: int = 0,
+                      timeout: float = 10, retries: int = 2) -> dict:
     """The ``pairs_store`` job: decode every pair once into two stores; returns the manifest.
 
     Every file is read before anything is written (an error names the file); arrays keep
     the files' values (float32, or float64 when a file holds float64); a valid-mode
-    output sits in the middle of an input-sized array whose ring is NaN (unknown).
+    output sits in the middle of an input-sized array whose ring is NaN (unknown). URLs are
+    fetched with the data section's ``timeout`` and ``retries``, into a folder beside the
+    stores that the next run of the job clears if this one is killed.
     """
     from img2kernel.store.shards import ShardWriter
 
     refs = list_pairs(spec)
-    work = Path(tempfile.mkdtemp(prefix="img2kernel-pairs-"))
+    work = Path(inputs_folder).parent / ".fetching"
+    shutil.rmtree(work, ignore_errors=True)  # what a killed run of this job left
     try:
-        loaded, manifest = read_pairs(spec, refs, fetch_urls(refs, work), seed)
+        loaded, manifest = read_pairs(spec, refs, fetch_urls(refs, work, timeout=timeout, retries=retries), seed)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     dtype = manifest["dtype"]
