@@ -401,3 +401,14 @@ def test_a_pair_whose_url_fails_is_skipped_and_counted_not_fatal(tmp_path, image
     assert manifest["pairs"] == 3 and sum(manifest["skipped"].values()) == 1
     assert "output could not be downloaded" in next(iter(manifest["skipped"]))
     assert not (stores / ".fetching").exists()  # the work folder lives beside the stores and is removed
+
+
+def test_a_repeated_table_row_is_dropped_and_counted_so_no_pair_is_both_trained_and_tested(tmp_path):
+    photos = gray_photos(4)
+    write_pairs(tmp_path, photos, photos)
+    rows = [f"{tmp_path / 'in' / f'photo {i}.png'},{tmp_path / 'out' / f'photo {i}.png'}" for i in range(4)]
+    (tmp_path / "pairs.csv").write_text("input,output\n" + "\n".join(rows + rows[:2]) + "\n")
+    spec = {"name": "mine", "kind": "pairs", "table": str(tmp_path / "pairs.csv")}
+    manifest = build_pairs_store(spec, tmp_path / "s" / "in", tmp_path / "s" / "out")
+    assert manifest["pairs"] == 4 and manifest["skipped"] == {"a repeat of an earlier row of the table": 2}
+    assert sorted(manifest["keys"]) == ["photo_0", "photo_1", "photo_2", "photo_3"]  # no photo_0_2: the repeat is gone

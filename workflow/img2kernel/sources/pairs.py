@@ -21,6 +21,7 @@ from img2kernel.images import IMAGE_SUFFIXES, ImageReadError, image_header
 
 SHOWN = 5  # names listed in an error before "and N more"
 SNAKEMAKE_RESERVED = set("{}<>")  # characters Snakemake expands in an input path
+DUPLICATE_ROW = "a repeat of an earlier row of the table"
 SPLIT_CODES = {"train": 0, "val": 1, "test": 2}  # per-pixel split labels of a stored pair
 
 
@@ -110,14 +111,23 @@ def read_table(path: Path) -> "list[tuple[object, object]]":
     return list(zip(frame["input"], frame["output"]))
 
 
-def list_pairs(spec: dict) -> list[PairRef]:
-    """Every pair a ``pairs`` entry names, matched; raises FilterSpecError naming the field."""
+def list_pairs(spec: dict, dropped: dict | None = None) -> list[PairRef]:
+    """Every pair a ``pairs`` entry names, matched; raises FilterSpecError naming the field.
+
+    A table row that repeats an earlier one is dropped (counted in ``dropped``, when given):
+    kept, the same pair could land in train and in test, and the held-out figures would not be.
+    """
     if "table" in spec:
         table = Path(spec["table"])
         used: set[str] = set()
-        refs = []
+        refs, seen = [], set()
         for row, (source, result) in enumerate(read_table(table)):
             source, result = _location(source, row, "input", table), _location(result, row, "output", table)
+            if (source, result) in seen:
+                if dropped is not None:
+                    dropped[DUPLICATE_ROW] = dropped.get(DUPLICATE_ROW, 0) + 1
+                continue
+            seen.add((source, result))
             stem = Path(source.split("?")[0]).stem
             refs.append(PairRef(pair_key(stem, used), source, result))
         return refs

@@ -238,13 +238,15 @@ def build_pairs_store(spec: dict, inputs_folder: str | Path, outputs_folder: str
     """
     from img2kernel.store.shards import ShardWriter
 
-    refs = list_pairs(spec)
+    dropped: dict[str, int] = {}
+    refs = list_pairs(spec, dropped)
     work = Path(inputs_folder).parent / ".fetching"
     shutil.rmtree(work, ignore_errors=True)  # what a killed run of this job left
     try:
         loaded, manifest = read_pairs(spec, refs, fetch_urls(refs, work, timeout=timeout, retries=retries), seed)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    manifest["skipped"] = {**dropped, **manifest["skipped"]}
     dtype = manifest["dtype"]
     with ShardWriter(Path(inputs_folder) / "00000.tar", dtype=dtype, meta={"source": "pairs"}) as x_writer, \
             ShardWriter(Path(outputs_folder) / "00000.tar", dtype=dtype, meta={"source": "pairs"}) as y_writer:
