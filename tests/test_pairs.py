@@ -315,6 +315,16 @@ def test_mixed_storage_types_are_refused_naming_files(tmp_path):
     cv2.imwrite(str(tmp_path / "out" / "photo 2.tif"), photos[2].astype(np.float32))
     with pytest.raises(ValueError, match="output files mix storage types"):
         read_pairs(spec, list_pairs(spec))
+    # ... and at the config check, from the headers, before any job: a float TIFF, and a 16-bit PNG
+    assert "field 'outputs': output files mix storage types" in error_of(filters_document(**spec))
+    (tmp_path / "out" / "photo 2.tif").unlink()
+    cv2.imwrite(str(tmp_path / "out" / "photo 2.png"), photos[2].astype(np.uint16) * 257)
+    assert "photo 2.png is uint16" in error_of(filters_document(**spec))
+    cv2.imwrite(str(tmp_path / "out" / "photo 2.png"), cv2.cvtColor(photos[2], cv2.COLOR_GRAY2BGR).astype(np.uint16) * 257)
+    for i in (0, 1):  # every output colour 16-bit: one type, accepted (Pillow alone would call it 8-bit RGB)
+        cv2.imwrite(str(tmp_path / "out" / f"photo {i}.png"), cv2.cvtColor(photos[i], cv2.COLOR_GRAY2BGR).astype(np.uint16) * 257)
+    check_filters(filters_document(**spec), LABEL)
+    assert read_pairs(spec, list_pairs(spec))[1]["output_storage"] == "uint16"
 
 
 @pytest.mark.parametrize("target", ["input", "output", "sidecar", "folder"])

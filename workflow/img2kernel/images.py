@@ -88,6 +88,7 @@ class Header:
     height: int
     width: int
     channels: int  # 1 or 3 after dropping alpha
+    storage: str = "uint8"  # the type read_pixels will return: uint8, uint16, float32 or float64
 
 
 _PIL_CHANNELS = {"1": 1, "L": 1, "P": 3, "RGB": 3, "RGBA": 3, "LA": 1, "I": 1, "I;16": 1, "I;16B": 1, "I;16L": 1,
@@ -122,14 +123,38 @@ def image_header(path: str | Path, verify: bool = True) -> Header:
         raise ImageReadError(f"{path}: not a readable image ({err})") from None
     if mode not in _PIL_CHANNELS:
         raise ImageReadError(f"{path}: unsupported pixel mode {mode!r}")
-    return Header(height, width, _PIL_CHANNELS[mode])
+    return Header(height, width, _PIL_CHANNELS[mode], _storage_of(path, mode))
+
+
+def _storage_of(path: Path, mode: str) -> str:
+    """The sample type a file holds, from its header: Pillow's mode, a PNG's bit depth (Pillow
+    opens 16-bit colour as 8-bit RGB) or a TIFF's BitsPerSample and SampleFormat tags."""
+    if mode in ("I;16", "I;16B", "I;16L"):
+        return "uint16"
+    if mode == "F":
+        return "float32"
+    with open(path, "rb") as handle:
+        head = handle.read(32)
+    if head[:8] == b"\x89PNG\r\n\x1a\n" and len(head) > 24:
+        return "uint16" if head[24] == 16 else "uint8"
+    if head[:4] in (b"II*\x00", b"MM\x00*"):
+        with _pil().open(path) as image:
+            bits = image.tag_v2.get(258, 8)
+            sample_format = image.tag_v2.get(339, 1)
+        bits = bits[0] if isinstance(bits, tuple) else bits
+        sample_format = sample_format[0] if isinstance(sample_format, tuple) else sample_format
+        if sample_format == 3:
+            return "float64" if bits == 64 else "float32"
+        return "uint16" if bits == 16 else "uint8"
+    return "uint16" if mode == "I" else "uint8"
 
 
 def _npy_header(path: Path, array: np.ndarray) -> Header:
+    storage = STORAGE_OF_DTYPE.get(array.dtype.name, array.dtype.name)
     if array.ndim == 2:
-        return Header(array.shape[0], array.shape[1], 1)
+        return Header(array.shape[0], array.shape[1], 1, storage)
     if array.ndim == 3 and array.shape[2] in (1, 3, 4):
-        return Header(array.shape[0], array.shape[1], 1 if array.shape[2] == 1 else 3)
+        return Header(array.shape[0], array.shape[1], 1 if array.shape[2] == 1 else 3, storage)
     raise ImageReadError(f"{path}: expected an (H, W) or (H, W, C) array with C in 1, 3, 4; got shape {array.shape}")
 
 

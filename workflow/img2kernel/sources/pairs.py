@@ -171,6 +171,7 @@ def check_pairs(spec: dict) -> dict:
     refs = list_pairs(spec)
     field_in, field_out = ("table", "table") if "table" in spec else ("inputs", "outputs")
     channels: dict[str, tuple[int, str]] = {}
+    storages: dict[str, tuple[str, str]] = {}  # the first file's sample type, per role
     local = 0
     smallest: tuple[int, str] | None = None  # the shortest side of any local input, and its file
     for ref in refs:
@@ -191,6 +192,12 @@ def check_pairs(spec: dict) -> dict:
                 raise FilterSpecError(
                     field, f"{location} has {headers[role].channels} channel(s) but {first[1]} has {first[0]}; "
                            f"every {role} must have the same channels"
+                )
+            kind = storages.setdefault(role, (headers[role].storage, location))
+            if headers[role].storage != kind[0]:
+                raise FilterSpecError(
+                    field, f"{role} files mix storage types ({location} is {headers[role].storage}, {kind[1]} is {kind[0]}); "
+                           "a kernel maps one file type's values, convert them to one type"
                 )
         if "input" in headers:
             side = min(headers["input"].height, headers["input"].width)
