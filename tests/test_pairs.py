@@ -422,3 +422,12 @@ def test_a_repeated_table_row_is_dropped_and_counted_so_no_pair_is_both_trained_
     manifest = build_pairs_store(spec, tmp_path / "s" / "in", tmp_path / "s" / "out")
     assert manifest["pairs"] == 4 and manifest["skipped"] == {"a repeat of an earlier row of the table": 2}
     assert sorted(manifest["keys"]) == ["photo_0", "photo_1", "photo_2", "photo_3"]  # no photo_0_2: the repeat is gone
+
+
+def test_an_image_smaller_than_the_largest_kernel_tried_is_refused_at_the_config_check(tmp_path):
+    photos = gray_photos(3)
+    spec = write_pairs(tmp_path, photos, photos)
+    Image.fromarray(photos[0][:1, :1]).save(tmp_path / "in" / "tiny.png")
+    Image.fromarray(photos[0][:1, :1]).save(tmp_path / "out" / "tiny.png")
+    message = error_of(filters_document(**spec))
+    assert "field 'max_ksize': a 15x15 kernel is larger than" in message and "tiny.png, whose shorter side is 1 pixels" in message

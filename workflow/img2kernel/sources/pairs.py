@@ -212,7 +212,9 @@ def check_pairs(spec: dict) -> dict:
                                f"{shape_out[1]}x{shape_out[0]} (width x height); an output may only be smaller by the same "
                                "even margin on every side (a valid-mode filter)"
                 )
-    if smallest is not None and spec.get("ksize") and spec["ksize"] > smallest[0]:
-        raise FilterSpecError("ksize", f"a {spec['ksize']}x{spec['ksize']} kernel is larger than {smallest[1]}, whose "
-                                       f"shorter side is {smallest[0]} pixels; no output pixel of it has a whole window")
+    field, size = ("ksize", spec["ksize"]) if spec.get("ksize") else ("max_ksize", spec.get("max_ksize", 15))
+    if smallest is not None and size > smallest[0]:  # the fit would stop on it, after the store was built
+        raise FilterSpecError(field, f"a {size}x{size} kernel is larger than {smallest[1]}, whose shorter side is "
+                                     f"{smallest[0]} pixels; no output pixel of it has a whole window (set a smaller "
+                                     f"{field}, or leave that pair out)")
     return {"pairs": len(refs), "checked_locally": local, "urls": len(refs) - local}
