@@ -89,3 +89,14 @@ def test_fit_apply_and_the_config_check_refuse_the_bomb_before_any_work(tmp_path
             main(["apply", str(tmp_path / "box.safetensors"), str(source), str(tmp_path / "out.npy")])
         assert exit_.value.code == 2 and source.name in capsys.readouterr().err
     assert not (tmp_path / "out.npy").exists()
+
+
+def test_a_cmyk_file_and_an_animation_say_what_was_converted(tmp_path):
+    rgb = np.random.default_rng(0).integers(0, 255, (24, 32, 3), dtype=np.uint8)
+    Image.fromarray(rgb).convert("CMYK").save(tmp_path / "print.jpg", quality=95)
+    pixels, storage, notes = read_pixels(tmp_path / "print.jpg")
+    assert pixels.shape == (24, 32, 3) and storage == "uint8" and "CMYK converted to RGB" in notes
+    frames = [Image.fromarray(np.full((16, 16), v, np.uint8)) for v in (10, 200, 90)]
+    frames[0].save(tmp_path / "moving.png", save_all=True, append_images=frames[1:])
+    pixels, _, notes = read_pixels(tmp_path / "moving.png")
+    assert "first of 3 frames used" in notes and int(pixels[0, 0]) == 10

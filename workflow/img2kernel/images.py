@@ -238,6 +238,11 @@ def _decode(data: bytes, name: str, notes: list[str]) -> np.ndarray:
     try:  # the header first: nothing is decoded that claims more than the limit
         with _pil().open(io.BytesIO(data)) as header:
             check_pixels(name, *header.size)
+            if header.mode == "CMYK":  # OpenCV converts it to RGB without a word
+                notes.append("CMYK converted to RGB")
+            frames = getattr(header, "n_frames", 1)
+            if frames > 1:  # an animated PNG, a multi-page TIFF: one image is one frame
+                notes.append(f"first of {frames} frames used")
     except (UnidentifiedImageError, OSError, SyntaxError):
         pass  # not Pillow's: OpenCV's decoder has its own limit, and says so below
     buffer = np.frombuffer(data, dtype=np.uint8)
