@@ -113,40 +113,37 @@ def image_header(path: str | Path, verify: bool = True) -> Header:
         with _pil().open(path) as image:
             mode, (width, height) = image.mode, image.size
             check_pixels(str(path), width, height)
+            storage = _storage_of(image, path)  # from the open file's tags, before verify() consumes it
             if verify:
                 image.verify()
-    except (UnidentifiedImageError, OSError, SyntaxError) as err:
-        raise ImageReadError(f"{path}: not a readable image ({err})") from None
-    except ValueError as err:
-        if isinstance(err, ImageReadError):
-            raise
+    except ImageReadError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise ImageReadError(f"{path}: not a readable image ({err})") from None
     if mode not in _PIL_CHANNELS:
         raise ImageReadError(f"{path}: unsupported pixel mode {mode!r}")
-    return Header(height, width, _PIL_CHANNELS[mode], _storage_of(path, mode))
+    return Header(height, width, _PIL_CHANNELS[mode], storage)
 
 
-def _storage_of(path: Path, mode: str) -> str:
-    """The sample type a file holds, from its header: Pillow's mode, a PNG's bit depth (Pillow
+def _storage_of(image, path: Path) -> str:
+    """The sample type an open file holds, from its header: Pillow's mode, a PNG's bit depth (Pillow
     opens 16-bit colour as 8-bit RGB) or a TIFF's BitsPerSample and SampleFormat tags."""
-    if mode in ("I;16", "I;16B", "I;16L"):
+    if image.mode in ("I;16", "I;16B", "I;16L"):
         return "uint16"
-    if mode == "F":
+    if image.mode == "F":
         return "float32"
-    with open(path, "rb") as handle:
-        head = handle.read(32)
-    if head[:8] == b"\x89PNG\r\n\x1a\n" and len(head) > 24:
-        return "uint16" if head[24] == 16 else "uint8"
-    if head[:4] in (b"II*\x00", b"MM\x00*"):
-        with _pil().open(path) as image:
-            bits = image.tag_v2.get(258, 8)
-            sample_format = image.tag_v2.get(339, 1)
+    if image.format == "PNG":
+        with open(path, "rb") as handle:
+            head = handle.read(25)  # the signature, then IHDR: its bit depth is byte 24
+        return "uint16" if len(head) == 25 and head[24] == 16 else "uint8"
+    if image.format == "TIFF":
+        bits, sample_format = image.tag_v2.get(258, 8), image.tag_v2.get(339, 1)
         bits = bits[0] if isinstance(bits, tuple) else bits
         sample_format = sample_format[0] if isinstance(sample_format, tuple) else sample_format
         if sample_format == 3:
             return "float64" if bits == 64 else "float32"
         return "uint16" if bits == 16 else "uint8"
-    return "uint16" if mode == "I" else "uint8"
+    return "uint16" if image.mode == "I" else "uint8"
 
 
 def _npy_header(path: Path, array: np.ndarray) -> Header:
@@ -180,8 +177,9 @@ def decode_pixels(data: bytes, name: str) -> tuple[np.ndarray, str, list[str]]:
         except (ValueError, OSError, EOFError) as err:
             raise ImageReadError(f"{name}: not a readable .npy array ({err})") from None
         return _settle(array, name, notes)
+    orientation = _read_header(data, name, notes)  # before any decode
     array = _decode(data, name, notes)
-    return _settle(_orient(array, data, notes), name, notes)
+    return _settle(_orient(array, orientation, notes), name, notes)
 
 
 # EXIF orientation (tag 274) -> how to turn the stored pixels upright, as Pillow's exif_transpose.
@@ -196,15 +194,28 @@ _ORIENT = {
 }
 
 
-def _orient(array: np.ndarray, data: bytes, notes: list[str]) -> np.ndarray:
-    """The pixels as the file's EXIF orientation says to show them (cameras store them sideways)."""
+def _read_header(data: bytes, name: str, notes: list[str]) -> int:
+    """One look at the encoded header, nothing decoded: refuse more pixels than the limit, say what
+    the decoder will change (CMYK to RGB, one frame of several); returns the EXIF orientation."""
     from PIL import UnidentifiedImageError
 
     try:
-        with _pil().open(io.BytesIO(data)) as image:
-            orientation = image.getexif().get(274, 1)
+        with _pil().open(io.BytesIO(data)) as header:
+            check_pixels(name, *header.size)
+            if header.mode == "CMYK":  # OpenCV converts it to RGB without a word
+                notes.append("CMYK converted to RGB")
+            frames = getattr(header, "n_frames", 1)
+            if frames > 1:  # an animated PNG, a multi-page TIFF: one image is one frame
+                notes.append(f"first of {frames} frames used")
+            return header.getexif().get(274, 1)
+    except ImageReadError:
+        raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
-        return array
+        return 1  # not Pillow's: OpenCV's decoder has its own limit, and says so when it refuses
+
+
+def _orient(array: np.ndarray, orientation: int, notes: list[str]) -> np.ndarray:
+    """The pixels as the file's EXIF orientation says to show them (cameras store them sideways)."""
     if orientation in _ORIENT:
         notes.append("EXIF orientation applied")
         return np.ascontiguousarray(_ORIENT[orientation](array))
@@ -235,16 +246,6 @@ def _decode(data: bytes, name: str, notes: list[str]) -> np.ndarray:
     import cv2
     from PIL import UnidentifiedImageError
 
-    try:  # the header first: nothing is decoded that claims more than the limit
-        with _pil().open(io.BytesIO(data)) as header:
-            check_pixels(name, *header.size)
-            if header.mode == "CMYK":  # OpenCV converts it to RGB without a word
-                notes.append("CMYK converted to RGB")
-            frames = getattr(header, "n_frames", 1)
-            if frames > 1:  # an animated PNG, a multi-page TIFF: one image is one frame
-                notes.append(f"first of {frames} frames used")
-    except (UnidentifiedImageError, OSError, SyntaxError):
-        pass  # not Pillow's: OpenCV's decoder has its own limit, and says so below
     buffer = np.frombuffer(data, dtype=np.uint8)
     try:
         image = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED) if buffer.size else None
