@@ -46,8 +46,7 @@ def summary_table(evaluation_files: Sequence[str | Path]) -> pd.DataFrame:
                 **{c: e.get(c) for c in COLUMNS},
                 "model_size": model_size(e),
                 "border": (e.get("border") or {}).get("rule", "reflect101 (ours)"),
-                "model_residual_in_floors": next((r["residual_in_floors"] for r in e.get("ladder") or []
-                                                  if r["model"] == e["model"]), None) if "residual_in_floors" in e else None,
+                "model_residual_in_floors": (chosen_row(e) or {}).get("residual_in_floors") if "residual_in_floors" in e else None,
             }
         )
     return pd.DataFrame(rows, columns=COLUMNS)
@@ -68,6 +67,11 @@ def model_size(evaluation: dict) -> str:
     return f"{evaluation['n_kernels']}x{k}x{k} ({evaluation['parameters']} weights)"
 
 
+def chosen_row(evaluation: dict) -> dict | None:
+    """The ladder's row of the model the evaluation reports (None when no ladder was climbed)."""
+    return next((row for row in evaluation.get("ladder") or [] if row["model"] == evaluation["model"]), None)
+
+
 def finding(evaluation: dict) -> dict:
     """What a filter is, in a few words, and how sure: the report's summary row for any source.
 
@@ -78,7 +82,7 @@ def finding(evaluation: dict) -> dict:
     """
     from img2kernel.thresholds import APPROXIMATE, RECOVERED
 
-    chosen = next((row for row in evaluation.get("ladder") or [] if row["model"] == evaluation["model"]), None)
+    chosen = chosen_row(evaluation)
     what = chosen["description"] if chosen else evaluation["model_description"]
     identification = (evaluation.get("identification") or {}).get("text")
     if evaluation.get("linear") and identification and not identification.startswith("no known"):
