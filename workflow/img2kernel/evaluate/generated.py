@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +11,7 @@ from img2kernel.sources.filters import build_filter
 from img2kernel.fit.ladder import LINEAR, ladder_fields, ladder_sentence
 from img2kernel.evaluate.kernels import align, center, compare
 from img2kernel.evaluate.metrics import image_metrics
-from img2kernel.evaluate.record import Evaluation
+from img2kernel.evaluate.record import Evaluation, mean_over
 from img2kernel.models import Model
 from img2kernel.models.base import KernelModel
 from img2kernel.store.shards import Store
@@ -89,7 +88,6 @@ def evaluate_filter(
     rel_error = errors["max_abs_rel"] if errors else None  # max-abs / largest true tap
 
     size = max(model.ksize, true.shape[-1]) if true is not None else model.ksize
-    zeros_border = [m["psnr_zeros_border"] for m in per_image if not math.isnan(m["psnr_zeros_border"])]
     return Evaluation(
         filter=spec["name"],
         kind=spec["kind"],
@@ -110,7 +108,7 @@ def evaluate_filter(
         train_seconds=info["seconds"],
         device=info["device"],
         evidence={
-            "test_psnr_zeros_border": float(np.mean(zeros_border)) if zeros_border else math.nan,
+            "test_psnr_zeros_border": mean_over(per_image, "psnr_zeros_border"),
             "kernel_errors": errors,
             "oracle_errors": oracle_errors,
             "kernel_max_abs_error": errors["max_abs_error"] if errors else None,

@@ -24,6 +24,12 @@ SCORES = {"test_mse": "mse", "test_psnr": "psnr", "test_ssim": "ssim",
           "test_identical_fraction": "identical_fraction", "test_max_abs_error": "max_abs_error"}
 
 
+def mean_over(images: list[dict], metric: str) -> float:
+    """The mean of one per-image metric, NaN values (not measured) left out; NaN when none is left."""
+    values = [m[metric] for m in images if metric in m and not math.isnan(m[metric])]
+    return float(np.mean(values)) if values else math.nan
+
+
 @dataclass
 class Evaluation:
     """One filter's evaluation.
@@ -68,11 +74,7 @@ class Evaluation:
 
     def scores(self) -> dict:
         """The held-out scores (:data:`SCORES`): means over the images, NaN values left out."""
-        out = {}
-        for name, metric in SCORES.items():
-            values = [m[metric] for m in self.images if metric in m and not math.isnan(m[metric])]
-            out[name] = float(np.mean(values)) if values else math.nan
-        return out
+        return {name: mean_over(self.images, metric) for name, metric in SCORES.items()}
 
     def to_json(self) -> dict:
         record = asdict(self)
