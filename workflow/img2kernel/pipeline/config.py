@@ -238,7 +238,7 @@ def check_filters(document: Any, file_label: str, train_defaults: dict | None = 
     a ``pairs`` entry's files are checked from their headers (``check_files``: the main
     Snakemake process does, a cluster job, which sees only its own inputs, does not).
     """
-    from img2kernel.sources.filters import OUTPUT_SPELLINGS, FilterSpecError, build_filter, model_ksize
+    from img2kernel.sources.filters import FilterSpecError, build_filter, filter_output, model_ksize
     from img2kernel.sources import PAIRS, source_of
 
     if document is None:
@@ -254,8 +254,8 @@ def check_filters(document: Any, file_label: str, train_defaults: dict | None = 
         if spec["name"] in seen:
             raise ConfigError(f"{where}: field 'name': {spec['name']!r} is already used by entry {seen[spec['name']] + 1}")
         seen[spec["name"]] = i
-        if spec.get("output") in OUTPUT_SPELLINGS:  # one spelling, so both name the same filter (the same params)
-            spec["output"] = OUTPUT_SPELLINGS[spec["output"]]
+        if "output" in spec:  # one spelling, so both name the same filter (the same params)
+            spec["output"] = filter_output(spec)
         if source_of(spec) == PAIRS:
             if "table" in spec and ("inputs" in spec or "outputs" in spec):
                 raise ConfigError(f"{where}: field 'table': give either a table or inputs and outputs folders, not both")

@@ -24,6 +24,12 @@ from img2kernel.models.base import UINT8_MAX, saturate_uint8  # noqa: F401  (re-
 OUTPUT_SPELLINGS = {"uint8": "abs_uint8"}
 
 
+def filter_output(spec: dict) -> str:
+    """A filter entry's ``output`` in its one spelling (``float`` when it has none)."""
+    output = spec.get("output", "float")
+    return OUTPUT_SPELLINGS.get(output, output)
+
+
 @dataclass(frozen=True)
 class Filter:
     """A filter ready to apply.
@@ -63,10 +69,9 @@ class Filter:
         from img2kernel.models import AffineKernel, MagnitudeModel
 
         kernels = np.asarray(kernels, dtype=np.float64)
-        output = self.output
         if self.combine == "magnitude":
-            return MagnitudeModel(kernels[:, None], output)
-        return AffineKernel(kernels[:1, None], None, output)
+            return MagnitudeModel(kernels[:, None], self.output)
+        return AffineKernel(kernels[:1, None], None, self.output)
 
     @property
     def reference_kernels(self) -> np.ndarray | None:
@@ -300,7 +305,7 @@ def build_filter(spec: dict) -> Filter:
         if kernels is None or combine != "none":
             raise FilterSpecError("then", f"a `then` step follows one kernel; kind {kind!r} has none")
         then = {"step": "abs"} if then == "abs" else {"step": "gamma", "gamma": float(then["gamma"])}
-    output = OUTPUT_SPELLINGS.get(spec.get("output", "float"), spec.get("output", "float"))
+    output = filter_output(spec)
     if kind in RANK_KINDS:
         expected = "rank"
     elif combine == "magnitude" or then == {"step": "abs"} and output == "float":  # |y| = sqrt(y^2), one kernel
