@@ -154,6 +154,12 @@ def local_files(spec: dict) -> list[str]:
     return files + [p for ref in refs for p in (ref.input, ref.output) if not PairRef.is_url(p)]
 
 
+def mixed_storage(role: str, files: dict[str, str]) -> str:
+    """The message for ``role`` files of several sample types, ``files`` one of each: {type: file}."""
+    kinds = ", ".join(f"{location} is {storage}" for storage, location in files.items())
+    return f"{role} files mix storage types ({kinds}); a kernel maps one file type's values, convert them to one type"
+
+
 def valid_margin(input_shape: tuple[int, int], output_shape: tuple[int, int]) -> int | None:
     """0 for same-size pairs; m when the output is smaller by m on every side (a valid-mode
     filter's output); None when the sizes do not match either way."""
@@ -195,10 +201,7 @@ def check_pairs(spec: dict) -> dict:
                 )
             kind = storages.setdefault(role, (headers[role].storage, location))
             if headers[role].storage != kind[0]:
-                raise FilterSpecError(
-                    field, f"{role} files mix storage types ({location} is {headers[role].storage}, {kind[1]} is {kind[0]}); "
-                           "a kernel maps one file type's values, convert them to one type"
-                )
+                raise FilterSpecError(field, mixed_storage(role, {headers[role].storage: location, kind[0]: kind[1]}))
         if "input" in headers:
             side = min(headers["input"].height, headers["input"].width)
             smallest = (side, ref.input) if smallest is None or side < smallest[0] else smallest

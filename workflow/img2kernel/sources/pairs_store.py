@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from img2kernel.images import IMAGE_SUFFIXES, ImageReadError, read_pixels
-from img2kernel.sources.pairs import SPLIT_CODES, PairRef, list_pairs, valid_margin
+from img2kernel.sources.pairs import SPLIT_CODES, PairRef, list_pairs, mixed_storage, valid_margin
 
 REC601 = np.array([0.299, 0.587, 0.114])
 MIN_TILE = 16  # the smallest tile side when one image is split into train, val and test
@@ -174,9 +174,8 @@ def read_pairs(spec: dict, refs: list[PairRef], fetched: dict[tuple[str, str], P
         reasons = "; ".join(f"{n} x {why}" for why, n in skipped.items())
         raise ValueError(f"{name}: no pair could be read: {reasons}")
     for role in ("input", "output"):
-        if len(storages[role]) > 1:
-            kinds = ", ".join(f"{loc} is {s}" for s, loc in storages[role].items())
-            raise ValueError(f"{name}: {role} files mix storage types ({kinds}); a kernel maps one file type's values, convert them to one type")
+        if len(storages[role]) > 1:  # URLs, whose headers the config check could not read
+            raise ValueError(f"{name}: {mixed_storage(role, storages[role])}")
     storage = {role: next(iter(storages[role])) for role in ("input", "output")}
     channels = {}
     for role, index in (("input", 1), ("output", 2)):
