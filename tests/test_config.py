@@ -91,6 +91,7 @@ def test_duplicate_yaml_key_is_refused(tmp_path):
         ({"crops": "many"}, "train.crops", "is not of type"),
         ({"optimiser": "adam"}, "train.optimiser", "unexpected"),
         ({"lr": -1}, "train.lr", "less than or equal to the minimum"),
+        ({"ksize": 4}, "train.ksize", "4 must be odd"),  # the training job would fail on it
     ],
 )
 def test_bad_training_override_names_the_field(override, field, message):
@@ -160,6 +161,7 @@ def test_url_list_needs_its_url_column(tmp_path, suffix):
         ({"train": {"rel_tol": math.inf}}, r"section 'train': field 'rel_tol': inf is not a finite number"),
         ({"data": {"max_side": 20, "min_side": 64}}, r"field 'max_side': 20 is below min_side 64"),
         ({"train": {"seed": -1}}, r"field 'train.seed': -1 is less than the minimum of 0"),
+        ({"train": {"ksize": 4}}, r"field 'train.ksize': 4 must be odd"),
         ({"split": {"seed": 2**40}}, r"field 'split.seed': .* is greater than the maximum of 4294967295"),
     ],
 )

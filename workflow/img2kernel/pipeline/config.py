@@ -305,7 +305,7 @@ def check_training_override(override: dict, where: str) -> None:
         path = [str(p) for p in error.absolute_path]
         if error.validator == "additionalProperties" and "'" in error.message:
             path.append(error.message.split("'")[1])
-        raise ConfigError(f"{where}: field {'.'.join(['train', *path])!r}: {error.message}")
+        raise ConfigError(f"{where}: field {'.'.join(['train', *path])!r}: {_plain_message(error)}")
 
 
 def target_spec(spec: dict) -> dict:
