@@ -222,3 +222,40 @@ def test_one_ladder_sentence_serves_both_evaluations():
     assert ladder_sentence([linear, rank], "rank", "curve").endswith("; its true structure is a curve model)")
     assert ladder_sentence([linear, cnn], "cnn") == ("; no rung reaches the floor: the cnn model comes closest (small CNN, "
                                                      "41.6 dB held out, a fit, not an identification)")
+
+
+def test_a_curve_keeps_its_end_segments_beyond_the_outer_knots(photos):
+    # An edge map fitted on a photo's typical responses must keep rising on a stronger edge:
+    # |laplacian| as a V through knots at -40, 0, 40, applied to responses up to +-1000.
+    laplacian = np.array([[0, 1, 0], [1, -4, 1], [0, 1, 0]], float)
+    model = CurveModel(laplacian, 0.0, [-40.0, 0.0, 40.0], [40.0, 0.0, 40.0])
+    image = photos[0][..., None]
+    truth = np.abs(cv2.filter2D(photos[0], -1, laplacian, borderType=cv2.BORDER_REFLECT_101))
+    assert truth.max() > 200  # far past the last knot
+    np.testing.assert_allclose(model.predict(image, "reflect101"), truth, atol=1e-9)
+
+
+def test_climb_stops_at_the_first_rung_within_two_floors_and_else_takes_the_best_psnr(photos):
+    # Residuals given in noise floors: exactly LINEAR_FACTOR floors is adequate, a hair above is not.
+    from img2kernel.thresholds import LINEAR_FACTOR
+
+    fit, data = data_for(make_pairs(photos, lambda x: to_uint8(cv2.GaussianBlur(x, (3, 3), 0.8))))
+    model, floor = fit.model.with_output("float"), data.noise_floor
+    rung_fits = [("rank", None), ("curve", None), ("magnitude", None)]
+
+    def ladder(*in_floors):
+        given = {rung: Given(model, f * floor) for rung, f in zip(["linear", "rank", "curve", "magnitude"], in_floors)}
+        return climb(data, given, rung_fits=rung_fits)
+
+    at_boundary = ladder(9.0, LINEAR_FACTOR, 0.1, 0.0)
+    assert at_boundary.chosen == "rank" and [r["model"] for r in at_boundary.rows] == ["linear", "rank"]
+    above = ladder(9.0, LINEAR_FACTOR * 1.001, 0.1, 0.0)
+    assert above.chosen == "curve" and [r["model"] for r in above.rows] == ["linear", "rank", "curve"]
+    near = ladder(9.0, LINEAR_FACTOR * 1.05, LINEAR_FACTOR, 0.0)  # rank is 0.4 dB off, but only curve is adequate
+    assert near.chosen == "curve"
+    none = ladder(9.0, 4.0, 3.0, 2.9)  # none adequate: curve is within PSNR_TOLERANCE_DB of the best
+    assert not any(r["adequate"] for r in none.rows) and none.chosen == "curve"
+    worst_last = ladder(9.0, 4.0, 3.0, 9.0)
+    assert worst_last.chosen == "curve"
+    far = ladder(9.0, 4.0, 3.0, 2.0)  # 3.5 dB better: the larger rung wins
+    assert far.chosen == "magnitude"

@@ -17,7 +17,7 @@ from img2kernel.pipeline.config import ConfigError, check_filters
 from img2kernel.sources.filters import deriv_kernel
 from img2kernel.fit.lstsq import FitSample, normal_equations
 from img2kernel.fit.pairs import fit_pairs, load_pairs, to_fit_pairs
-from img2kernel.evaluate.identify import identify
+from img2kernel.evaluate.identify import ORIENTATIONS, identify, match_kernel
 from img2kernel.sources.pairs import list_pairs
 from img2kernel.sources.pairs_store import build_pairs_store, read_pairs
 
@@ -431,3 +431,42 @@ def test_an_image_smaller_than_the_largest_kernel_tried_is_refused_at_the_config
     Image.fromarray(photos[0][:1, :1]).save(tmp_path / "out" / "tiny.png")
     message = error_of(filters_document(**spec))
     assert "field 'max_ksize': a 15x15 kernel is larger than" in message and "tiny.png, whose shorter side is 1 pixels" in message
+
+
+@pytest.mark.parametrize("orientation", [name for name, _ in ORIENTATIONS])
+def test_each_orientation_of_an_asymmetric_kernel_is_named(orientation):
+    # A template no flip or turn maps onto itself, so each orientation has one right answer.
+    template = np.arange(1.0, 10.0).reshape(3, 3) ** 1.5
+    transform = dict(ORIENTATIONS)[orientation]
+    found = match_kernel(0.5 * transform(template), {"mine": template})
+    assert found["orientation"] == orientation and found["relative_residual"] < 1e-12
+    assert found["scale"] == pytest.approx(0.5)
+
+
+def test_the_8_bit_floor_is_what_rounding_leaves_and_noise_above_two_floors_is_not_linear(tmp_path):
+    # A true linear tool rounded to 8 bits leaves 1/sqrt(12) levels RMS, so its residual sits at
+    # one floor; the same tool with 0.66 levels of added noise is 2.5 floors: not linear.
+    photos = gray_photos()
+    blur = np.array([[1, 2, 1], [2, 5, 2], [1, 2, 1]], dtype=np.float64) / 17.0
+    exact = [cv2.filter2D(p.astype(np.float64), -1, blur) for p in photos]
+    clean, _, _ = fit_spec(write_pairs(tmp_path / "clean", photos, [uint8(e) for e in exact]), max_ksize=3)
+    assert clean.linear and clean.residual_rms / clean.noise_floor == pytest.approx(1.0, abs=0.1)
+    rng = np.random.default_rng(3)
+    noisy_outputs = [uint8(e + rng.normal(scale=0.66, size=e.shape)) for e in exact]
+    noisy, _, _ = fit_spec(write_pairs(tmp_path / "noisy", photos, noisy_outputs), max_ksize=3)
+    assert not noisy.linear and 2.2 < noisy.residual_rms / noisy.noise_floor < 2.8
+
+
+def test_two_pairs_are_each_split_by_tiles_so_no_pixel_is_both_trained_and_scored(tmp_path):
+    photos = gray_photos(2, (128, 128))
+    outputs = [uint8(cv2.GaussianBlur(p.astype(np.float64), (3, 3), 0.8)) for p in photos]
+    spec = write_pairs(tmp_path, photos, outputs)
+    loaded, manifest = read_pairs(spec, list_pairs(spec))
+    pairs = to_fit_pairs(loaded, manifest)
+    assert manifest["split_mode"] == "tiles" and manifest["splits"] == {"tiles": 2}
+    for index in range(2):  # each pair holds train, val and test pixels, each pixel in one split
+        masks = {split: pairs.known(index, split) for split in ("train", "val", "test")}
+        assert all(mask.sum() >= 32 * 32 for mask in masks.values())
+        assert int(sum(m.astype(int) for m in masks.values()).max()) == 1
+    result = fit_pairs(pairs, max_ksize=3)
+    assert result.residual_split == "val" and result.linear
