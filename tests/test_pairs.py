@@ -265,6 +265,21 @@ def test_truncated_and_unreadable_files_are_named(tmp_path):
     damaged.write_bytes(damaged.read_bytes()[:200])
     message = error_of({"filters": [spec]})
     assert "field 'outputs'" in message and "photo 1.png: not a readable image" in message
+    damaged.write_text("<html><head><title>404 Not Found</title></head></html>")  # a saved error page
+    assert "photo 1.png: it holds an HTML or XML page, not an image" in error_of({"filters": [spec]})
+
+
+def test_an_animated_gif_is_read_as_its_first_frame_and_said(tmp_path):
+    photos = gray_photos(3)
+    spec = write_pairs(tmp_path, photos, [uint8(p * 0.5) for p in photos])
+    first = tmp_path / "out" / "photo 0.png"
+    frames = [Image.open(first).copy(), Image.fromarray(photos[0])]
+    first.unlink()
+    frames[0].save(tmp_path / "out" / "photo 0.gif", save_all=True, append_images=frames[1:])
+    check_filters({"filters": [dict(spec)]}, LABEL)  # a gray palette is one channel, like the PNGs
+    result, _, manifest = fit_spec(spec, max_ksize=1)
+    assert manifest["pairs"] == 3 and manifest["conversions"]["output: first of 2 frames used"] == 1
+    assert result.linear and result.model.kernel[0, 0, 0, 0] == pytest.approx(0.5, abs=2e-3)
 
 
 def test_a_table_without_its_columns(tmp_path):
@@ -283,6 +298,9 @@ def test_a_table_of_paths_and_file_urls(tmp_path):
     check_filters({"filters": [table_spec]}, LABEL)
     result, found, _ = fit_spec(table_spec)
     assert result.linear and found["kernel"]["name"] == "sobel_x (ksize 3)"
+    (tmp_path / "pairs.csv").write_text("input,output\n" + "\n".join(rows + [f"file://{tmp_path / 'in'},{tmp_path / 'out'}"]))
+    message = error_of({"filters": [{"name": "mine", "kind": "pairs", "table": str(tmp_path / "pairs.csv")}]})
+    assert "field 'table'" in message and f"{tmp_path / 'in'}: a folder, not an image file" in message
 
 
 def test_a_url_table_is_fetched_with_img2dataset_from_a_loopback_server(tmp_path, image_server):
@@ -396,20 +414,23 @@ def test_a_ksize_larger_than_the_smallest_image_is_refused_at_the_config_check(t
 
 def test_a_pair_whose_url_fails_is_skipped_and_counted_not_fatal(tmp_path, image_server):
     base, served = image_server
-    photos = gray_photos(4)
+    photos = gray_photos(5)
     rows = []
     for i, x in enumerate(photos):
         Image.fromarray(x).save(served / f"before{i}.png")
-        if i:  # the first pair's output is missing: the server answers 404
+        if i > 1:  # the first pair's output is missing (the server answers 404), the second a web page
             Image.fromarray(x).save(served / f"after{i}.png")
         rows.append(f"{base}/before{i}.png,{base}/after{i}.png")
+    (served / "after1.png").write_text("<!DOCTYPE html>\n<html><body>Please sign in</body></html>\n")
     (tmp_path / "pairs.csv").write_text("input,output\n" + "\n".join(rows) + "\n")
     spec = {"name": "web", "kind": "pairs", "table": str(tmp_path / "pairs.csv")}
     stores = tmp_path / "results" / "store" / "pairs" / "web"
     (stores / ".fetching" / "left by a killed run").mkdir(parents=True)
     manifest = build_pairs_store(spec, stores / "inputs", stores / "outputs", timeout=5, retries=0)
-    assert manifest["pairs"] == 3 and sum(manifest["skipped"].values()) == 1
-    assert "output could not be downloaded" in next(iter(manifest["skipped"]))
+    assert manifest["pairs"] == 3 and sum(manifest["skipped"].values()) == 2
+    reasons = list(manifest["skipped"])
+    assert "output could not be downloaded" in reasons[0]
+    assert reasons[1] == "output: it holds an HTML or XML page, not an image (a server's error or sign-in page?)"
     assert not (stores / ".fetching").exists()  # the work folder lives beside the stores and is removed
 
 

@@ -23,12 +23,33 @@ import os
 
 import numpy as np
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".npy")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".gif", ".npy")
 STORAGE_OF_DTYPE = {"uint8": "uint8", "uint16": "uint16", "float32": "float32", "float64": "float64", "float16": "float32"}
 
 
 class ImageReadError(ValueError):
-    """A file that is not a readable image; the message names it."""
+    """A file that is not a readable image: ``name`` (its path or URL) and ``reason``, which the message joins."""
+
+    def __init__(self, name: str, reason: str):
+        super().__init__(f"{name}: {reason}")
+        self.name, self.reason = str(name), reason
+
+
+def _unreadable(head: bytes, err: Exception) -> str:
+    """Why bytes no decoder takes are not an image, in words: a web page or text saved under an
+    image's name is the usual cause (a server's error or sign-in page), not a damaged file."""
+    from PIL import UnidentifiedImageError
+
+    start = head[:256].lstrip().lower()
+    if not head:
+        return "the file is empty"
+    if start.startswith((b"<!doctype", b"<html", b"<?xml", b"<head", b"<body")):
+        return "it holds an HTML or XML page, not an image (a server's error or sign-in page?)"
+    if start[:1] in (b"{", b"["):
+        return "it holds JSON text, not an image"
+    if isinstance(err, UnidentifiedImageError):
+        return "not a readable image (no decoder recognises its bytes)"
+    return f"not a readable image ({err})"
 
 
 # The pixels an encoded image may claim (268 megapixels: a 16000x16000 scan passes, a
@@ -47,7 +68,7 @@ def max_pixels() -> int:
     except ValueError:
         limit = 0
     if limit <= 0:
-        raise ImageReadError(f"{MAX_PIXELS_VARIABLE}={value!r}: give the largest pixel count an image may have, a positive integer")
+        raise ImageReadError(f"{MAX_PIXELS_VARIABLE}={value!r}", "give the largest pixel count an image may have, a positive integer")
     return limit
 
 
@@ -55,7 +76,7 @@ def check_pixels(name: str, width: int, height: int) -> None:
     """Refuse, before decoding, an image whose header claims more than :func:`max_pixels` pixels."""
     limit = max_pixels()
     if width * height > limit:
-        raise ImageReadError(f"{name}: its header claims {width}x{height} pixels ({width * height / 1e6:,.0f} megapixels), "
+        raise ImageReadError(name, f"its header claims {width}x{height} pixels ({width * height / 1e6:,.0f} megapixels), "
                              f"more than the {limit / 1e6:,.0f} megapixels an image may have (a decompression bomb?); "
                              f"set {MAX_PIXELS_VARIABLE} to a larger pixel count if it is real")
 
@@ -76,10 +97,10 @@ def _check_npy(data: bytes, name: str) -> None:
         read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
         shape, _, dtype = read(stream)
     except (ValueError, OSError, EOFError) as err:
-        raise ImageReadError(f"{name}: not a readable .npy array ({err})") from None
+        raise ImageReadError(name, f"not a readable .npy array ({err})") from None
     claimed = int(np.prod(shape, dtype=object)) * dtype.itemsize
     if len(data) - stream.tell() < claimed:
-        raise ImageReadError(f"{name}: its .npy header claims a {'x'.join(map(str, shape))} {dtype} array "
+        raise ImageReadError(name, f"its .npy header claims a {'x'.join(map(str, shape))} {dtype} array "
                              f"({claimed / 2**30:,.1f} GiB) but the file holds {len(data) - stream.tell():,} bytes of data")
 
 
@@ -100,18 +121,19 @@ def image_header(path: str | Path, verify: bool = True) -> Header:
     (a truncated or damaged file fails here, before any job)."""
     path = Path(path)
     if not path.is_file():
-        raise ImageReadError(f"{path}: no such file")
+        raise ImageReadError(path, "a folder, not an image file" if path.is_dir() else "no such file")
     if path.suffix.lower() == ".npy":
         try:
             array = np.load(path, mmap_mode="r")
         except (ValueError, OSError, EOFError) as err:
-            raise ImageReadError(f"{path}: not a readable .npy array ({err})") from None
+            raise ImageReadError(path, f"not a readable .npy array ({err})") from None
         return _npy_header(path, array)
     from PIL import UnidentifiedImageError
 
     try:
         with _pil().open(path) as image:
             mode, (width, height) = image.mode, image.size
+            gray_palette = mode == "P" and _gray_palette(image)
             check_pixels(str(path), width, height)
             storage = _storage_of(image, path)  # from the open file's tags, before verify() consumes it
             if verify:
@@ -119,10 +141,17 @@ def image_header(path: str | Path, verify: bool = True) -> Header:
     except ImageReadError:
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise ImageReadError(f"{path}: not a readable image ({err})") from None
+        with open(path, "rb") as file:
+            raise ImageReadError(path, _unreadable(file.read(256), err)) from None
     if mode not in _PIL_CHANNELS:
-        raise ImageReadError(f"{path}: unsupported pixel mode {mode!r}")
-    return Header(height, width, _PIL_CHANNELS[mode], storage)
+        raise ImageReadError(path, f"unsupported pixel mode {mode!r}")
+    return Header(height, width, 1 if gray_palette else _PIL_CHANNELS[mode], storage)
+
+
+def _gray_palette(image) -> bool:
+    """A palette of grays only (a gray GIF): its pixels are gray, whatever a decoder expands them to."""
+    palette = np.asarray(image.getpalette() or [], dtype=np.uint8).reshape(-1, 3)
+    return bool(palette.size) and bool(np.all(palette == palette[:, :1]))
 
 
 def _storage_of(image, path: Path) -> str:
@@ -152,7 +181,7 @@ def _npy_header(path: Path, array: np.ndarray) -> Header:
         return Header(array.shape[0], array.shape[1], 1, storage)
     if array.ndim == 3 and array.shape[2] in (1, 3, 4):
         return Header(array.shape[0], array.shape[1], 1 if array.shape[2] == 1 else 3, storage)
-    raise ImageReadError(f"{path}: expected an (H, W) or (H, W, C) array with C in 1, 3, 4; got shape {array.shape}")
+    raise ImageReadError(path, f"expected an (H, W) or (H, W, C) array with C in 1, 3, 4; got shape {array.shape}")
 
 
 def read_pixels(path: str | Path) -> tuple[np.ndarray, str, list[str]]:
@@ -163,7 +192,7 @@ def read_pixels(path: str | Path) -> tuple[np.ndarray, str, list[str]]:
     """
     path = Path(path)
     if not path.is_file():
-        raise ImageReadError(f"{path}: no such file")
+        raise ImageReadError(path, "a folder, not an image file" if path.is_dir() else "no such file")
     return decode_pixels(path.read_bytes(), str(path))  # a .npy file is told by its magic bytes
 
 
@@ -175,7 +204,7 @@ def decode_pixels(data: bytes, name: str) -> tuple[np.ndarray, str, list[str]]:
         try:
             array = np.load(io.BytesIO(data))
         except (ValueError, OSError, EOFError) as err:
-            raise ImageReadError(f"{name}: not a readable .npy array ({err})") from None
+            raise ImageReadError(name, f"not a readable .npy array ({err})") from None
         return _settle(array, name, notes)
     orientation = _read_header(data, name, notes)  # before any decode
     array = _decode(data, name, notes)
@@ -229,14 +258,14 @@ def _settle(array: np.ndarray, name: str, notes: list[str]) -> tuple[np.ndarray,
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[..., 0]
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] != 3):
-        raise ImageReadError(f"{name}: expected a gray or colour image, got pixels of shape {array.shape}")
+        raise ImageReadError(name, f"expected a gray or colour image, got pixels of shape {array.shape}")
     storage = STORAGE_OF_DTYPE.get(array.dtype.name)
     if storage is None:
-        raise ImageReadError(f"{name}: unsupported pixel type {array.dtype} (8/16-bit integers or floats)")
+        raise ImageReadError(name, f"unsupported pixel type {array.dtype} (8/16-bit integers or floats)")
     if array.dtype == np.float16:
         array = array.astype(np.float32)
     if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
-        raise ImageReadError(f"{name}: holds NaN or infinite values")
+        raise ImageReadError(name, "holds NaN or infinite values")
     return array, storage, notes
 
 
@@ -250,7 +279,7 @@ def _decode(data: bytes, name: str, notes: list[str]) -> np.ndarray:
     try:
         image = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED) if buffer.size else None
     except cv2.error as err:
-        raise ImageReadError(f"{name}: OpenCV could not decode it ({str(err).strip().splitlines()[-1]})") from None
+        raise ImageReadError(name, f"OpenCV could not decode it ({str(err).strip().splitlines()[-1]})") from None
     if image is not None:
         if image.ndim == 3 and image.shape[2] == 3:
             return image[..., ::-1].copy()
@@ -267,4 +296,4 @@ def _decode(data: bytes, name: str, notes: list[str]) -> np.ndarray:
                 return np.asarray(pil, dtype=np.uint16)
             return np.asarray(pil)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise ImageReadError(f"{name}: not a readable image ({err})") from None
+        raise ImageReadError(name, _unreadable(data[:256], err)) from None

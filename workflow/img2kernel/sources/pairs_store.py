@@ -161,15 +161,19 @@ def read_pairs(spec: dict, refs: list[PairRef], fetched: dict[tuple[str, str], P
             skipped[f"{role} could not be downloaded ({reason or 'no answer'})"] += 1
             continue
         for role, location in (("input", ref.input), ("output", ref.output)):
-            path = fetched.get((ref.key, role)) if PairRef.is_url(location) else Path(location)
+            url = PairRef.is_url(location)
             try:
-                pixels, storage, file_notes = read_pixels(path)
+                pixels, storage, file_notes = read_pixels(fetched[(ref.key, role)] if url else location)
             except ImageReadError as err:
-                raise ValueError(f"{name}: {role} {location}: {err}") from None
+                if not url:  # the config check read this file's header: a folder's pair is refused
+                    raise ValueError(f"{name}: {role} {location}: {err.reason}") from None
+                skipped[f"{role}: {err.reason}"] += 1  # what the server sent
+                break
             storages[role].setdefault(storage, location)
             notes.update(f"{role}: {n}" for n in file_notes)
             arrays[role] = pixels[..., None] if pixels.ndim == 2 else pixels
-        raw.append((ref, arrays["input"], arrays["output"]))
+        else:
+            raw.append((ref, arrays["input"], arrays["output"]))
     if not raw:
         reasons = "; ".join(f"{n} x {why}" for why, n in skipped.items())
         raise ValueError(f"{name}: no pair could be read: {reasons}")
@@ -179,9 +183,9 @@ def read_pairs(spec: dict, refs: list[PairRef], fetched: dict[tuple[str, str], P
     storage = {role: next(iter(storages[role])) for role in ("input", "output")}
     channels = {}
     for role, index in (("input", 1), ("output", 2)):
-        counts = {item[index].shape[2] for item in raw}
-        if len(counts) > 1:
-            first = {c: item[0] for item in raw for c in [item[index].shape[2]]}
+        count = lambda planes: 1 if _is_gray_rgb(planes) else planes.shape[2]  # noqa: E731 (a gray GIF decodes as RGB)
+        if len({count(item[index]) for item in raw}) > 1:
+            first = {c: item[0] for item in raw for c in [count(item[index])]}
             raise ValueError(f"{name}: {role} files have different channel counts: "
                              + ", ".join(f"{getattr(ref, role)} has {c}" for c, ref in sorted(first.items())))
         gray_as_rgb = all(_is_gray_rgb(item[index]) or item[index].shape[2] == 1 for item in raw)
