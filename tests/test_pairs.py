@@ -289,6 +289,18 @@ def test_a_table_without_its_columns(tmp_path):
     assert "field 'table'" in message and "has no 'output' column (columns: input, result)" in message
 
 
+@pytest.mark.parametrize("cells, said", [([1, 2], "row 1: column 'input' holds int 1, not a path or URL"),
+                                         ([b"a.png", b"b.png"], "row 1: column 'input' holds bytes b'a.png'"),
+                                         (["a.png", None], "row 2: column 'input' is empty")])
+def test_parquet_cells_that_are_not_text_are_named_with_their_type(tmp_path, cells, said):
+    import pandas as pd
+
+    table = tmp_path / "pairs.parquet"
+    pd.DataFrame({"input": cells, "output": ["x.png", "y.png"]}).to_parquet(table)
+    message = error_of(filters_document(table=str(table)))
+    assert "field 'table'" in message and f"pairs.parquet: {said}" in message
+
+
 def test_a_table_of_paths_and_file_urls(tmp_path):
     photos = gray_photos(3)
     write_pairs(tmp_path, photos, [uint8(ndi.correlate(p.astype(float), SOBEL_X) / 4 + 128) for p in photos])

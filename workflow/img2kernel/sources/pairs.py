@@ -70,9 +70,18 @@ def _images_in(folder: Path, field: str) -> dict[str, Path]:
     return by_stem
 
 
+def _shown(value) -> str:
+    text = repr(value.tolist() if hasattr(value, "tolist") else value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def _location(value, row: int, column: str, table: Path) -> str:
-    if not isinstance(value, str) or not value.strip():
+    if value is None or (isinstance(value, float) and value != value) or (isinstance(value, str) and not value.strip()):
         raise FilterSpecError("table", f"{table}: row {row + 1}: column {column!r} is empty")
+    if not isinstance(value, str):  # a parquet column of numbers, bytes or lists
+        raise FilterSpecError("table", f"{table}: row {row + 1}: column {column!r} holds "
+                                       f"{'a list' if hasattr(value, 'tolist') else type(value).__name__} "
+                                       f"{_shown(value)}, not a path or URL (text)")
     value = value.strip()
     if PairRef.is_url(value):
         return value
