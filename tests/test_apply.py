@@ -219,3 +219,44 @@ def test_a_model_file_whose_metadata_does_not_match_its_tensors_is_refused(tmp_p
     with pytest.raises(SystemExit) as exit_:
         main(["apply", str(relabelled), str(tmp_path / "in.npy"), str(tmp_path / "out.npy")])
     assert exit_.value.code == 2 and not (tmp_path / "out.npy").exists() and message in capsys.readouterr().err
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 256 KiB tmpfs (mounting one needs root; elsewhere the test skips and says so)."""
+    import subprocess
+
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode:
+        pytest.skip(f"a full disk needs a small tmpfs, and mount refused: {mounted.stderr.decode().strip()}")
+    yield folder
+    subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_a_full_disk_is_said_in_one_line_and_the_earlier_file_is_kept(tmp_path, small_disk, gray_images, capsys):
+    image = np.ascontiguousarray(np.tile(gray_images[0], (4, 4))[:300, :300]).astype(np.uint8)
+    for side in ("a", "b"):
+        (tmp_path / side).mkdir()
+    cv2.imwrite(str(tmp_path / "a" / "p.png"), image)
+    cv2.imwrite(str(tmp_path / "b" / "p.png"), cv2.GaussianBlur(image, (3, 3), 0))
+    model = small_disk / "kernel.safetensors"
+    assert main(["fit", str(tmp_path / "a" / "p.png"), str(tmp_path / "b" / "p.png"), "-o", str(model), "--max-ksize", "3"]) == 0
+    capsys.readouterr()
+    earlier = {p.name: p.read_bytes() for p in small_disk.iterdir()}  # the model and its kernel.json
+    import shutil
+
+    (small_disk / "filler").write_bytes(b"\0" * (shutil.disk_usage(small_disk).free - 1))  # the disk is full
+    runs = [("fit", [str(tmp_path / "a" / "p.png"), str(tmp_path / "b" / "p.png"), "-o", str(model), "--max-ksize", "3"]),
+            ("apply", [str(model), str(tmp_path / "a" / "p.png"), str(small_disk / "out.png")]),
+            ("apply", [str(model), str(tmp_path / "a" / "p.png"), str(small_disk / "out.npy")])]
+    for command, arguments in runs:
+        with pytest.raises(SystemExit) as stopped:
+            main([command, *arguments])
+        error = capsys.readouterr().err
+        assert stopped.value.code == 2 and "the disk is full (" in error and "MB free)" in error, error
+        assert error.splitlines()[-1].startswith(f"img2kernel {command}: {arguments[-1] if command == 'apply' else model}: ")
+        assert "Traceback" not in error
+    (small_disk / "filler").unlink()
+    assert {p.name: p.read_bytes() for p in small_disk.iterdir()} == earlier

@@ -176,7 +176,7 @@ def write_image(path: str | Path, array: np.ndarray, storage: str = "float") -> 
     if array.ndim == 3 and array.shape[2] == 3:
         array = array[..., ::-1]  # OpenCV writes BGR
     if not cv2.imwrite(str(path), np.ascontiguousarray(array)):
-        raise ValueError(f"{path}: OpenCV could not write this format")
+        raise ValueError(f"{path}: OpenCV could not write it")  # the format was checked before any work
 
 
 def read_for_model(path: str | Path, model: Model, units: str, colour: str) -> tuple[np.ndarray, list[str]]:

@@ -1,11 +1,34 @@
-"""Files the stages write: whole or not at all (models use it through :meth:`Model.save`)."""
+"""Files the stages write: whole or not at all, and a full disk said in one line (models use it
+through :meth:`Model.save`)."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import shutil
 from pathlib import Path
 from typing import Iterator
+
+# Writers say a full disk in different words: OSError 28, safetensors' "os error 28", numpy's
+# "N requested and M written", OpenCV's False. Below this much free space, a failed write is that.
+NEARLY_FULL_BYTES = 1 << 20
+
+
+class DiskFullError(OSError):
+    """A write that failed because the disk (or the quota) is full; the message says which file."""
+
+
+def disk_full(folder: Path, err: BaseException) -> bool:
+    """Whether ``err``, raised while writing into ``folder``, means the disk is full."""
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    if "No space left on device" in str(err):
+        return True
+    try:
+        return shutil.disk_usage(folder).free < NEARLY_FULL_BYTES
+    except OSError:
+        return False
 
 
 
@@ -22,5 +45,14 @@ def written_whole(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield partial
         os.replace(partial, path)
+    except Exception as err:
+        if disk_full(path.parent, err):
+            partial.unlink(missing_ok=True)  # frees what the failed write took before the figure below
+            free = shutil.disk_usage(path.parent).free / 1e6
+            kept = "the earlier file is kept" if path.exists() else "nothing was written"
+            full = DiskFullError(f"{path}: the disk is full ({free:.1f} MB free); {kept}")
+            full.errno = errno.ENOSPC  # set after: OSError(errno, text) would print "[Errno 28]" first
+            raise full from None
+        raise
     finally:
         partial.unlink(missing_ok=True)
