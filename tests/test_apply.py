@@ -260,3 +260,16 @@ def test_a_full_disk_is_said_in_one_line_and_the_earlier_file_is_kept(tmp_path, 
         assert "Traceback" not in error
     (small_disk / "filler").unlink()
     assert {p.name: p.read_bytes() for p in small_disk.iterdir()} == earlier
+
+
+@pytest.mark.parametrize("ksize", [3, 11])
+def test_a_rounded_model_gives_the_same_pixels_tiled_and_whole(gray_images, ksize):
+    # Least-squares taps (no short binary fractions) on a 6-megapixel photo: a value whose float32
+    # sum moved with the tile's size would round to another level.
+    image = cv2.resize(np.tile(gray_images[0], (3, 3)).astype(np.uint8), (3000, 2000), interpolation=cv2.INTER_CUBIC)
+    rng = np.random.default_rng(ksize)
+    kernel = rng.normal(size=(ksize, ksize))
+    model = AffineKernel(0.7 * kernel / kernel.sum(), np.array([3.3]), output="uint8")
+    whole = apply_tiled(image, model, tile=4096, workers=1)
+    np.testing.assert_array_equal(apply_tiled(image, model, tile=700, workers=2), whole)
+    np.testing.assert_array_equal(model.predict(image), whole)

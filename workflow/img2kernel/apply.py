@@ -103,6 +103,9 @@ def apply_tiled(
         raise ValueError(f"out has shape {out.shape}, expected {shape}")
     else:
         result = out
+    # A rounded output is computed in float64: float32 sums differ by a few ulps with the tile's
+    # size (OpenCV's code paths), enough to move a value across a rounding boundary.
+    dtype = np.float32 if model.output == "float" else np.float64
     rows = range(0, height, tile)
     bar = tqdm(total=len(rows) * -(-width // tile), desc="tiles", disable=not progress, mininterval=1.0)
     bar_lock = threading.Lock()  # tqdm's counter is not updated atomically
@@ -112,7 +115,7 @@ def apply_tiled(
         for x0 in range(0, width, tile):
             x1 = min(x0 + tile, width)
             block = _tile_with_halo(image, y0, y1, x0, x1, halo, border)
-            values = model.predict_valid(block, dtype=np.float32)
+            values = model.predict_valid(block, dtype=dtype)
             if border == "unfiltered" and halo:
                 inner = block[halo : halo + y1 - y0, halo : halo + x1 - x0]
                 if values.shape != inner.shape:

@@ -45,10 +45,20 @@ def stack(channels: list[np.ndarray]) -> np.ndarray:
     return channels[0] if len(channels) == 1 else np.stack(channels, axis=-1)
 
 
+# Values are snapped to this many decimals before rounding: sums that differ only in their last
+# bits (another summation order, another tile) then round alike, at ties (x.5) included.
+ROUNDING_DECIMALS = 7
+
+
+def round_levels(values: np.ndarray) -> np.ndarray:
+    """Round to whole levels, the same way for values equal up to summation order."""
+    return np.rint(np.round(values, ROUNDING_DECIMALS))
+
+
 def saturate_uint8(values: np.ndarray) -> np.ndarray:
     """What ``cv2.convertScaleAbs`` stores, kept in ``values``' float dtype: |x| saturated
     to 0..255 and rounded."""
-    return np.rint(np.minimum(np.abs(values), UINT8_MAX))
+    return round_levels(np.minimum(np.abs(values), UINT8_MAX))
 
 
 def output_step(values: np.ndarray, output: str) -> np.ndarray:
@@ -58,7 +68,7 @@ def output_step(values: np.ndarray, output: str) -> np.ndarray:
     if output == "abs_uint8":
         return saturate_uint8(values)
     low, high = STORAGE_RANGE[output]
-    return np.clip(np.rint(values), low, high)
+    return np.clip(round_levels(values), low, high)
 
 
 class Model(ABC):
