@@ -42,13 +42,15 @@ def border_indices(indices: np.ndarray, size: int, rule: str) -> np.ndarray:
     return np.clip(indices, 0, size - 1)
 
 
-def _tile_with_halo(image: np.ndarray, y0: int, y1: int, x0: int, x1: int, halo: int, rule: str) -> np.ndarray:
-    """Rows y0-halo..y1+halo and columns x0-halo..x1+halo as float32, outside pixels by ``rule``."""
+def tile_with_halo(image: np.ndarray, y0: int, y1: int, x0: int, x1: int, halo: int, rule: str,
+                   dtype: type = np.float32) -> np.ndarray:
+    """Rows y0-halo..y1+halo and columns x0-halo..x1+halo in ``dtype``, outside pixels by ``rule``
+    (what :func:`img2kernel.borders.pad` of the whole image holds there, without padding it)."""
     height, width = image.shape[:2]
     if y0 - halo >= 0 and x0 - halo >= 0 and y1 + halo <= height and x1 + halo <= width:
-        return np.asarray(image[y0 - halo : y1 + halo, x0 - halo : x1 + halo], dtype=np.float32)
+        return np.asarray(image[y0 - halo : y1 + halo, x0 - halo : x1 + halo], dtype=dtype)
     rows, cols = np.arange(y0 - halo, y1 + halo), np.arange(x0 - halo, x1 + halo)
-    block = np.asarray(image[np.ix_(border_indices(rows, height, rule), border_indices(cols, width, rule))], dtype=np.float32)
+    block = np.asarray(image[np.ix_(border_indices(rows, height, rule), border_indices(cols, width, rule))], dtype=dtype)
     if rule == "zero":
         outside = ((rows < 0) | (rows >= height))[:, None] | ((cols < 0) | (cols >= width))[None, :]
         block[outside] = 0
@@ -81,7 +83,8 @@ def apply_tiled(
         tile: side of an output tile in pixels.
         progress: show a progress bar of tiles.
         workers: threads, each holding one tile at a time; default: the usable CPUs.
-        out: a float32 array of the output's shape to fill (e.g. a memory-mapped .npy).
+        out: an array of the output's shape to fill (e.g. a memory-mapped .npy): float32, float64,
+            or the integer type of the model's rounded output step.
     """
     if not isinstance(model, Model):
         raise ValueError(f"expected an img2kernel model, got {type(model).__name__}")
@@ -104,8 +107,9 @@ def apply_tiled(
     else:
         result = out
     # A rounded output is computed in float64: float32 sums differ by a few ulps with the tile's
-    # size (OpenCV's code paths), enough to move a value across a rounding boundary.
-    dtype = np.float32 if model.output == "float" else np.float64
+    # size (OpenCV's code paths), enough to move a value across a rounding boundary. A float64
+    # ``out`` is filled at full precision too.
+    dtype = np.float32 if model.output == "float" and result.dtype != np.float64 else np.float64
     rows = range(0, height, tile)
     bar = tqdm(total=len(rows) * -(-width // tile), desc="tiles", disable=not progress, mininterval=1.0)
     bar_lock = threading.Lock()  # tqdm's counter is not updated atomically
@@ -114,7 +118,7 @@ def apply_tiled(
         y1 = min(y0 + tile, height)
         for x0 in range(0, width, tile):
             x1 = min(x0 + tile, width)
-            block = _tile_with_halo(image, y0, y1, x0, x1, halo, border)
+            block = tile_with_halo(image, y0, y1, x0, x1, halo, border)
             values = model.predict_valid(block, dtype=dtype)
             if border == "unfiltered" and halo:
                 inner = block[halo : halo + y1 - y0, halo : halo + x1 - x0]

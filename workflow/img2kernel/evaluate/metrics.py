@@ -16,6 +16,16 @@ import numpy as np
 # SSIM is computed on at most this central window of a larger image: skimage's SSIM holds
 # about ten float64 copies of the image, 8 GB for a 100-megapixel scan.
 SSIM_MAX_SIDE = 2048
+# Residuals are summed over row bands of about this many output pixels (a few MB of float64).
+BAND_PIXELS = 1 << 18
+
+
+def row_bands(height: int, width: int, pixels: int = BAND_PIXELS):
+    """(row0, row1) of consecutive bands of about ``pixels`` pixels of an image ``width`` wide:
+    what a large image is read in, so its float64 copies are a band's, not the image's."""
+    rows = max(1, pixels // max(1, width))
+    for r0 in range(0, height, rows):
+        yield r0, min(r0 + rows, height)
 
 
 def psnr_db(rms: float, peak: float) -> float:
@@ -46,13 +56,19 @@ def residual_sums(model, blocks: Iterable[tuple[np.ndarray, np.ndarray, np.ndarr
         if cut < 0:
             raise ValueError(f"a block with a {(x.shape[0] - y.shape[0]) // 2}-pixel margin is too small for a {model.ksize}x{model.ksize} model")
         block = x[cut : x.shape[0] - cut, cut : x.shape[1] - cut] if cut else x
-        target = np.asarray(y, dtype=np.float64)
-        diff = model.predict_valid(np.asarray(block, dtype=np.float64), output=output).reshape(target.shape) - target
-        if mask is not None:
-            diff, target = diff[mask], target[mask]
-        sse += float(np.sum(np.square(diff)))
-        pixels += diff.size
-        power += float(np.sum(np.square(target)))
+        halo = model.halo
+        for r0, r1 in row_bands(*y.shape[:2]):
+            keep = None if mask is None else mask[r0:r1]
+            if keep is not None and not keep.any():
+                continue
+            target = np.asarray(y[r0:r1], dtype=np.float64)
+            inputs = np.asarray(block[r0 : r1 + 2 * halo], dtype=np.float64)
+            diff = model.predict_valid(inputs, output=output).reshape(target.shape) - target
+            if keep is not None:
+                diff, target = diff[keep], target[keep]
+            sse += float(np.sum(np.square(diff)))
+            pixels += diff.size
+            power += float(np.sum(np.square(target)))
     return sse, pixels, power
 
 
@@ -79,27 +95,36 @@ def image_metrics(prediction: np.ndarray, target: np.ndarray, data_range: float,
 
     MSE, PSNR (against ``data_range``), the share of identical pixels and the largest error
     over the ``mask``'s pixels (None: all); SSIM (scikit-image) over the central
-    SSIM_MAX_SIDE window when ``ssim`` and every target value is known, else NaN.
+    SSIM_MAX_SIDE window when ``ssim`` and every target value is known, else NaN. Summed over
+    row bands: a band's float64 copies, not the image's.
     """
-    target = np.asarray(target, dtype=np.float64)
-    prediction = np.asarray(prediction, dtype=np.float64).reshape(target.shape)
-    diff = prediction - target
-    if mask is not None:
-        diff = diff[mask]
-    pixels = diff.size
-    mse = float(np.mean(np.square(diff))) if pixels else math.nan
+    height, width = target.shape[:2]
+    sse, pixels, identical, largest, all_known = 0.0, 0, 0, 0.0, True
+    for r0, r1 in row_bands(height, width):
+        target_band = np.asarray(target[r0:r1], dtype=np.float64)
+        diff = np.asarray(prediction[r0:r1], dtype=np.float64).reshape(target_band.shape) - target_band
+        all_known = all_known and bool(np.all(np.isfinite(target_band)))
+        if mask is not None:
+            diff = diff[mask[r0:r1]]
+        if diff.size:
+            sse += float(np.sum(np.square(diff)))
+            identical += int(np.count_nonzero(diff == 0))
+            largest = max(largest, float(np.max(np.abs(diff))))
+            pixels += diff.size
+    mse = sse / pixels if pixels else math.nan
     metrics = {
         "pixels": int(pixels),
         "mse": mse,
         "psnr": psnr_db(math.sqrt(mse), data_range) if pixels else math.nan,
-        "identical_fraction": float(np.mean(diff == 0)) if pixels else math.nan,
-        "max_abs_error": float(np.max(np.abs(diff))) if pixels else math.nan,
+        "identical_fraction": identical / pixels if pixels else math.nan,
+        "max_abs_error": largest if pixels else math.nan,
         "ssim": math.nan,
     }
-    if ssim and np.all(np.isfinite(target)):
+    if ssim and all_known:
         from skimage.metrics import structural_similarity
 
-        window_target, window_prediction = central_window(target, SSIM_MAX_SIDE), central_window(prediction, SSIM_MAX_SIDE)
+        window_target = np.asarray(central_window(target, SSIM_MAX_SIDE), dtype=np.float64)
+        window_prediction = np.asarray(central_window(prediction.reshape(target.shape), SSIM_MAX_SIDE), dtype=np.float64)
         win = min(7, *(s if s % 2 else s - 1 for s in window_target.shape[:2]))
         if win >= 3:
             metrics["ssim"] = float(structural_similarity(window_target, window_prediction, data_range=data_range, win_size=win,

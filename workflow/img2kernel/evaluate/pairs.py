@@ -41,7 +41,14 @@ def catalogue_of(specs: dict) -> dict[str, np.ndarray]:
 
 def heldout_metrics(model: Model, border: str, x: np.ndarray, y: np.ndarray, use: np.ndarray, storage: str, whole: bool) -> dict:
     """Scores over the used pixels (:func:`image_metrics`), SSIM on a whole held-out image only."""
-    prediction = model.predict(x, border if border in borders.RULES else borders.DEFAULT).reshape(y.shape)
+    from img2kernel.apply import apply_tiled
+
+    # Tile by tile into an array of the output's own type (a rounded 8-bit model's values are
+    # 8-bit integers), so a large image costs about its own size again, not float64 copies.
+    dtype = np.dtype(model.output) if model.output in STORAGE_RANGE else np.float64
+    prediction = np.empty(y.shape[:2] + ((model.c_out,) if model.c_out > 1 else ()), dtype=dtype)
+    apply_tiled(x, model, border if border in borders.RULES else borders.DEFAULT, workers=1, out=prediction)
+    prediction = prediction.reshape(y.shape)
     low, high = STORAGE_RANGE.get(storage, (float(np.nanmin(y)), float(np.nanmax(y))))
     metrics = image_metrics(prediction, y, (high - low) or 1.0, mask=use, ssim=whole and min(y.shape[:2]) >= 7)
     return metrics, prediction

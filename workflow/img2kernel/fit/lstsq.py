@@ -25,6 +25,8 @@ import scipy.linalg
 from numpy.lib.stride_tricks import sliding_window_view
 from scipy.linalg.blas import ssyrk
 
+from img2kernel.evaluate.metrics import row_bands
+
 EXACT_CHUNK = 1024  # rows per float32 block: 1024 * 128 * 128 = 2^24
 EXACT_OFFSET = 128.0
 BLOCK_PIXELS = 16384  # output pixels turned into rows at a time
@@ -232,8 +234,8 @@ def normal_equations(
     if exact:
         x_offset, y_offset = np.full(c_in, EXACT_OFFSET), np.full(c_out, EXACT_OFFSET)
     else:  # centring keeps the float64 sums well conditioned (no exactness claim)
-        x_offset = np.mean([np.nanmean(s.x.reshape(-1, c_in), axis=0) for s in samples], axis=0)
-        y_offset = np.mean([np.nanmean(s.y.reshape(-1, c_out), axis=0) for s in samples], axis=0)
+        x_offset = np.mean([_channel_means(s.x) for s in samples], axis=0)
+        y_offset = np.mean([_channel_means(s.y) for s in samples], axis=0)
     usable = [_interior(s.use, h) for s in samples]
     eligible = int(sum(u.sum() for u in usable))
     keep_probability = 1.0 if not max_rows or eligible <= max_rows else max_rows / eligible
@@ -242,13 +244,12 @@ def normal_equations(
     xx, x1, xy = np.zeros((f, f)), np.zeros(f), np.zeros((f, c_out))
     y1, yy, rows = np.zeros(c_out), np.zeros(c_out), 0
     for sample, use in zip(samples, usable):
-        if keep_probability < 1.0:
-            use = use & (rng.random(use.shape) < keep_probability)
+        if keep_probability < 1.0:  # drawn a band of rows at a time: the same draws as one (H, W) call
+            for r0, r1 in row_bands(*use.shape):
+                use[r0:r1] &= rng.random(use[r0:r1].shape) < keep_probability
         height, width = use.shape
         if height <= 2 * h or width <= 2 * h or not use.any():
             continue
-        xc = (sample.x - x_offset).astype(dtype, copy=False)
-        yc = (sample.y - y_offset).astype(dtype, copy=False)
         block_rows = max(1, BLOCK_PIXELS // (width - 2 * h))
         for r0 in range(h, height - h, block_rows):
             r1 = min(r0 + block_rows, height - h)
@@ -256,9 +257,12 @@ def normal_equations(
             n = int(mask.sum())
             if n == 0:
                 continue
-            windows = sliding_window_view(xc[r0 - h : r1 + h], (ksize, ksize), axis=(0, 1))  # (r, w, C, K, K)
+            # Centred and converted a block at a time: a whole-image float copy is 24 bytes a
+            # colour pixel, 2.4 GB for a 10000 x 10000 photo.
+            xc = (sample.x[r0 - h : r1 + h] - x_offset).astype(dtype, copy=False)
+            windows = sliding_window_view(xc, (ksize, ksize), axis=(0, 1))  # (r, w, C, K, K)
             block_x = windows[mask].reshape(n, f)
-            block_y = yc[r0:r1, h : width - h][mask]
+            block_y = (sample.y[r0:r1, h : width - h][mask] - y_offset).astype(dtype, copy=False)
             rows += n
             if exact:
                 for s in range(0, n, EXACT_CHUNK):
@@ -277,6 +281,17 @@ def normal_equations(
     if exact:
         xx = np.triu(xx) + np.triu(xx, 1).T
     return NormalEquations(ksize, c_in, c_out, xx, x1, xy, y1, yy, rows, eligible, x_offset, y_offset, exact)
+
+
+def _channel_means(array: np.ndarray) -> np.ndarray:
+    """(C,) mean of an (H, W, C) array's finite values, read a band of rows at a time."""
+    total, count = np.zeros(array.shape[2]), np.zeros(array.shape[2])
+    for r0, r1 in row_bands(*array.shape[:2]):
+        band = np.asarray(array[r0:r1], dtype=np.float64)
+        finite = np.isfinite(band)
+        total += np.where(finite, band, 0.0).sum(axis=(0, 1))
+        count += finite.sum(axis=(0, 1))
+    return total / np.maximum(count, 1)
 
 
 def _interior(use: np.ndarray, halo: int) -> np.ndarray:

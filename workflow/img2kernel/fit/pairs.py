@@ -35,7 +35,7 @@ from img2kernel.thresholds import LINEAR_FACTOR, SIZE_TOLERANCE, STORAGE_RANGE, 
 from img2kernel.sources.pairs import SPLIT_CODES
 from img2kernel.sources.pairs_store import LoadedPair, split_codes
 from img2kernel.fit.lstsq import FitSample, normal_equations
-from img2kernel.evaluate.metrics import heldout_rms as blocks_rms
+from img2kernel.evaluate.metrics import heldout_rms as blocks_rms, row_bands
 
 # Rows for the normal equations, at most: about 3e11 multiply-adds (a 15x15 gray kernel on
 # 5.9 megapixels, seconds here); a colour fit with three times the features samples rows.
@@ -71,7 +71,8 @@ class Pairs:
 
     def known(self, index: int, split: str | None) -> np.ndarray:
         """(H, W) bool: output pixels of ``split`` (None: any split) whose value is known."""
-        mask = np.all(np.isfinite(self.outputs[index]), axis=2)
+        y = self.outputs[index]
+        mask = np.ones(y.shape[:2], dtype=bool) if y.dtype.kind in "ui" else np.all(np.isfinite(y), axis=2)
         if split is not None:
             mask &= self.splits[index] == SPLIT_CODES[split]
         return mask
@@ -95,8 +96,13 @@ class Pairs:
         return int(sum(self.saturated(i).sum() for i in range(len(self.outputs))))
 
     def output_rms(self) -> float:
-        total = sum(float(np.nansum(np.square(y, dtype=np.float64))) for y in self.outputs)
-        count = sum(int(np.isfinite(y).sum()) for y in self.outputs)
+        total, count = 0.0, 0
+        for y in self.outputs:
+            for r0, r1 in row_bands(*y.shape[:2]):
+                band = np.asarray(y[r0:r1], dtype=np.float64)
+                finite = np.isfinite(band)
+                total += float(np.sum(np.square(band, where=finite, out=np.zeros_like(band))))
+                count += int(finite.sum())
         return math.sqrt(total / count) if count else 0.0
 
 
@@ -298,13 +304,14 @@ def detect_border(model: AffineKernel, pairs: Pairs) -> dict:
     sums = dict.fromkeys(rules, 0.0)
     count = 0
     for i, (x, y) in enumerate(zip(pairs.inputs, pairs.outputs)):
-        ring = borders.ring_mask(y.shape, h) & pairs.usable(i, None)
-        if not ring.any():
-            continue
-        count += int(ring.sum()) * y.shape[2]
-        for rule in rules:
-            prediction = ring_prediction(model, x, rule)
-            sums[rule] += float(np.sum(np.square(prediction[ring].reshape(-1) - y[ring].reshape(-1))))
+        use = pairs.usable(i, None)
+        strips = [(r0, r1, c0, c1) for r0, r1, c0, c1 in ring_strips(y.shape, h) if use[r0:r1, c0:c1].any()]
+        for r0, r1, c0, c1 in strips:
+            keep = use[r0:r1, c0:c1]
+            target = np.asarray(y[r0:r1, c0:c1][keep], dtype=np.float64)
+            count += target.size
+            for rule in rules:
+                sums[rule] += float(np.sum(np.square(ring_prediction(model, x, rule, (r0, r1, c0, c1))[keep] - target)))
     if count == 0:
         return {"rule": "valid-mode output", "rms": {}, "ring_pixels": 0, "equivalent": [],
                 "note": "the outputs have no edge ring (they are smaller than the inputs by the kernel's margin)"}
@@ -315,23 +322,24 @@ def detect_border(model: AffineKernel, pairs: Pairs) -> dict:
     return {"rule": best, "rms": rms, "ring_pixels": count, "equivalent": equivalent}
 
 
-def ring_prediction(model: AffineKernel, image: np.ndarray, rule: str) -> np.ndarray:
-    """(H, W, C_out) float prediction, computed only on the edge ring (NaN inside)."""
-    h = model.halo
-    height, width = image.shape[:2]
-    out = np.full((height, width, model.c_out), np.nan)
+def ring_strips(shape: tuple[int, ...], halo: int) -> list[tuple[int, int, int, int]]:
+    """(row0, row1, col0, col1) of four strips that cover an (H, W) image's outer ``halo`` ring once:
+    the top and bottom rows, then the left and right columns between them."""
+    height, width = shape[:2]
+    top, bottom = min(halo, height), max(height - halo, min(halo, height))
+    left, right = min(halo, width), max(width - halo, min(halo, width))
+    strips = [(0, top, 0, width), (bottom, height, 0, width), (top, bottom, 0, left), (top, bottom, right, width)]
+    return [s for s in strips if s[1] > s[0] and s[3] > s[2]]
+
+
+def ring_prediction(model, image: np.ndarray, rule: str, strip: tuple[int, int, int, int]) -> np.ndarray:
+    """(h, w, C_out) float64 prediction of one strip of the image under ``rule``: its halo read
+    by the rule (the strip alone is padded, not the image), ``unfiltered`` the input itself."""
+    from img2kernel.apply import tile_with_halo
+
+    r0, r1, c0, c1 = strip
     if rule == "unfiltered":
-        ring = borders.ring_mask(image.shape, h)
-        out[ring] = image[ring]
-        return out
-    padded = borders.pad(np.asarray(image, dtype=np.float64), h, rule)
-    strips = (
-        (slice(0, min(3 * h, height + 2 * h)), slice(None), (slice(0, min(h, height)), slice(None))),
-        (slice(max(height - h, 0), None), slice(None), (slice(max(height - h, 0), None), slice(None))),
-        (slice(None), slice(0, min(3 * h, width + 2 * h)), (slice(None), slice(0, min(h, width)))),
-        (slice(None), slice(max(width - h, 0), None), (slice(None), slice(max(width - h, 0), None))),
-    )
-    for rows, cols, target in strips:
-        prediction = model.predict_valid(padded[rows, cols], output="float")
-        out[target] = prediction.reshape(prediction.shape[:2] + (-1,))
-    return out
+        values = np.asarray(image[r0:r1, c0:c1], dtype=np.float64)
+    else:
+        values = model.predict_valid(tile_with_halo(image, r0, r1, c0, c1, model.halo, rule, np.float64), output="float")
+    return values.reshape(r1 - r0, c1 - c0, -1)
