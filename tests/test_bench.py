@@ -72,3 +72,15 @@ def test_pipeline_benchmark_splits_each_stage_into_start_up_imports_and_work(tmp
     assert rows["train"] == {"stage": "train", "jobs": 2, "wall_s": 5.0, "startup_s": 2.0, "imports_s": 2.5,
                              "work_s": 1.5, "slowest_job_s": 3.0}
     assert rows["report"]["work_s"] == 0.3
+
+
+def test_memory_benchmark_prints_each_peak_against_its_target(capsys):
+    from img2kernel.bench.memory import bench_memory, print_memory
+
+    result = bench_memory(side=256, workflow=False)
+    print_memory(result)
+    out = capsys.readouterr().out
+    assert result["fit"]["status"] == 0 and 0 < result["fit"]["peak_mb"] < result["target_mb"]
+    assert re.search(r"img2kernel fit +[\d.]+ s +[\d,]+ MB  met", out)
+    for name in ("apply", "fit", "config check"):  # each refuses the bomb, naming it, in its own words
+        assert result["bombs"][name]["status"] != 0 and "a.png: its header claims 32000x32000" in result["bombs"][name]["said"]

@@ -4,24 +4,13 @@ from __future__ import annotations
 
 import struct
 import time
-import zlib
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from img2kernel.bench.memory import bomb_png
 from img2kernel.images import MAX_PIXELS_VARIABLE, ImageReadError, image_header, read_pixels
-
-
-def bomb_png(path, width: int = 32000, height: int = 32000) -> None:
-    """A valid PNG header claiming width x height RGB pixels, with a few bytes of pixel data:
-    what a decompression bomb looks like to a reader that checks before it decodes."""
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 4096))
-                     + chunk(b"IEND", b""))
 
 
 def lying_npy(path) -> None:

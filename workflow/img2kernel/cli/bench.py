@@ -5,15 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-KNOWN = ["store", "targets", "stream", "train", "apply", "pairs", "pipeline", "ladder"]
+KNOWN = ["store", "targets", "stream", "train", "apply", "pairs", "pipeline", "ladder", "memory"]
 
 
 def add_parser(sub) -> None:
     bench = sub.add_parser(
         "bench",
-        help="print speed figures: store (crop rate), targets (MP/s), train (ours vs public recipe; needs `snakemake` run first), apply (huge image), pairs, pipeline (first run, no-op rerun, stages, 15x15 and 31x31 kernels)",
+        help="print speed figures: store (crop rate), targets (MP/s), train (ours vs public recipe; needs `snakemake` run first), apply (huge image), pairs, pipeline (first run, no-op rerun, stages, 15x15 and 31x31 kernels), memory (a large colour pair through fit and the workflow; the decompression bomb)",
     )
-    bench.add_argument("what", nargs="*", help="store, stream, targets, train, apply, pairs, pipeline, ladder (default: store, stream, targets)")
+    bench.add_argument("what", nargs="*", help="store, stream, targets, train, apply, pairs, pipeline, ladder, memory (default: store, stream, targets)")
     bench.add_argument("--store", default="results/store/inputs", help="inputs store (default: built from the sample photos if absent)")
     bench.add_argument("--filters", default="config/filters.yaml")
     bench.add_argument("--crop", type=int, default=128)
@@ -23,6 +23,7 @@ def add_parser(sub) -> None:
     bench.add_argument("--only", nargs="*", help="filter names (default: all)")
     bench.add_argument("--size", type=int, default=20000, help="side of the generated image for `apply`")
     bench.add_argument("--tile", type=int, default=1024, help="tile side for `apply`")
+    bench.add_argument("--pair-side", type=int, default=10000, help="side of the generated colour pair for `memory`")
     bench.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu",
                        help="where `train` trains, ours and the public recipe alike (default: cpu)")
     bench.add_argument("--cores", type=int, default=8, help="snakemake --cores for `pipeline` (default 8, as `make run`)")
@@ -80,6 +81,10 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
               "1 test); floors = held-out RMS in noise floors of the output's storage; ladder_s = the rungs after "
               "linear (target 30 s):")
         _print_table(bench_ladder(args.only))
+    if "memory" in args.what:
+        from img2kernel.bench.memory import bench_memory, print_memory
+
+        print_memory(bench_memory(args.pair_side))
     if "pipeline" in args.what:
         from img2kernel.bench.pipeline import bench_pipeline
 

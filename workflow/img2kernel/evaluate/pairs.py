@@ -107,8 +107,7 @@ def evaluate_pairs(inputs_folder, outputs_folder, model: Model, metadata: dict, 
         key = pairs.keys[index]
         per_image.append({"key": key, "shape": list(pairs.inputs[index].shape), **metrics})
         if examples is not None and len(examples) < max_examples:
-            shown_target = np.where(np.isfinite(pairs.outputs[index]), pairs.outputs[index], prediction)
-            examples.append(plots.image_preview(key, _display(pairs.inputs[index]), _display(shown_target), _display(prediction)))
+            examples.append(plots.image_preview(key, pairs.inputs[index], pairs.outputs[index], prediction))
 
     return Evaluation(
         filter=info["filter"]["name"],
@@ -149,12 +148,6 @@ def evaluate_pairs(inputs_folder, outputs_folder, model: Model, metadata: dict, 
             "saturated_pixels": info["saturated_pixels"],
         },
     )
-
-
-def _display(array: np.ndarray) -> np.ndarray:
-    """A 2-D view for the figure: the only channel, or the mean of the colour channels."""
-    array = np.asarray(array, dtype=np.float64)
-    return array[..., 0] if array.shape[2] == 1 else array.mean(axis=2)
 
 
 def evaluate_pairs_and_plot(inputs_folder, outputs_folder, model_path, info_path, history_csv, result_json,

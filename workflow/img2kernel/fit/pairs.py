@@ -83,7 +83,10 @@ class Pairs:
         if self.output_storage not in STORAGE_RANGE:
             return np.zeros(y.shape[:2], dtype=bool)
         low, high = STORAGE_RANGE[self.output_storage]
-        return np.any((y <= low) | (y >= high), axis=2)
+        mask = np.empty(y.shape[:2], dtype=bool)
+        for r0, r1 in row_bands(*y.shape[:2]):  # (H, W, C) comparisons a band at a time
+            mask[r0:r1] = np.any((y[r0:r1] <= low) | (y[r0:r1] >= high), axis=2)
+        return mask
 
     def usable(self, index: int, split: str | None) -> np.ndarray:
         """(H, W) bool: known, unsaturated output pixels of ``split`` (None: any split)."""

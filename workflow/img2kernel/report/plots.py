@@ -113,23 +113,39 @@ class ImagePreview:
 
 def image_preview(key: str, image: np.ndarray, target: np.ndarray, prediction: np.ndarray,
                   side: int = PREVIEW_SIDE) -> ImagePreview:
-    """Reduce (H, W) input, target and prediction for the figure; see :class:`ImagePreview`."""
-    import cv2
+    """Reduce input, target and prediction for the figure; see :class:`ImagePreview`.
+
+    Each is (H, W) or (H, W, C) (colour shown as the mean of its channels); a target's unknown
+    (NaN) pixels show the prediction. Read a band of rows at a time, so a large image costs
+    the preview, not float64 copies of itself.
+    """
     from skimage.measure import block_reduce
 
-    height, width = image.shape
-    error = np.abs(np.asarray(prediction, np.float64) - target)
+    height, width = image.shape[:2]
     factor = max(1, -(-max(height, width) // side))
-    if factor == 1:
-        return ImagePreview(key, (height, width), 1, np.array(image), np.array(target), np.array(prediction), error,
-                            float(error.max()))
-    size = (-(-width // factor), -(-height // factor))  # cv2 order: (width, height)
+    rows = max(1, (1 << 20) // max(1, width) // factor) * factor  # whole blocks of rows per band
+    parts: dict[str, list[np.ndarray]] = {"input": [], "target": [], "prediction": [], "error": []}
+    for r0 in range(0, height, rows):
+        band = {name: _gray(array[r0 : r0 + rows]) for name, array in
+                (("input", image), ("target", target), ("prediction", prediction))}
+        band["target"] = np.where(np.isfinite(band["target"]), band["target"], band["prediction"])
+        band["error"] = np.abs(band["prediction"] - band["target"])
+        for name, values in band.items():
+            # Partial blocks at the last row and column are padded with NaN, which nanmean/nanmax skip.
+            how = np.nanmax if name == "error" else np.nanmean
+            reduced = values if factor == 1 else block_reduce(values, (factor, factor), how, cval=np.nan)
+            parts[name].append(reduced.astype(np.float32))
+    out = {name: np.concatenate(values, axis=0) for name, values in parts.items()}
+    return ImagePreview(key, (height, width), factor, out["input"], out["target"], out["prediction"], out["error"],
+                        float(np.max(out["error"])))
 
-    def reduce(array):
-        return cv2.resize(np.asarray(array, np.float32), size, interpolation=cv2.INTER_AREA)
 
-    return ImagePreview(key, (height, width), factor, reduce(image), reduce(target), reduce(prediction),
-                        block_reduce(error, (factor, factor), np.max), float(error.max()))
+def _gray(array: np.ndarray) -> np.ndarray:
+    """(h, W) float64 of an (h, W) or (h, W, C) band: the only channel, or the channels' mean."""
+    values = np.asarray(array, dtype=np.float64)
+    if values.ndim == 3:
+        values = values[..., 0] if values.shape[2] == 1 else values.mean(axis=2)
+    return values
 
 
 def images_figure(rows: list[ImagePreview], name: str, path: str | Path) -> None:
