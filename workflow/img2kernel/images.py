@@ -133,11 +133,13 @@ def image_header(path: str | Path, verify: bool = True) -> Header:
     try:
         with _pil().open(path) as image:
             mode, (width, height) = image.mode, image.size
-            gray_palette = mode == "P" and _gray_palette(image)
             check_pixels(str(path), width, height)
             storage = _storage_of(image, path)  # from the open file's tags, before verify() consumes it
             if verify:
                 image.verify()
+        if mode == "P":  # reading the palette loads the file: after verify, in an open of its own
+            with _pil().open(path) as image:
+                gray_palette = _gray_palette(image)
     except ImageReadError:
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
@@ -145,7 +147,7 @@ def image_header(path: str | Path, verify: bool = True) -> Header:
             raise ImageReadError(path, _unreadable(file.read(256), err)) from None
     if mode not in _PIL_CHANNELS:
         raise ImageReadError(path, f"unsupported pixel mode {mode!r}")
-    return Header(height, width, 1 if gray_palette else _PIL_CHANNELS[mode], storage)
+    return Header(height, width, 1 if mode == "P" and gray_palette else _PIL_CHANNELS[mode], storage)
 
 
 def _gray_palette(image) -> bool:

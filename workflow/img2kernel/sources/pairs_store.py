@@ -19,6 +19,7 @@ import numpy as np
 
 from img2kernel.images import IMAGE_SUFFIXES, ImageReadError, read_pixels
 from img2kernel.sources.pairs import SPLIT_CODES, PairRef, list_pairs, mixed_storage, valid_margin
+from img2kernel.thresholds import STORAGE_RANGE
 
 REC601 = np.array([0.299, 0.587, 0.114])
 MIN_TILE = 16  # the smallest tile side when one image is split into train, val and test
@@ -222,11 +223,21 @@ def read_pairs(spec: dict, refs: list[PairRef], fetched: dict[tuple[str, str], P
         "channels": channels,
         "conversions": dict(notes),
         "skipped": dict(skipped),
-        "dtype": "float64" if "float64" in storage.values() else "float32",
+        "dtypes": {role: store_dtype(storage[role], role == "output" and any(p.margin for p in loaded))
+                   for role in ("input", "output")},
         "keys": {p.ref.key: {"input": p.ref.input, "output": p.ref.output, "shape": list(p.x.shape), "margin": p.margin}
                  for p in loaded},
     }
     return loaded, manifest
+
+
+def store_dtype(storage: str, unknown_pixels: bool) -> str:
+    """The store's dtype for one side of the pairs: the files' own integers where they are
+    integers (a 10000 x 10000 colour photo stays 300 MB, not 1.2 GB of float32), else float32,
+    or float64 for float64 files; float where a valid-mode output's unknown ring needs NaN."""
+    if storage in STORAGE_RANGE and not unknown_pixels:
+        return storage
+    return "float64" if storage == "float64" else "float32"
 
 
 def build_pairs_store(spec: dict, inputs_folder: str | Path, outputs_folder: str | Path, seed: int = 0,
@@ -234,7 +245,8 @@ def build_pairs_store(spec: dict, inputs_folder: str | Path, outputs_folder: str
     """The ``pairs_store`` job: decode every pair once into two stores; returns the manifest.
 
     Every file is read before anything is written (an error names the file); arrays keep
-    the files' values (float32, or float64 when a file holds float64); a valid-mode
+    the files' values (in their own integer type, else float32 or float64; see
+    :func:`store_dtype`); a valid-mode
     output sits in the middle of an input-sized array whose ring is NaN (unknown). URLs are
     fetched with the data section's ``timeout`` and ``retries``, into a folder beside the
     stores that the next run of the job clears if this one is killed.
@@ -250,9 +262,9 @@ def build_pairs_store(spec: dict, inputs_folder: str | Path, outputs_folder: str
     finally:
         shutil.rmtree(work, ignore_errors=True)
     manifest["skipped"] = {**dropped, **manifest["skipped"]}
-    dtype = manifest["dtype"]
-    with ShardWriter(Path(inputs_folder) / "00000.tar", dtype=dtype, meta={"source": "pairs"}) as x_writer, \
-            ShardWriter(Path(outputs_folder) / "00000.tar", dtype=dtype, meta={"source": "pairs"}) as y_writer:
+    dtypes = manifest["dtypes"]
+    with ShardWriter(Path(inputs_folder) / "00000.tar", dtype=dtypes["input"], meta={"source": "pairs"}) as x_writer, \
+            ShardWriter(Path(outputs_folder) / "00000.tar", dtype=dtypes["output"], meta={"source": "pairs"}) as y_writer:
         for p in loaded:
             x_writer.add(p.ref.key, p.x[..., 0] if p.x.shape[2] == 1 else p.x, p.split)
             y_writer.add(p.ref.key, p.y[..., 0] if p.y.shape[2] == 1 else p.y, p.split)

@@ -85,15 +85,16 @@ class ShardWriter:
 
     Args:
         path: the shard's tar path, e.g. ``results/store/inputs/00000.tar``.
-        dtype: the dtype every array is stored in (``float32`` or ``float16``).
+        dtype: the dtype every array is stored in: ``float32`` or ``float16`` (our stores), or
+            a pairs filter's own ``uint8``/``uint16`` files as they are.
         meta: JSON-serialisable facts about the shard, kept in the index.
     """
 
     def __init__(self, path: str | os.PathLike, dtype: str = "float32", meta: dict | None = None):
         self.path = Path(path)
         self.dtype = np.dtype(dtype).newbyteorder("<")
-        if self.dtype.kind != "f":
-            raise ValueError(f"store dtype must be a float type, got {dtype!r}")
+        if self.dtype.kind != "f" and self.dtype.name not in ("uint8", "uint16"):
+            raise ValueError(f"store dtype must be a float type, uint8 or uint16, got {dtype!r}")
         self.meta = dict(meta or {})
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # A hidden name in the same directory: os.replace is then atomic, and globs for *.tar skip it.
