@@ -55,9 +55,9 @@ class NoTiles(ValueError):
 def sample_tiles(pairs: Pairs, split: str, max_tiles: int, seed: int) -> Tiles:
     """Non-overlapping tiles of ``split``'s usable pixels (at most ``max_tiles``, a seeded sample)."""
     rng = np.random.default_rng(seed)
-    candidates = []
+    candidates, usable_of = [], {}
     for index, (x, y) in enumerate(zip(pairs.inputs, pairs.outputs)):
-        usable = pairs.usable(index, split)
+        usable = usable_of[index] = pairs.usable(index, split)
         height, width = usable.shape
         side = min(TILE, height - 2 * MARGIN, width - 2 * MARGIN)
         if side < 8:
@@ -77,7 +77,7 @@ def sample_tiles(pairs: Pairs, split: str, max_tiles: int, seed: int) -> Tiles:
         index, c, top, left, _ = candidates[i]
         xs.append(pairs.inputs[index][top - MARGIN : top + side + MARGIN, left - MARGIN : left + side + MARGIN, c])
         ys.append(pairs.outputs[index][top : top + side, left : left + side, c])
-        masks.append(pairs.usable(index, split)[top : top + side, left : left + side])
+        masks.append(usable_of[index][top : top + side, left : left + side])  # one mask per image, not per tile
     return Tiles(np.asarray(xs, np.float64), np.nan_to_num(np.asarray(ys, np.float64)), np.asarray(masks))
 
 
