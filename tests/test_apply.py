@@ -273,3 +273,11 @@ def test_a_rounded_model_gives_the_same_pixels_tiled_and_whole(gray_images, ksiz
     whole = apply_tiled(image, model, tile=4096, workers=1)
     np.testing.assert_array_equal(apply_tiled(image, model, tile=700, workers=2), whole)
     np.testing.assert_array_equal(model.predict(image), whole)
+
+
+def test_an_h_w_1_image_keeps_its_unfiltered_ring_tiled(gray_images):
+    image = gray_images[0].astype(np.float32)[..., None]  # one channel with its axis, as the pairs hold it
+    model = random_model(ksize=5)
+    whole = model.predict(image, "unfiltered")
+    np.testing.assert_allclose(apply_tiled(image, model, "unfiltered", tile=17), whole, rtol=1e-5, atol=1e-3)
+    np.testing.assert_array_equal(apply_tiled(image, model, "unfiltered", tile=17)[:2], image[:2, :, 0])

@@ -503,3 +503,14 @@ def test_two_pairs_are_each_split_by_tiles_so_no_pixel_is_both_trained_and_score
         assert int(sum(m.astype(int) for m in masks.values()).max()) == 1
     result = fit_pairs(pairs, max_ksize=3)
     assert result.residual_split == "val" and result.linear
+
+
+@pytest.mark.parametrize("shape, halo", [((40, 50), 3), ((5, 50), 3), ((40, 4), 2), ((3, 3), 2), ((9, 9), 1)])
+def test_the_ring_strips_cover_the_edge_ring_once(shape, halo):
+    from img2kernel import borders
+    from img2kernel.fit.pairs import ring_strips
+
+    covered = np.zeros(shape, dtype=int)
+    for r0, r1, c0, c1 in ring_strips(shape, halo):
+        covered[r0:r1, c0:c1] += 1
+    np.testing.assert_array_equal(covered, borders.ring_mask(shape, halo).astype(int))

@@ -122,8 +122,9 @@ def apply_tiled(
             values = model.predict_valid(block, dtype=dtype)
             if border == "unfiltered" and halo:
                 inner = block[halo : halo + y1 - y0, halo : halo + x1 - x0]
-                if values.shape != inner.shape:
+                if values.size != inner.size:
                     raise ValueError("border 'unfiltered' needs as many output channels as input channels")
+                inner = inner.reshape(values.shape)  # an (h, w, 1) image and its (h, w) output
                 # the image's edge ring, where it crosses this tile (not a whole-image mask per tile)
                 rows, cols = np.arange(y0, y1), np.arange(x0, x1)
                 ring = ((rows < halo) | (rows >= height - halo))[:, None] | ((cols < halo) | (cols >= width - halo))[None, :]

@@ -2,7 +2,7 @@
 
 A generated side x side colour pair (a photo blurred by OpenCV, 8-bit PNG) goes through
 ``img2kernel fit`` and through the workflow's jobs (a ``kind: pairs`` filter); each process's
-peak resident memory (the kernel's ``ru_maxrss`` for the fit, Snakemake's ``benchmark:``
+peak resident memory (its ``VmHWM`` for the fit, Snakemake's ``benchmark:``
 ``max_rss`` for each job) is printed against the target of 4x the pair's decoded bytes plus
 0.5 GB. A PNG header claiming 32000 x 32000 RGB pixels is then given to ``apply``, ``fit`` and
 the config check, each of which must refuse it in seconds and in little memory.
@@ -53,17 +53,45 @@ def large_pair(folder: Path, side: int) -> int:
 
 
 def child_peak(command: list[str], cwd: Path) -> dict:
-    """Run ``command``; its seconds, peak resident memory (MB), exit status and last line of output."""
+    """Run ``command``; its seconds, peak resident memory (MB), exit status and what it said.
+
+    The peak is the child's own high-water mark (``VmHWM``, read every 10 ms until it exits), or
+    its ``ru_maxrss`` where that exceeds this process's size (below it, ``ru_maxrss`` may be the
+    size the child had at the fork, not its own).
+    """
+    import threading
+
     started = time.perf_counter()
+    own_kb = _status_kb(os.getpid(), "VmRSS")
     process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    output = process.stdout.read()
-    _, status, usage = os.wait4(process.pid, 0)
+    chunks: list[str] = []
+    reader = threading.Thread(target=lambda: chunks.append(process.stdout.read()), daemon=True)
+    reader.start()
+    peak_kb = 0
+    while True:
+        pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+        if pid:
+            break
+        peak_kb = max(peak_kb, _status_kb(process.pid, "VmHWM"))
+        time.sleep(0.01)
     process.returncode = os.waitstatus_to_exitcode(status)
-    lines = [line for line in output.splitlines() if line.strip()]
+    if usage.ru_maxrss > 1.05 * own_kb:  # above this process's size, ru_maxrss is the child's own peak
+        peak_kb = max(peak_kb, usage.ru_maxrss)
+    reader.join()
+    seconds = time.perf_counter() - started
+    lines = [line for line in "".join(chunks).splitlines() if line.strip()]
     # The message: the line that names the refusal (Snakemake adds stack lines after it), else the last.
     said = next((line for line in lines if "header claims" in line), lines[-1] if lines else "")
-    return {"seconds": time.perf_counter() - started, "peak_mb": usage.ru_maxrss / 1024,
-            "status": process.returncode, "said": said.strip()}
+    return {"seconds": seconds, "peak_mb": peak_kb / 1024, "status": process.returncode, "said": said.strip()}
+
+
+def _status_kb(pid: int, field: str) -> int:
+    """A /proc/PID/status memory field in kB (0 when it cannot be read)."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            return next((int(line.split()[1]) for line in status if line.startswith(field + ":")), 0)
+    except (OSError, ValueError):
+        return 0
 
 
 def workflow_peaks(folder: Path, cores: int = 2) -> list[dict]:
@@ -87,8 +115,7 @@ def bench_memory(side: int = 10000, workflow: bool = True) -> dict:
     """Peak memory of ``fit`` and the workflow's jobs on a side x side colour pair, and the bomb's refusals."""
     folder = Path(tempfile.mkdtemp(prefix="img2kernel-bench-memory-"))
     try:
-        # Made in a process of its own: a child's ru_maxrss starts from its parent's size at the
-        # fork, so this process must not hold the photo while it measures the others.
+        # Made in a process of its own: this one stays small while it runs the others.
         made = subprocess.run([sys.executable, "-c", f"from img2kernel.bench.memory import large_pair; from pathlib import Path; "
                                f"print(large_pair(Path({str(folder)!r}), {side}))"], capture_output=True, text=True, check=True)
         decoded = int(made.stdout.split()[-1])
