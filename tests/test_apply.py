@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from img2kernel import borders
-from img2kernel.apply import apply_tiled, border_indices, reflect101, write_image
+from img2kernel.apply import apply_tiled, write_image
+from img2kernel.borders import border_indices, reflect101
 from img2kernel.cli.main import main
 from img2kernel.sources.filters import build_filter
 from img2kernel.models import AffineKernel, MagnitudeModel

@@ -20,43 +20,6 @@ from img2kernel import borders
 from img2kernel.models import Model
 
 
-def reflect101(indices: np.ndarray, size: int) -> np.ndarray:
-    """Map indices outside [0, size) back inside by OpenCV's BORDER_REFLECT_101 (dcb|abcd|cba)."""
-    if size == 1:
-        return np.zeros_like(indices)
-    period = 2 * (size - 1)
-    folded = np.abs(indices) % period
-    return np.where(folded >= size, period - folded, folded)
-
-
-def border_indices(indices: np.ndarray, size: int, rule: str) -> np.ndarray:
-    """Source index of each (possibly outside) index under a border rule; ``zero`` clips (the
-    caller zeroes those pixels) and ``unfiltered`` replicates (its ring is restored later)."""
-    if rule == "reflect101":
-        return reflect101(indices, size)
-    if rule == "reflect":
-        folded = np.mod(indices, 2 * size)
-        return np.where(folded >= size, 2 * size - 1 - folded, folded)
-    if rule == "wrap":
-        return np.mod(indices, size)
-    return np.clip(indices, 0, size - 1)
-
-
-def tile_with_halo(image: np.ndarray, y0: int, y1: int, x0: int, x1: int, halo: int, rule: str,
-                   dtype: type = np.float32) -> np.ndarray:
-    """Rows y0-halo..y1+halo and columns x0-halo..x1+halo in ``dtype``, outside pixels by ``rule``
-    (what :func:`img2kernel.borders.pad` of the whole image holds there, without padding it)."""
-    height, width = image.shape[:2]
-    if y0 - halo >= 0 and x0 - halo >= 0 and y1 + halo <= height and x1 + halo <= width:
-        return np.asarray(image[y0 - halo : y1 + halo, x0 - halo : x1 + halo], dtype=dtype)
-    rows, cols = np.arange(y0 - halo, y1 + halo), np.arange(x0 - halo, x1 + halo)
-    block = np.asarray(image[np.ix_(border_indices(rows, height, rule), border_indices(cols, width, rule))], dtype=dtype)
-    if rule == "zero":
-        outside = ((rows < 0) | (rows >= height))[:, None] | ((cols < 0) | (cols >= width))[None, :]
-        block[outside] = 0
-    return block
-
-
 def usable_cpus() -> int:
     """CPUs this process may run on (its affinity mask where the OS has one)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
@@ -118,7 +81,7 @@ def apply_tiled(
         y1 = min(y0 + tile, height)
         for x0 in range(0, width, tile):
             x1 = min(x0 + tile, width)
-            block = tile_with_halo(image, y0, y1, x0, x1, halo, border)
+            block = borders.tile_with_halo(image, y0, y1, x0, x1, halo, border)
             values = model.predict_valid(block, dtype=dtype)
             if border == "unfiltered" and halo:
                 inner = block[halo : halo + y1 - y0, halo : halo + x1 - x0]

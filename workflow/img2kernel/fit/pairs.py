@@ -308,9 +308,10 @@ def detect_border(model: AffineKernel, pairs: Pairs) -> dict:
     count = 0
     for i, (x, y) in enumerate(zip(pairs.inputs, pairs.outputs)):
         use = pairs.usable(i, None)
-        strips = [(r0, r1, c0, c1) for r0, r1, c0, c1 in ring_strips(y.shape, h) if use[r0:r1, c0:c1].any()]
-        for r0, r1, c0, c1 in strips:
+        for r0, r1, c0, c1 in ring_strips(y.shape, h):
             keep = use[r0:r1, c0:c1]
+            if not keep.any():
+                continue
             target = np.asarray(y[r0:r1, c0:c1][keep], dtype=np.float64)
             count += target.size
             for rule in rules:
@@ -338,11 +339,9 @@ def ring_strips(shape: tuple[int, ...], halo: int) -> list[tuple[int, int, int, 
 def ring_prediction(model, image: np.ndarray, rule: str, strip: tuple[int, int, int, int]) -> np.ndarray:
     """(h, w, C_out) float64 prediction of one strip of the image under ``rule``: its halo read
     by the rule (the strip alone is padded, not the image), ``unfiltered`` the input itself."""
-    from img2kernel.apply import tile_with_halo
-
     r0, r1, c0, c1 = strip
     if rule == "unfiltered":
         values = np.asarray(image[r0:r1, c0:c1], dtype=np.float64)
     else:
-        values = model.predict_valid(tile_with_halo(image, r0, r1, c0, c1, model.halo, rule, np.float64), output="float")
+        values = model.predict_valid(borders.tile_with_halo(image, r0, r1, c0, c1, model.halo, rule, np.float64), output="float")
     return values.reshape(r1 - r0, c1 - c0, -1)
