@@ -258,6 +258,14 @@ def test_channel_counts_that_differ_between_pairs(tmp_path):
     assert "field 'inputs'" in message and "photo 1.png has 1 channel(s) but" in message
 
 
+def test_a_black_and_white_photo_stored_as_rgb_among_colour_ones_is_colour(tmp_path):
+    photos = rgb_photos(3)
+    gray = cv2.cvtColor(photos[1], cv2.COLOR_RGB2GRAY)
+    photos[1] = np.dstack([gray] * 3)
+    _, _, manifest = fit_spec(write_pairs(tmp_path, photos, photos), max_ksize=1)
+    assert manifest["channels"] == {"input": 3, "output": 3}
+
+
 def test_truncated_and_unreadable_files_are_named(tmp_path):
     photos = gray_photos(2)
     spec = write_pairs(tmp_path, photos, photos)

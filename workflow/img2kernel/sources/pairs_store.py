@@ -184,13 +184,15 @@ def read_pairs(spec: dict, refs: list[PairRef], fetched: dict[tuple[str, str], P
     storage = {role: next(iter(storages[role])) for role in ("input", "output")}
     channels = {}
     for role, index in (("input", 1), ("output", 2)):
-        count = lambda planes: 1 if _is_gray_rgb(planes) else planes.shape[2]  # noqa: E731 (a gray GIF decodes as RGB)
-        if len({count(item[index]) for item in raw}) > 1:
-            first = {c: item[0] for item in raw for c in [count(item[index])]}
+        # Gray stored as RGB goes with gray files (a gray GIF decodes as RGB) and with colour ones
+        # (a black-and-white photo among colour photos); each image is compared once.
+        gray = [item[index].shape[2] == 1 or _is_gray_rgb(item[index]) for item in raw]
+        stored = [item[index].shape[2] for item in raw]
+        if 1 in stored and not all(gray):
+            first = {c: item[0] for item, c, g in zip(raw, stored, gray) if c == 1 or not g}
             raise ValueError(f"{name}: {role} files have different channel counts: "
                              + ", ".join(f"{getattr(ref, role)} has {c}" for c, ref in sorted(first.items())))
-        gray_as_rgb = all(_is_gray_rgb(item[index]) or item[index].shape[2] == 1 for item in raw)
-        channels[role] = int(wanted.get(role) or (1 if gray_as_rgb else raw[0][index].shape[2]))
+        channels[role] = int(wanted.get(role) or (1 if all(gray) else 3))
     split = split_for_pairs([ref.key for ref, _, _ in raw], holdout, seed)
     loaded = []
     for ref, x, y in raw:
