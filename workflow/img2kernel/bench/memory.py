@@ -56,13 +56,14 @@ def child_peak(command: list[str], cwd: Path) -> dict:
     """Run ``command``; its seconds, peak resident memory (MB), exit status and what it said.
 
     The peak is the child's own high-water mark (``VmHWM``, read every 10 ms until it exits), or
-    its ``ru_maxrss`` where that exceeds this process's size (below it, ``ru_maxrss`` may be the
-    size the child had at the fork, not its own).
+    its ``ru_maxrss`` where that exceeds this process's own high-water mark (below it,
+    ``ru_maxrss`` may be this process's, inherited at the fork, not the child's).
     """
     import threading
 
     started = time.perf_counter()
-    own_kb = _status_kb(os.getpid(), "VmRSS")
+    # A child's ru_maxrss can be this process's high-water mark (the fork shares its memory map).
+    own_kb = _status_kb(os.getpid(), "VmHWM")
     process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     chunks: list[str] = []
     reader = threading.Thread(target=lambda: chunks.append(process.stdout.read()), daemon=True)
@@ -75,7 +76,7 @@ def child_peak(command: list[str], cwd: Path) -> dict:
         peak_kb = max(peak_kb, _status_kb(process.pid, "VmHWM"))
         time.sleep(0.01)
     process.returncode = os.waitstatus_to_exitcode(status)
-    if usage.ru_maxrss > 1.05 * own_kb:  # above this process's size, ru_maxrss is the child's own peak
+    if usage.ru_maxrss > 1.05 * own_kb:  # above this process's peak, ru_maxrss is the child's own
         peak_kb = max(peak_kb, usage.ru_maxrss)
     reader.join()
     seconds = time.perf_counter() - started
