@@ -183,6 +183,73 @@ def test_a_valid_mode_output_is_aligned(tmp_path):
     assert np.max(np.abs(result.model.kernel[0, 0] - kernel)) < 1e-4
 
 
+def test_a_colour_matrix_then_a_blur_is_a_channel_matrix_times_one_kernel(tmp_path):
+    """A tool that mixes the channels pays for the cross-channel sums and has them found."""
+    photos = rgb_photos()
+    matrix = np.array([[0.8, 0.15, 0.05], [0.1, 0.8, 0.1], [0.05, 0.15, 0.8]], dtype=np.float32)
+    outputs = [cv2.GaussianBlur(cv2.transform(p.astype(np.float32), matrix), (5, 5), 1.0) for p in photos]
+    result, _, _ = fit_spec(write_pairs(tmp_path, photos, outputs, ".tif"), max_ksize=7)
+    chosen = next(s["structure"] for s in result.structures if s["chosen"])
+    assert result.linear and result.ksize == 5 and chosen == "channel matrix x one kernel"
+    gaussian = cv2.getGaussianKernel(5, 1.0) @ cv2.getGaussianKernel(5, 1.0).T
+    truth = matrix[:, :, None, None] * gaussian
+    assert np.max(np.abs(result.model.kernel - truth)) < 1e-4
+
+
+def test_channels_that_mix_at_a_larger_size_than_their_own_kernels_are_sized_by_the_full_system(tmp_path):
+    """Each channel's own kernel is 3x3 but green leaks into red through a 7x7 kernel: the size a
+    kernel per channel would choose cannot hold it, so the full system's size search runs."""
+    photos = rgb_photos()
+    leak = np.random.default_rng(3).normal(size=(7, 7)).astype(np.float32) / 10
+
+    def tool(p):
+        f = p.astype(np.float32)
+        out = np.dstack([cv2.blur(f[..., c], (3, 3), borderType=cv2.BORDER_REFLECT_101) for c in range(3)])
+        out[..., 0] += cv2.filter2D(f[..., 1], -1, leak, borderType=cv2.BORDER_REFLECT_101)
+        return out
+
+    result, _, _ = fit_spec(write_pairs(tmp_path, photos, [tool(p) for p in photos], ".tif"), max_ksize=9)
+    assert next(s["structure"] for s in result.structures if s["chosen"]) == "full"
+    assert result.ksize == 7 and result.linear
+    np.testing.assert_allclose(result.model.kernel[0, 1], leak, atol=1e-4)
+    np.testing.assert_allclose(result.model.kernel[1, 1, 2:5, 2:5], np.full((3, 3), 1 / 9), atol=1e-4)
+
+
+def test_sums_of_each_channel_alone_are_the_diagonal_blocks_of_the_full_sums():
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 256, (40, 50, 3)).astype(np.uint8)
+    y = rng.integers(0, 256, (40, 50, 3)).astype(np.uint8)
+    use = rng.random((40, 50)) < 0.6
+    full = normal_equations([FitSample(x, y, use)], 5, input_storage="uint8", output_storage="uint8")
+    own = normal_equations([FitSample(x, y, use)], 5, input_storage="uint8", output_storage="uint8",
+                           cross_channel=False)
+    for c in range(3):
+        block = slice(25 * c, 25 * (c + 1))
+        np.testing.assert_array_equal(own.xx[block, block], full.xx[block, block])
+    np.testing.assert_array_equal(own.xy, full.xy)
+    for structure in ("per-channel", "shared"):
+        np.testing.assert_allclose(own.solve_structured(3, structure)[0], full.solve_structured(3, structure)[0],
+                                   rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="cross_channel=True"):
+        own.solve(3)
+    mixing = np.zeros((3, 3, 3, 3))
+    mixing[0, 1, 1, 1] = 1.0
+    with pytest.raises(ValueError, match="mixes channels"):
+        own.rms_residual(3, mixing, np.zeros(3))
+
+
+def test_window_columns_are_each_masked_pixels_window():
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    from img2kernel.fit.lstsq import window_columns
+
+    rng = np.random.default_rng(4)
+    band = rng.normal(size=(9, 20, 2))
+    for mask in (np.ones((5, 16), bool), rng.random((5, 16)) < 0.5):
+        expected = sliding_window_view(band, (5, 5), axis=(0, 1))[mask].reshape(int(mask.sum()), -1).T
+        np.testing.assert_array_equal(window_columns(band, mask, 5), expected)
+
+
 def test_float32_sums_of_8_bit_data_are_exact():
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (70, 90, 1)).astype(np.float32)

@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 
 from img2kernel import borders
-from img2kernel.report import plots
 from img2kernel.fit.ladder import LINEAR, ladder_fields, ladder_sentence
 from img2kernel.fit.pairs import load_pairs
 from img2kernel.evaluate.identify import identify
@@ -107,6 +106,8 @@ def evaluate_pairs(inputs_folder, outputs_folder, model: Model, metadata: dict, 
         key = pairs.keys[index]
         per_image.append({"key": key, "shape": list(pairs.inputs[index].shape), **metrics})
         if examples is not None and len(examples) < max_examples:
+            from img2kernel.report import plots  # matplotlib only where a figure is drawn
+
             examples.append(plots.image_preview(key, pairs.inputs[index], pairs.outputs[index], prediction))
 
     return Evaluation(
@@ -154,6 +155,8 @@ def evaluate_pairs_and_plot(inputs_folder, outputs_folder, model_path, info_path
                             kernels_png, training_png, images_png, catalogue: dict | None = None,
                             max_images: int | None = None, shown_images: int = 3) -> dict:
     """The evaluate[filter] job of a pairs filter: metrics to JSON and its three plots."""
+    from img2kernel.report import plots
+
     examples: list = []
     model, metadata = load_model(model_path)
     evaluation = evaluate_pairs(inputs_folder, outputs_folder, model, metadata, info_path, catalogue, max_images, examples,

@@ -13,6 +13,11 @@ the normal equations are exact, at about 2.6 times the speed of float64 (15x15 o
 
 The equations of every smaller odd size are sub-blocks of the largest one's (the same
 pixels, a centred subset of the window), so one pass serves the whole size search.
+
+With ``cross_channel=False`` only each input channel's own block of X'X is summed (a third
+of the work for RGB): enough for a kernel per channel or one shared kernel, which is what
+most colour tools are, so the full cross-channel system is summed only when needed
+(docs/design.md, "Pairs").
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import scipy.linalg
 from numpy.lib.stride_tricks import sliding_window_view
-from scipy.linalg.blas import ssyrk
+from scipy.linalg.blas import sgemm, ssyrk
 
 from img2kernel.evaluate.metrics import row_bands
 
@@ -64,6 +69,7 @@ class NormalEquations:
     x_offset: np.ndarray  # (C_in,) subtracted from inputs before the sums
     y_offset: np.ndarray  # (C_out,)
     exact: bool
+    cross_channel: bool = True  # False: xx holds each input channel's own block only (zeros elsewhere)
 
     def _index(self, ksize: int) -> np.ndarray:
         """Feature indices of the centred ``ksize`` window inside the largest one, (c, dy, dx) order."""
@@ -85,8 +91,9 @@ class NormalEquations:
 
     def solve(self, ksize: int) -> tuple[np.ndarray, np.ndarray]:
         """The least-squares kernel (C_out, C_in, K, K) and bias (C_out,) at ``ksize``, in stored units."""
-        if self.rows == 0:
-            raise ValueError("no usable pixels to fit (every output pixel is saturated, unknown or too near the edge)")
+        self._check_rows()
+        if not self.cross_channel and self.c_in > 1:
+            raise ValueError("these sums hold each channel's own block only: sum them with cross_channel=True")
         gram, rhs = self._system(ksize)
         theta = solve_normal(gram, rhs)
         f = gram.shape[0] - 1
@@ -103,6 +110,7 @@ class NormalEquations:
         """
         if self.c_in != self.c_out:
             raise ValueError(f"structure {structure!r} needs as many input as output channels")
+        self._check_rows()
         idx = self._index(ksize).reshape(self.c_in, -1)
         f = idx.shape[1]
         kernel = np.zeros((self.c_out, self.c_in, ksize, ksize))
@@ -134,8 +142,14 @@ class NormalEquations:
             raise ValueError(f"unknown channel structure {structure!r}")
         return kernel, centred_bias + self.y_offset - np.einsum("oikl,i->o", kernel, self.x_offset)
 
+    def _check_rows(self) -> None:
+        if self.rows == 0:
+            raise ValueError("no usable pixels to fit (every output pixel is saturated, unknown or too near the edge)")
+
     def rms_residual(self, ksize: int, kernel: np.ndarray, bias: np.ndarray) -> float:
         """RMS residual over the fit's own pixels and output channels, from the sums (no second pass)."""
+        if not self.cross_channel and np.any(kernel * (1 - np.eye(self.c_out, self.c_in))[:, :, None, None]):
+            raise ValueError("a kernel that mixes channels needs the sums of cross_channel=True")
         gram, rhs = self._system(ksize)
         centred_bias = bias - self.y_offset + np.einsum("oikl,i->o", kernel, self.x_offset)
         theta = np.vstack([kernel.reshape(self.c_out, -1).T, centred_bias[None]])
@@ -216,12 +230,14 @@ def normal_equations(
     output_storage: str = "float32",
     max_rows: int | None = None,
     seed: int = 0,
+    cross_channel: bool = True,
 ) -> NormalEquations:
     """Accumulate the normal equations of a ``ksize`` affine kernel over the samples' used pixels.
 
     Only output pixels whose whole window lies inside the image are rows (the border rule
     is unknown, so no padded pixel enters the fit). With ``max_rows``, a seeded random
-    subset of about that many rows is used (the same for the same data and seed).
+    subset of about that many rows is used (the same for the same data and seed). With
+    ``cross_channel=False``, X'X holds each input channel's own block only.
     """
     if ksize < 1 or ksize % 2 == 0:
         raise ValueError(f"ksize must be odd and positive, got {ksize}")
@@ -241,6 +257,9 @@ def normal_equations(
     keep_probability = 1.0 if not max_rows or eligible <= max_rows else max_rows / eligible
     rng = np.random.default_rng(seed)
     f = c_in * ksize * ksize
+    taps = ksize * ksize
+    # The column ranges of X'X that are summed: every feature at once, or each channel's own.
+    groups = [slice(0, f)] if cross_channel or c_in == 1 else [slice(c * taps, (c + 1) * taps) for c in range(c_in)]
     xx, x1, xy = np.zeros((f, f)), np.zeros(f), np.zeros((f, c_out))
     y1, yy, rows = np.zeros(c_out), np.zeros(c_out), 0
     for sample, use in zip(samples, usable):
@@ -260,27 +279,56 @@ def normal_equations(
             # Centred and converted a block at a time: a whole-image float copy is 24 bytes a
             # colour pixel, 2.4 GB for a 10000 x 10000 photo.
             xc = (sample.x[r0 - h : r1 + h] - x_offset).astype(dtype, copy=False)
-            windows = sliding_window_view(xc, (ksize, ksize), axis=(0, 1))  # (r, w, C, K, K)
-            block_x = windows[mask].reshape(n, f)
+            columns = window_columns(xc, mask, ksize)  # (F, n): one row of window values per feature
             block_y = (sample.y[r0:r1, h : width - h][mask] - y_offset).astype(dtype, copy=False)
             rows += n
             if exact:
                 for s in range(0, n, EXACT_CHUNK):
-                    cx, cy = np.ascontiguousarray(block_x[s : s + EXACT_CHUNK]), block_y[s : s + EXACT_CHUNK]
-                    xx += ssyrk(1.0, cx, trans=1)  # upper triangle; mirrored below
+                    # (chunk, F) in Fortran order: each channel's columns are then a contiguous
+                    # matrix that BLAS reads without a copy.
+                    cx, cy = np.asfortranarray(columns[:, s : s + EXACT_CHUNK].T), block_y[s : s + EXACT_CHUNK]
+                    for g in groups:
+                        xx[g, g] += ssyrk(1.0, cx[:, g], trans=1)  # upper triangle; mirrored below
                     x1 += cx.sum(axis=0)
-                    xy += cx.T @ cy
+                    # scipy's BLAS, as ssyrk: numpy's matmul is a second OpenBLAS with its own
+                    # threads, and alternating the two pools made every call 3x slower on 2 cores.
+                    xy += sgemm(1.0, cx, cy, trans_a=1)
                     y1 += cy.sum(axis=0)
                     yy += np.square(cy).sum(axis=0)
             else:
-                xx += block_x.T @ block_x
-                x1 += block_x.sum(axis=0)
-                xy += block_x.T @ block_y
+                for g in groups:
+                    xx[g, g] += columns[g] @ columns[g].T
+                x1 += columns.sum(axis=1)
+                xy += columns @ block_y
                 y1 += block_y.sum(axis=0)
                 yy += np.square(block_y).sum(axis=0)
     if exact:
         xx = np.triu(xx) + np.triu(xx, 1).T
-    return NormalEquations(ksize, c_in, c_out, xx, x1, xy, y1, yy, rows, eligible, x_offset, y_offset, exact)
+    return NormalEquations(ksize, c_in, c_out, xx, x1, xy, y1, yy, rows, eligible, x_offset, y_offset, exact,
+                           cross_channel or c_in == 1)
+
+
+def window_columns(band: np.ndarray, mask: np.ndarray, ksize: int) -> np.ndarray:
+    """The windows of the masked output pixels of a band, one feature per row.
+
+    Args:
+        band: (r + K - 1, W, C) input rows around r output rows.
+        mask: (r, W - K + 1) bool, the output pixels whose windows are wanted.
+
+    Returns:
+        (C * K * K, n) array, feature (c, dy, dx) in row c K^2 + dy K + dx, one column per
+        pixel of ``mask`` in row-major order. Every window of the band is copied plane by
+        plane, then the masked pixels kept (indexing a sliding-window view by the mask copies
+        element by element, about ten times slower).
+    """
+    rows, width = mask.shape
+    channels = band.shape[2]
+    planes = np.ascontiguousarray(np.moveaxis(band, 2, 0))  # (C, r + K - 1, W)
+    windows = sliding_window_view(planes, (ksize, ksize), axis=(1, 2))  # (C, r, w, K, K)
+    columns = np.empty((channels, ksize, ksize, rows, width), dtype=band.dtype)
+    columns[...] = windows.transpose(0, 3, 4, 1, 2)
+    columns = columns.reshape(channels * ksize * ksize, rows * width)
+    return columns if mask.all() else np.compress(mask.reshape(-1), columns, axis=1)
 
 
 def _channel_means(array: np.ndarray) -> np.ndarray:

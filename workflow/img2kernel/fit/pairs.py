@@ -190,35 +190,61 @@ def fit_pairs(pairs: Pairs, *, max_ksize: int = 15, ksize: int | None = None, se
             "set a smaller ksize or max_ksize"
         )
     sizes_to_try = [ksize] if ksize else list(range(1, largest + 1, 2))
-    features = pairs.c_in * largest * largest + 1
-    equations = normal_equations(
-        pairs.samples("train"),
-        largest,
-        input_storage=pairs.input_storage,
-        output_storage=pairs.output_storage,
-        max_rows=int(ROW_BUDGET / features**2),
-        seed=seed,
-    )
-    timings = {"normal_equations": time.perf_counter() - started}
     held_out = next((s for s in ("val", "test") if any(pairs.usable(i, s).any() for i in range(len(pairs.keys)))), "train")
     floor = noise_floor(pairs.output_storage, pairs.output_rms())
-    step = time.perf_counter()
-    sizes, models = [], {}
-    for k in sizes_to_try:
-        kernel, bias = equations.solve(k)
-        model = AffineKernel(kernel, bias)
-        models[k] = model
-        train, held = equations.rms_residual(k, kernel, bias), heldout_rms(model, pairs, held_out, largest // 2)
-        sizes.append({"ksize": k, "parameters": model.n_parameters, "train_rms": train, "heldout_rms": held,
-                      "residual_rms": max(train, held)})
-    timings["sizes"] = time.perf_counter() - step
-    best = min(s["residual_rms"] for s in sizes)
-    chosen = next(s for s in sizes if s["residual_rms"] ** 2 - best**2 <= (SIZE_TOLERANCE * floor) ** 2)
-    step = time.perf_counter()
-    model, structures = choose_structure(equations, chosen["ksize"], models[chosen["ksize"]], chosen, pairs, held_out,
-                                         largest // 2, floor)
+    halo = largest // 2  # every size is scored on the same pixels: those of the largest
+    timings: dict = {}
+
+    def sums(k: int, cross_channel: bool):
+        step = time.perf_counter()
+        blocks, features = (1, pairs.c_in * k * k + 1) if cross_channel else (pairs.c_in, k * k + 1)
+        equations = normal_equations(
+            pairs.samples("train"), k, input_storage=pairs.input_storage, output_storage=pairs.output_storage,
+            max_rows=int(ROW_BUDGET / (blocks * features**2)), seed=seed, cross_channel=cross_channel)
+        timings["normal_equations"] = timings.get("normal_equations", 0.0) + time.perf_counter() - step
+        return equations
+
+    def search(equations, solve) -> tuple[list[dict], dict, dict]:
+        step = time.perf_counter()
+        sizes, models = [], {}
+        for k in sizes_to_try:
+            model = models[k] = AffineKernel(*solve(equations, k))
+            train, held = equations.rms_residual(k, model.kernel, model.bias), heldout_rms(model, pairs, held_out, halo)
+            sizes.append({"ksize": k, "parameters": model.n_parameters, "train_rms": train, "heldout_rms": held,
+                          "residual_rms": max(train, held)})
+        best = min(s["residual_rms"] for s in sizes)
+        chosen = next(s for s in sizes if s["residual_rms"] ** 2 - best**2 <= (SIZE_TOLERANCE * floor) ** 2)
+        timings["sizes"] = timings.get("sizes", 0.0) + time.perf_counter() - step
+        return sizes, models, chosen
+
+    def structure(equations, k: int, full: AffineKernel, full_row: dict):
+        step = time.perf_counter()
+        found = choose_structure(equations, k, full, full_row, pairs, held_out, halo, floor)
+        timings["structure"] = timings.get("structure", 0.0) + time.perf_counter() - step
+        return found
+
+    full_solve = lambda equations, k: equations.solve(k)  # noqa: E731
+    if pairs.c_in == pairs.c_out > 1:
+        # Cheap structures first: the size from a kernel per channel (each channel's own block of
+        # the sums), then the full cross-channel sums at that size only, to test whether the
+        # channels mix. Only a tool whose channels do mix pays for the full system at every size
+        # (and has its size found with it).
+        equations = sums(largest, cross_channel=False)
+        sizes, _, chosen = search(equations, lambda e, k: e.solve_structured(k, "per-channel"))
+        equations = sums(chosen["ksize"], cross_channel=True)
+        full = AffineKernel(*equations.solve(chosen["ksize"]))
+        train, held = equations.rms_residual(chosen["ksize"], full.kernel, full.bias), heldout_rms(full, pairs, held_out, halo)
+        full_row = {"train_rms": train, "heldout_rms": held, "residual_rms": max(train, held)}
+        model, structures = structure(equations, chosen["ksize"], full, full_row)
+        if next(s for s in structures if s["chosen"])["structure"] not in CHANNEL_WISE:
+            equations = sums(largest, cross_channel=True) if chosen["ksize"] < largest else equations
+            sizes, models, chosen = search(equations, full_solve)
+            model, structures = structure(equations, chosen["ksize"], models[chosen["ksize"]], chosen)
+    else:
+        equations = sums(largest, cross_channel=True)
+        sizes, models, chosen = search(equations, full_solve)
+        model, structures = structure(equations, chosen["ksize"], models[chosen["ksize"]], chosen)
     chosen = {**chosen, "residual_rms": next(s["residual_rms"] for s in structures if s["chosen"])}
-    timings["structure"] = time.perf_counter() - step
     step = time.perf_counter()
     border = detect_border(model, pairs)
     timings["border"] = time.perf_counter() - step
@@ -243,6 +269,9 @@ def fit_pairs(pairs: Pairs, *, max_ksize: int = 15, ksize: int | None = None, se
     )
 
 
+CHANNEL_WISE = ("shared", "per-channel")  # structures whose output channel reads its own input channel only
+
+
 def choose_structure(equations, ksize: int, full: AffineKernel, full_row: dict, pairs: Pairs, split: str, halo: int,
                      floor: float) -> tuple[AffineKernel, list[dict]]:
     """The simplest channel structure whose held-out residual is within the noise of the full model's.
@@ -256,7 +285,7 @@ def choose_structure(equations, ksize: int, full: AffineKernel, full_row: dict, 
     """
     candidates = []
     if full.c_in == full.c_out > 1:
-        for structure in ("shared", "per-channel"):
+        for structure in CHANNEL_WISE:
             kernel, bias = equations.solve_structured(ksize, structure)
             candidates.append((structure, AffineKernel(kernel, bias)))
     if full.c_in * full.c_out > 1:
