@@ -52,7 +52,8 @@ def fit_files(files: list[str], model_path: str | Path, *, ksize: int | None = N
     identification = identification_of(model, info)
     lines = [f"pairs: {len(loaded)} ({'each split by disjoint tiles' if manifest['split_mode'] == 'tiles' else 'split by name'}), "
              f"{manifest['input_storage']} -> {manifest['output_storage']}, channels {model.c_in} -> {model.c_out}"]
-    lines.append(f"kernel size: {result.ksize}x{result.ksize}; RMS residual per size (larger of train and held-out): "
+    per_channel = " of a kernel per channel" if result.sizes[0]["structure"] == "per-channel" else ""
+    lines.append(f"kernel size: {result.ksize}x{result.ksize}; RMS residual per size{per_channel} (larger of train and held-out): "
                  + ", ".join(f"{s['ksize']}: {s['residual_rms']:.3g}" for s in result.sizes))
     if len(result.structures) > 1:
         lines.append("channels: " + ", ".join(f"{s['structure']}{' (chosen)' if s['chosen'] else ''} {s['residual_rms']:.3g}"

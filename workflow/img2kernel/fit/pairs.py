@@ -9,7 +9,8 @@ Nothing about the tool is assumed:
   ring and the one with the smallest residual there is reported.
 - **Size**: the normal equations of the largest size contain every smaller odd size's,
   so all sizes are solved from one pass; the chosen size is the smallest whose residual
-  is within half the noise floor (in quadrature) of the best size's.
+  is within half the noise floor (in quadrature) of the best size's. Colour is sized with
+  a kernel per channel, and with the full cross-channel kernel only when the channels mix.
 - **Linear or not**: decided by the residual against the noise floor that the output's
   storage implies (8-bit rounding: 1/sqrt(12) = 0.29 levels RMS), not a PSNR.
 - **Which residual**: the larger of the train and held-out RMS. With a few pairs the
@@ -204,14 +205,14 @@ def fit_pairs(pairs: Pairs, *, max_ksize: int = 15, ksize: int | None = None, se
         timings["normal_equations"] = timings.get("normal_equations", 0.0) + time.perf_counter() - step
         return equations
 
-    def search(equations, solve) -> tuple[list[dict], dict, dict]:
+    def search(equations, structure: str, solve) -> tuple[list[dict], dict, dict]:
         step = time.perf_counter()
         sizes, models = [], {}
         for k in sizes_to_try:
             model = models[k] = AffineKernel(*solve(equations, k))
             train, held = equations.rms_residual(k, model.kernel, model.bias), heldout_rms(model, pairs, held_out, halo)
-            sizes.append({"ksize": k, "parameters": model.n_parameters, "train_rms": train, "heldout_rms": held,
-                          "residual_rms": max(train, held)})
+            sizes.append({"ksize": k, "structure": structure, "parameters": model.n_parameters, "train_rms": train,
+                          "heldout_rms": held, "residual_rms": max(train, held)})
         best = min(s["residual_rms"] for s in sizes)
         chosen = next(s for s in sizes if s["residual_rms"] ** 2 - best**2 <= (SIZE_TOLERANCE * floor) ** 2)
         timings["sizes"] = timings.get("sizes", 0.0) + time.perf_counter() - step
@@ -230,7 +231,7 @@ def fit_pairs(pairs: Pairs, *, max_ksize: int = 15, ksize: int | None = None, se
         # channels mix. Only a tool whose channels do mix pays for the full system at every size
         # (and has its size found with it).
         equations = sums(largest, cross_channel=False)
-        sizes, _, chosen = search(equations, lambda e, k: e.solve_structured(k, "per-channel"))
+        sizes, _, chosen = search(equations, "per-channel", lambda e, k: e.solve_structured(k, "per-channel"))
         equations = sums(chosen["ksize"], cross_channel=True)
         full = AffineKernel(*equations.solve(chosen["ksize"]))
         train, held = equations.rms_residual(chosen["ksize"], full.kernel, full.bias), heldout_rms(full, pairs, held_out, halo)
@@ -238,11 +239,11 @@ def fit_pairs(pairs: Pairs, *, max_ksize: int = 15, ksize: int | None = None, se
         model, structures = structure(equations, chosen["ksize"], full, full_row)
         if next(s for s in structures if s["chosen"])["structure"] not in CHANNEL_WISE:
             equations = sums(largest, cross_channel=True) if chosen["ksize"] < largest else equations
-            sizes, models, chosen = search(equations, full_solve)
+            sizes, models, chosen = search(equations, "full", full_solve)
             model, structures = structure(equations, chosen["ksize"], models[chosen["ksize"]], chosen)
     else:
         equations = sums(largest, cross_channel=True)
-        sizes, models, chosen = search(equations, full_solve)
+        sizes, models, chosen = search(equations, "full", full_solve)
         model, structures = structure(equations, chosen["ksize"], models[chosen["ksize"]], chosen)
     chosen = {**chosen, "residual_rms": next(s["residual_rms"] for s in structures if s["chosen"])}
     step = time.perf_counter()
