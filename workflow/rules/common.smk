@@ -41,9 +41,12 @@ FILTER_NAME = "[a-z][a-z0-9_]{0,63}"
 # cores and inflate every training time fourfold. Locally, those jobs also take one of
 # `cpu_slots`, of which there are as many as this process may use CPUs
 # (`--resources cpu_slots=N` overrides).
+USABLE_CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 if workflow.local_exec and "cpu_slots" not in workflow.global_resources:
-    usable = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
-    workflow.register_resource("cpu_slots", len(usable))
+    workflow.register_resource("cpu_slots", USABLE_CPUS)
+# Threads of a pairs fit: its BLAS scales to about four; no more than this machine has
+# (`--cores 8` on two CPUs would oversubscribe them).
+PAIRS_FIT_THREADS = min(4, USABLE_CPUS) if workflow.local_exec else 4
 # Locally, training jobs that ask for gpu=1 take the one GPU in turn. Not on a cluster: there
 # the scheduler places them (the SLURM profile turns gpu=1 into --gpus=1), and a global cap
 # would serialise them. Registered here, not in profiles/default, because a workflow profile
@@ -175,6 +178,13 @@ def filter_target_spec(wildcards):
 def filter_training_settings(wildcards):
     """config.yaml's training defaults with this filter's overrides: only its own edits rerun it."""
     return canonical_json(training_settings(config["train"], FILTERS[wildcards.filter]))
+
+
+def train_threads(wildcards):
+    """A pairs fit is BLAS-bound (its normal equations) and scales with threads; a generated
+    filter trains on small crops, where one thread a job is the better use of the cores.
+    Snakemake lowers the figure to --cores."""
+    return PAIRS_FIT_THREADS if source_of(FILTERS[wildcards.filter]) == PAIRS else 1
 
 
 def training_gpus():

@@ -14,10 +14,10 @@ rule train:
         spec=filter_target_spec,
         settings=filter_training_settings,
         device=config["device"],
-    # One thread a job: training works on 16 small crops (and the ladder on 10,000 windows),
-    # which a second thread barely speeds up; two jobs side by side on two cores finish the
-    # run sooner than one at a time on both.
-    threads: 1
+    # One thread a job for our filters: training works on 16 small crops (and the ladder on
+    # 10,000 windows), which a second thread barely speeds up; two jobs side by side on two
+    # cores finish the run sooner than one at a time on both. A pairs fit gets more.
+    threads: train_threads
     resources:
         # With a GPU, local runs put at most `--resources gpu=N` training jobs on it at
         # once (profiles/default sets N=1); on a CPU-only machine jobs run side by side.
