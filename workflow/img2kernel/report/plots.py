@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+
+if TYPE_CHECKING:  # pandas costs 0.3 s to import; only the training curve and the summary use it
+    import pandas as pd
 
 DPI = 110
 # zlib level 1: these PNGs are intermediate (the report re-encodes them as WebP), and
@@ -69,6 +71,8 @@ def kernels_figure(evaluation: dict, path: str | Path) -> None:
 
 def training_figure(history_csv: str | Path, name: str, path: str | Path) -> None:
     """Train and val loss and kernel error against steps and seconds, log scale."""
+    import pandas as pd  # only here: an evaluation of pairs draws no training curve
+
     history = pd.read_csv(history_csv)
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     for ax, x in zip(axes, ("step", "seconds")):
@@ -193,7 +197,7 @@ def pairs_kernels_figure(evaluation: dict, path: str | Path) -> None:
 
 def sizes_figure(evaluation: dict, path: str | Path) -> None:
     """Held-out residual per kernel size against the noise floor, and the edge-ring residual per border rule."""
-    sizes = pd.DataFrame(evaluation["sizes"])
+    sizes = {key: np.array([row[key] for row in evaluation["sizes"]]) for key in ("ksize", "train_rms", "heldout_rms")}
     floor = evaluation["noise_floor"]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     ax = axes[0]
