@@ -55,6 +55,21 @@ def test_every_job_log_ends_with_its_start_up_work_and_imports(tmp_path, monkeyp
     assert startup > 0 and 0.3 <= imports <= work < 5
 
 
+def test_a_process_age_is_within_the_time_its_parent_waited_for_it():
+    import subprocess
+    import sys
+    import time
+
+    code = ("import sys, time; sys.path.insert(0, sys.argv[1]); time.sleep(0.4)\n"
+            "from img2kernel.pipeline.logs import process_age; print(process_age())")
+    started = time.perf_counter()
+    printed = subprocess.run([sys.executable, "-c", code, str(REPO / "workflow")], capture_output=True, text=True,
+                             check=True).stdout
+    waited = time.perf_counter() - started
+    # The start is known to a clock tick (10 ms); a whole-second boot-time rounding would show.
+    assert 0.4 <= float(printed) <= waited + 0.05
+
+
 def test_pipeline_benchmark_splits_each_stage_into_start_up_imports_and_work(tmp_path):
     from img2kernel.bench.pipeline import stage_timings
 

@@ -16,10 +16,21 @@ TIMING = "timing:"
 
 def process_age() -> float:
     """Seconds since this process started (the interpreter, Snakemake's script preamble and
-    the script's module-level imports all run before a job's own code)."""
-    import psutil
+    the script's module-level imports all run before a job's own code).
 
-    return max(0.0, time.time() - psutil.Process().create_time())
+    On Linux the start is read in clock ticks from /proc against the boot clock: psutil's
+    create_time adds the boot time, which the kernel reports in whole seconds, so its age
+    is off by up to a second.
+    """
+    try:
+        with open("/proc/self/stat") as stat:
+            # Field 22 (starttime) follows the parenthesised command name, which may hold spaces.
+            started_ticks = int(stat.read().rsplit(")", 1)[1].split()[19])
+        return max(0.0, time.clock_gettime(time.CLOCK_BOOTTIME) - started_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, AttributeError, IndexError, ValueError):
+        import psutil
+
+        return max(0.0, time.time() - psutil.Process().create_time())
 
 
 @contextlib.contextmanager
