@@ -27,7 +27,6 @@ from typing import Callable
 
 import numpy as np
 import torch
-import torch._dynamo  # noqa: F401  torch.optim imports it on first use (1.5-3 s): not inside the timed training
 import torch.nn.functional as F
 from tqdm import tqdm
 
@@ -115,10 +114,13 @@ def relative_mse(model: LearnableKernel, crops: Crops) -> torch.Tensor:
     return F.mse_loss(model.forward_valid(crops.inputs), crops.targets) / crops.power
 
 
-def _make_optimizer(name: str, params, lr: float, history: int) -> torch.optim.Optimizer:
+def _make_optimizer(name: str, params, lr: float, history: int):
     if name == "lbfgs":
         return lbfgs(params, lr=lr, history=history, max_iter=1, max_eval=25)  # one iteration a step: the stopping rule sees each
     if name == "adam":
+        # torch.optim imports the compiler on its first step (1-3 s): here, not inside the timed training.
+        import torch._dynamo  # noqa: F401
+
         return torch.optim.Adam(params, lr=lr)
     raise ValueError(f"unknown optimizer {name!r}")
 
