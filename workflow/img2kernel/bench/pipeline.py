@@ -1,9 +1,11 @@
-"""``img2kernel bench pipeline``: the first run, the no-op rerun, where each stage's time goes,
-and large kernels (15x15, 31x31) against the least-squares oracle.
+"""``img2kernel bench pipeline``: the waits a user has, each against its target (the first run,
+the README's pairs example, ``img2kernel fit`` on one gray and five colour pairs, the no-op
+rerun against a trivial workflow of as many jobs), where each stage's time goes, and large
+kernels (15x15, 31x31) against the least-squares oracle.
 
-The workflow runs in a fresh temporary folder on a copy of the chosen configuration (the
+The workflow runs in fresh temporary folders on a copy of the chosen configuration (the
 sample one by default), with this checkout's Snakefile, so the figures are those of a first
-``make run``. Per stage, each job's wall time comes from its Snakemake ``benchmark:`` file
+``make run``; each wait is measured ``runs`` times and printed with its spread. Per stage, each job's wall time comes from its Snakemake ``benchmark:`` file
 and its split into start-up (interpreter, Snakemake's script preamble, module imports) and
 work (the job's own code, and the imports it makes on its path) from the ``timing:`` line
 that :func:`img2kernel.pipeline.logs.log_to` writes at the end of every job's log.
@@ -13,11 +15,13 @@ from __future__ import annotations
 
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import pandas as pd
 
@@ -38,6 +42,17 @@ LARGE_KERNELS = [
 ]
 
 
+# What a user waits for (issue-level targets, seconds; the no-op as a ratio to a trivial workflow).
+TARGETS = {"first_run_s": 50.0, "pairs_example_s": 8.0, "fit_gray_s": 1.5, "fit_colour_s": 5.0, "noop_ratio": 1.3}
+# The README's worked example: its pairs entry, fitted from examples/make_pairs.py's files.
+PAIRS_EXAMPLE = """filters:
+  - name: emboss_tool
+    kind: pairs
+    inputs: pairs/before
+    outputs: pairs/after
+"""
+
+
 def snakefile() -> Path:
     path = REPO / "Snakefile"
     if not path.is_file():
@@ -45,15 +60,82 @@ def snakefile() -> Path:
     return path
 
 
-def run_snakemake(workdir: Path, *args: str, cores: int = 8) -> float:
-    """Run the workflow in ``workdir``; its wall-clock seconds. A failure raises with Snakemake's output."""
-    command = [sys.executable, "-m", "snakemake", "-s", str(snakefile()), "-d", str(workdir), "--cores", str(cores), *args]
+def _timed(command: list[str], cwd: Path | None = None) -> float:
+    """Run ``command``; its wall-clock seconds. A failure raises with its output."""
     started = time.perf_counter()
-    result = subprocess.run(command, capture_output=True, text=True)
+    result = subprocess.run(command, capture_output=True, text=True, cwd=cwd)
     seconds = time.perf_counter() - started
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
     return seconds
+
+
+def run_snakemake(workdir: Path, *args: str, cores: int = 8, workflow: Path | None = None) -> float:
+    """Run the workflow (this checkout's unless ``workflow``) in ``workdir``; its wall-clock seconds."""
+    return _timed([sys.executable, "-m", "snakemake", "-s", str(workflow or snakefile()), "-d", str(workdir),
+                   "--cores", str(cores), *args])
+
+
+def spread(seconds: list[float], target: float) -> dict:
+    """Median, fastest and slowest of repeated measurements, against ``target`` (met by the median)."""
+    median = statistics.median(seconds)
+    return {"median": median, "min": min(seconds), "max": max(seconds), "runs": len(seconds), "target": target,
+            "met": median <= target}
+
+
+def trivial_workflow(folder: Path, jobs: int) -> Path:
+    """A workflow of ``jobs`` jobs that each touch a file, built once; its Snakefile (the no-op baseline)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    workflow = folder / "Snakefile"
+    workflow.write_text(f"rule all:\n    input: expand('out/{{i}}.txt', i=range({jobs - 1}))\n\n"
+                        "rule touch:\n    output: 'out/{i}.txt'\n    shell: 'touch {output}'\n")
+    run_snakemake(folder, "--quiet", workflow=workflow)
+    return workflow
+
+
+def noop_ratio(workdir: Path, cores: int, runs: int, scratch: Path) -> dict:
+    """Dry runs of the built workflow and of a trivial one with as many jobs, interleaved so both see the
+    same machine; seconds of each and their ratio's spread."""
+    jobs = sum(1 for _ in (workdir / "results" / "benchmarks").rglob("*.tsv")) + 1  # every rule has a benchmark, and `all`
+    baseline = trivial_workflow(scratch / "trivial-workflow", jobs)
+    ours, trivial = [], []
+    for _ in range(runs):
+        ours.append(run_snakemake(workdir, "-n", "--quiet", "all", cores=cores))
+        trivial.append(run_snakemake(baseline.parent, "-n", "--quiet", cores=cores, workflow=baseline))
+    return {"jobs": jobs, "noop": spread(ours, float("inf")), "trivial": spread(trivial, float("inf")),
+            "ratio": spread([a / b for a, b in zip(ours, trivial)], TARGETS["noop_ratio"])}
+
+
+def pairs_example(folder: Path, config_dir: Path) -> Path:
+    """The README's worked example in ``folder``: the configuration, examples/make_pairs.py's pairs, the entry."""
+    shutil.copytree(config_dir, folder / "config", dirs_exist_ok=True)
+    _timed([sys.executable, str(REPO / "examples" / "make_pairs.py"), str(folder / "pairs")])
+    (folder / "config" / "my_filters.yaml").write_text(PAIRS_EXAMPLE)
+    return folder
+
+
+def _img2kernel() -> list[str]:
+    """The command a user types: the console script next to this interpreter."""
+    script = Path(sys.executable).parent / "img2kernel"
+    return [str(script)] if script.is_file() else [sys.executable, "-c", "from img2kernel.cli.main import main; main()"]
+
+
+def fit_pairs(folder: Path) -> dict[str, list[str]]:
+    """Arguments of ``img2kernel fit`` for the two waits: one 512x512 gray pair (scikit-image's camera through
+    Pillow's EMBOSS) and the README example's five colour pairs (in ``folder``/pairs)."""
+    import skimage.data
+    from PIL import Image, ImageFilter
+
+    gray = Image.fromarray(skimage.data.camera())
+    gray.save(folder / "camera.png")
+    gray.filter(ImageFilter.EMBOSS).save(folder / "camera_emboss.png")
+    colour = [str(path) for name in sorted((folder / "pairs" / "before").glob("*.png"))
+              for path in (name, folder / "pairs" / "after" / name.name)]
+    return {"fit_gray_s": [str(folder / "camera.png"), str(folder / "camera_emboss.png")], "fit_colour_s": colour}
+
+
+def repeat(runs: int, once: Callable[[int], float]) -> list[float]:
+    return [once(i) for i in range(runs)]
 
 
 def stage_timings(workdir: Path) -> list[dict]:
@@ -100,26 +182,42 @@ def large_kernel_rows(inputs_store: Path, config_file: Path, scratch: Path, thre
     return rows
 
 
-def bench_pipeline(config_dir: str | Path | None = None, cores: int = 8, keep: str | Path | None = None) -> dict:
-    """First run, no-op dry run, stages and large kernels, in a fresh folder (kept at ``keep`` if given)."""
+def bench_pipeline(config_dir: str | Path | None = None, cores: int = 8, keep: str | Path | None = None,
+                   runs: int = 3) -> dict:
+    """The waits (each ``runs`` times, fresh folders), no-op ratio, stages and large kernels; the first
+    run's folder is kept at ``keep`` if given."""
     config_dir = Path(config_dir) if config_dir else REPO / "config"
     workdir = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="img2kernel-bench-pipeline-"))
+    scratch = Path(tempfile.mkdtemp(prefix="img2kernel-bench-scratch-"))
     try:
         if (workdir / "results").exists():
             raise FileExistsError(f"{workdir / 'results'} exists: the benchmark needs a fresh folder")
-        shutil.copytree(config_dir, workdir / "config", dirs_exist_ok=True)
-        first_run = run_snakemake(workdir, "--quiet", "all", cores=cores)
-        noop = run_snakemake(workdir, "-n", "--quiet", "all", cores=cores)
+
+        def first_run(i: int) -> float:
+            folder = workdir if i == 0 else scratch / f"first-run-{i}"
+            shutil.copytree(config_dir, folder / "config", dirs_exist_ok=True)
+            seconds = run_snakemake(folder, "--quiet", "all", cores=cores)
+            if i:
+                shutil.rmtree(folder)
+            return seconds
+
+        waits = {"first_run_s": repeat(runs, first_run)}
+        example = [pairs_example(scratch / f"pairs-example-{i}", config_dir) for i in range(runs)]
+        waits["pairs_example_s"] = [run_snakemake(folder, "--quiet", "--config", "filters=config/my_filters.yaml",
+                                                  cores=cores) for folder in example]
+        for name, files in fit_pairs(example[0]).items():
+            waits[name] = repeat(runs, lambda i: _timed([*_img2kernel(), "fit", *files, "-o", str(scratch / f"{name}.safetensors")]))
         report = workdir / "results" / "report.html"
         return {
-            "first_run_s": first_run,
-            "noop_s": noop,
+            "waits": {name: spread(seconds, TARGETS[name]) for name, seconds in waits.items()},
+            "noop": noop_ratio(workdir, cores, runs, scratch),
             "report_mb": report.stat().st_size / 1e6 if report.is_file() else float("nan"),
             "stages": stage_timings(workdir),
             "large_kernels": large_kernel_rows(workdir / "results" / "store" / "inputs", workdir / "config" / "config.yaml",
-                                               workdir / "bench-large-kernels"),
+                                               scratch / "bench-large-kernels"),
             "workdir": str(workdir) if keep else None,
         }
     finally:
+        shutil.rmtree(scratch, ignore_errors=True)
         if not keep:
             shutil.rmtree(workdir, ignore_errors=True)
