@@ -5,7 +5,8 @@ so its stopping rule sees every step; the ladder's rungs (:mod:`img2kernel.fit.l
 :func:`minimise` for a fixed iteration budget, so the same pairs give the same ladder on any
 machine.
 
-The optimizer is ours rather than ``torch.optim.LBFGS`` because every ``torch.optim``
+torch is imported only when an optimizer runs (a pairs fit that stays linear never imports
+it). The optimizer is ours rather than ``torch.optim.LBFGS`` because every ``torch.optim``
 optimizer imports the compiler (``torch._dynamo``, 1.1-3 s) on its first call, in a training
 job whose whole fit takes 0.1-0.5 s (docs/design.md, "Start-up"). It follows the textbook
 algorithm (Nocedal & Wright, Numerical Optimization, algorithms 7.4, 3.5 and 3.6: the
@@ -16,9 +17,10 @@ as torch's, so the two agree step for step (``tests/test_optim.py``).
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 # The Wolfe conditions: sufficient decrease and (strong) curvature.
 _C1, _C2 = 1e-4, 0.9
@@ -59,6 +61,8 @@ class LBFGS:
             p.grad = None
 
     def _gradient(self) -> torch.Tensor:
+        import torch
+
         return torch.cat([(torch.zeros_like(p) if p.grad is None else p.grad).reshape(-1) for p in self.parameters])
 
     def _move(self, length: float, direction: torch.Tensor) -> None:
@@ -70,6 +74,8 @@ class LBFGS:
 
     def _evaluate(self, closure: Callable, length: float, direction: torch.Tensor) -> tuple[float, torch.Tensor]:
         """Loss and gradient at the current point + ``length * direction``, the point kept."""
+        import torch
+
         saved = [p.detach().clone() for p in self.parameters]
         self._move(length, direction)
         with torch.enable_grad():
@@ -105,8 +111,15 @@ class LBFGS:
             r.add_(self._steps[i], alpha=alphas[i] - beta)
         return r
 
-    @torch.no_grad()
     def step(self, closure: Callable) -> torch.Tensor:
+        import torch
+
+        with torch.no_grad():
+            return self._step(closure)
+
+    def _step(self, closure: Callable) -> torch.Tensor:
+        import torch
+
         with torch.enable_grad():
             first_loss = closure()
         loss = float(first_loss.detach())
