@@ -39,7 +39,10 @@ def _resolve(base: Path, module: str | None, level: int, names: list[str]) -> li
     return [f for f in found if PACKAGE in f.parents or f.parent == PACKAGE]
 
 
-def _imports(path: Path) -> list[Path]:
+@lru_cache(maxsize=None)
+def _imports(path: Path) -> tuple[Path, ...]:
+    """Package files ``path`` imports; each file is parsed once per Snakemake start, whatever the
+    number of scripts that reach it."""
     files = []
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom):
@@ -54,14 +57,14 @@ def _imports(path: Path) -> list[Path]:
             if (folder / "__init__.py").is_file():
                 files.append(folder / "__init__.py")
             folder = folder.parent
-    return files
+    return tuple(files)
 
 
 @lru_cache(maxsize=None)
 def modules_run_by(script: str | Path, exclude: tuple[str, ...] = ()) -> tuple[str, ...]:
     """Sorted package-relative paths (``fit/gradient.py``, ``models/affine.py``) ``script`` can run."""
     seen: set[Path] = set()
-    todo = _imports(Path(script))
+    todo = list(_imports(Path(script)))
     while todo:
         path = todo.pop()
         if path not in seen:
