@@ -26,7 +26,8 @@ def add_parser(sub) -> None:
     bench.add_argument("--pair-side", type=int, default=10000, help="side of the generated colour pair for `memory`")
     bench.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu",
                        help="where `train` trains, ours and the public recipe alike (default: cpu)")
-    bench.add_argument("--cores", type=int, default=8, help="snakemake --cores for `pipeline` (default 8, as `make run`)")
+    bench.add_argument("--cores", type=int, default=None,
+                       help="snakemake --cores for `pipeline` (default: this machine's CPUs, as `make run`)")
     bench.add_argument("--keep", default=None, help="`pipeline`: run in this new folder and keep it (default: a temporary one)")
     bench.add_argument("--runs", type=int, default=3, help="`pipeline`: times each wait is measured (default 3)")
 
@@ -89,6 +90,9 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if "pipeline" in args.what:
         from img2kernel.bench.pipeline import bench_pipeline
 
+        from img2kernel.apply import usable_cpus
+
+        args.cores = args.cores or usable_cpus()
         result = bench_pipeline(Path(args.config).parent, cores=args.cores, keep=args.keep, runs=args.runs)
         print(f"\npipeline on the configuration in {Path(args.config).parent}/, in fresh folders, --cores {args.cores}; "
               f"each wait {args.runs} times (median, fastest-slowest):")
