@@ -12,6 +12,8 @@ $(STAMP): envs/requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -r envs/requirements.txt
 	$(BIN)/python -m pip install --quiet --no-deps -e .
+	# Bytecode for the package now: where PYTHONDONTWRITEBYTECODE is set, every job would compile it again.
+	$(BIN)/python -m compileall -q workflow/img2kernel workflow/scripts >/dev/null
 	touch $@
 
 run: $(STAMP)
