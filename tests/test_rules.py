@@ -71,3 +71,32 @@ def test_lazy_imports_inside_functions_count_too():
     derived = modules_run_by(str(SCRIPTS / "train.py"))
     assert {"fit/gradient.py", "fit/filter_job.py", "fit/pairs_job.py", "fit/pairs.py", "fit/lstsq.py", "models/affine.py", "sources/pairs.py"} <= set(derived)
     assert "pipeline/logs.py" not in derived
+
+
+def test_imports_kept_between_starts_are_reused_only_while_the_file_is_unchanged(tmp_path):
+    # Each start is a fresh process: the first parses and writes the file, the second reads it,
+    # the third sees an edited module (its new import must count) and parses it again.
+    module = tmp_path / "pkg_module.py"
+    kept = tmp_path / "kept.json"
+    program = (
+        "import sys; sys.path.insert(0, sys.argv[1])\n"
+        "from pathlib import Path\n"
+        "from img2kernel.pipeline import codefiles\n"
+        "codefiles.keep_imports_in(sys.argv[2])\n"
+        "calls = []\n"
+        "parse = codefiles._parsed_imports\n"
+        "codefiles._parsed_imports = lambda path: calls.append(path.name) or parse(path)\n"
+        "found = codefiles._imports(Path(sys.argv[3]))\n"
+        "print(sorted({f.relative_to(codefiles.PACKAGE).as_posix() for f in found}), calls)\n"
+    )
+
+    def start() -> str:
+        return subprocess.run([sys.executable, "-c", program, str(PACKAGE.parent), str(kept), str(module)],
+                              capture_output=True, text=True, check=True).stdout.strip()
+
+    module.write_text("from img2kernel.fit import lstsq\n")
+    first, second = start(), start()
+    assert first == "['__init__.py', 'fit/__init__.py', 'fit/lstsq.py'] ['pkg_module.py']" and kept.is_file()
+    assert second == "['__init__.py', 'fit/__init__.py', 'fit/lstsq.py'] []"
+    module.write_text("from img2kernel.fit import lstsq\nfrom img2kernel.models import rank\n")
+    assert "models/rank.py" in start()

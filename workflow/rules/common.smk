@@ -22,7 +22,7 @@ envvars:
     "PYTHONPATH",
 
 
-from img2kernel.pipeline.codefiles import modules_run_by
+from img2kernel.pipeline.codefiles import keep_imports_in, modules_run_by
 from img2kernel.pipeline.locks import clear_stale_locks, record_owner, release_owner
 from img2kernel.sources import GENERATED, PAIRS, source_of, stores
 from img2kernel.pipeline.config import (
@@ -76,6 +76,10 @@ onerror:
 
 wildcard_constraints:
     filter=FILTER_NAME,
+
+
+# Each module's imports, kept between starts: a dry run need not parse the package again.
+keep_imports_in(Path(".snakemake") / "img2kernel-imports.json")
 
 
 def code(script, also=(), exclude=()):

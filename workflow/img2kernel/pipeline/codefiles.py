@@ -3,12 +3,17 @@
 Snakemake reruns a job when its script changes, not when a module the script imports
 changes; the workflow lists these modules as each rule's inputs, so editing one reruns
 exactly the stages that can run it. Imports inside functions count (lazy imports run
-too). Standard library only: the Snakefile calls this on every start.
+too). Standard library only: the Snakefile calls this on every start, a dry run included, so
+each file's imports are kept between starts (:func:`keep_imports_in`), keyed by its size and
+modification time.
 """
 
 from __future__ import annotations
 
 import ast
+import atexit
+import json
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -39,10 +44,53 @@ def _resolve(base: Path, module: str | None, level: int, names: list[str]) -> li
     return [f for f in found if PACKAGE in f.parents or f.parent == PACKAGE]
 
 
+# {file: [[mtime_ns, size], [imported files]]}, read and written by keep_imports_in.
+_KEPT: dict[str, list] = {}
+_KEPT_FILE: list[Path] = []
+_PARSED_SINCE_READ = [False]
+
+
+def keep_imports_in(path: str | os.PathLike) -> None:
+    """Reuse the imports found at earlier starts from ``path`` (a JSON file), and write it at exit
+    when a file was parsed (quietly skipped where it cannot be written)."""
+    _KEPT_FILE[:] = [Path(path).resolve()]
+    try:
+        _KEPT.update(json.loads(_KEPT_FILE[0].read_text()))
+    except (OSError, ValueError):
+        pass
+    atexit.register(_write_kept)
+
+
+def _write_kept() -> None:
+    if not _KEPT_FILE or not _PARSED_SINCE_READ[0]:
+        return
+    target = _KEPT_FILE[0]
+    partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial.write_text(json.dumps(_KEPT))
+        os.replace(partial, target)  # whole or not at all, with jobs of a cluster starting side by side
+    except OSError:
+        partial.unlink(missing_ok=True)
+
+
 @lru_cache(maxsize=None)
 def _imports(path: Path) -> tuple[Path, ...]:
     """Package files ``path`` imports; each file is parsed once per Snakemake start, whatever the
-    number of scripts that reach it."""
+    number of scripts that reach it, and not at all while it is unchanged (see keep_imports_in)."""
+    stat = path.stat()
+    stamp = [stat.st_mtime_ns, stat.st_size]
+    kept = _KEPT.get(str(path))
+    if kept and kept[0] == stamp and all(Path(f).is_file() for f in kept[1]):
+        return tuple(Path(f) for f in kept[1])
+    files = _parsed_imports(path)
+    if _KEPT_FILE:
+        _KEPT[str(path)] = [stamp, [str(f) for f in files]]
+        _PARSED_SINCE_READ[0] = True
+    return files
+
+
+def _parsed_imports(path: Path) -> tuple[Path, ...]:
     files = []
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom):
