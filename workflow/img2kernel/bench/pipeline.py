@@ -5,8 +5,8 @@ kernels (15x15, 31x31) against the least-squares oracle.
 
 The workflow runs in fresh temporary folders on a copy of the chosen configuration (the
 sample one by default), with this checkout's Snakefile, so the figures are those of a first
-``make run``; each wait is measured ``runs`` times and printed with its spread. Per stage, each job's wall time comes from its Snakemake ``benchmark:`` file
-and its split into start-up (interpreter, Snakemake's script preamble, module imports) and
+``make run``; each wait is measured ``runs`` times and printed with its spread. Per stage,
+each job's wall time comes from its Snakemake ``benchmark:`` file and its split into start-up (interpreter, Snakemake's script preamble, module imports) and
 work (the job's own code, and the imports it makes on its path) from the ``timing:`` line
 that :func:`img2kernel.pipeline.logs.log_to` writes at the end of every job's log.
 """
@@ -21,7 +21,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
 
 import pandas as pd
 
@@ -60,10 +59,10 @@ def snakefile() -> Path:
     return path
 
 
-def _timed(command: list[str], cwd: Path | None = None) -> float:
+def _timed(command: list[str]) -> float:
     """Run ``command``; its wall-clock seconds. A failure raises with its output."""
     started = time.perf_counter()
-    result = subprocess.run(command, capture_output=True, text=True, cwd=cwd)
+    result = subprocess.run(command, capture_output=True, text=True)
     seconds = time.perf_counter() - started
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
@@ -102,7 +101,7 @@ def noop_ratio(workdir: Path, cores: int, runs: int, scratch: Path) -> dict:
     for _ in range(runs):
         ours.append(run_snakemake(workdir, "-n", "--quiet", "all", cores=cores))
         trivial.append(run_snakemake(baseline.parent, "-n", "--quiet", cores=cores, workflow=baseline))
-    return {"jobs": jobs, "noop": spread(ours, float("inf")), "trivial": spread(trivial, float("inf")),
+    return {"jobs": jobs, "noop_s": statistics.median(ours), "trivial_s": statistics.median(trivial),
             "ratio": spread([a / b for a, b in zip(ours, trivial)], TARGETS["noop_ratio"])}
 
 
@@ -132,10 +131,6 @@ def fit_pairs(folder: Path) -> dict[str, list[str]]:
     colour = [str(path) for name in sorted((folder / "pairs" / "before").glob("*.png"))
               for path in (name, folder / "pairs" / "after" / name.name)]
     return {"fit_gray_s": [str(folder / "camera.png"), str(folder / "camera_emboss.png")], "fit_colour_s": colour}
-
-
-def repeat(runs: int, once: Callable[[int], float]) -> list[float]:
-    return [once(i) for i in range(runs)]
 
 
 def stage_timings(workdir: Path) -> list[dict]:
@@ -201,12 +196,13 @@ def bench_pipeline(config_dir: str | Path | None = None, cores: int = 8, keep: s
                 shutil.rmtree(folder)
             return seconds
 
-        waits = {"first_run_s": repeat(runs, first_run)}
+        waits = {"first_run_s": [first_run(i) for i in range(runs)]}
         example = [pairs_example(scratch / f"pairs-example-{i}", config_dir) for i in range(runs)]
         waits["pairs_example_s"] = [run_snakemake(folder, "--quiet", "--config", "filters=config/my_filters.yaml",
                                                   cores=cores) for folder in example]
         for name, files in fit_pairs(example[0]).items():
-            waits[name] = repeat(runs, lambda i: _timed([*_img2kernel(), "fit", *files, "-o", str(scratch / f"{name}.safetensors")]))
+            fit = [*_img2kernel(), "fit", *files, "-o", str(scratch / f"{name}.safetensors")]
+            waits[name] = [_timed(fit) for _ in range(runs)]
         report = workdir / "results" / "report.html"
         return {
             "waits": {name: spread(seconds, TARGETS[name]) for name, seconds in waits.items()},

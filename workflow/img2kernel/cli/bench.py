@@ -104,7 +104,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                 for w in [result["waits"][name]]]
         ratio = noop["ratio"]
         rows.append({"wait": f"no-op `snakemake -n` / a trivial workflow of {noop['jobs']} jobs "
-                             f"({noop['noop']['median']:.2f} s / {noop['trivial']['median']:.2f} s)",
+                             f"({noop['noop_s']:.2f} s / {noop['trivial_s']:.2f} s)",
                      "median": f"{ratio['median']:.2f}x", "spread": f"{ratio['min']:.2f}-{ratio['max']:.2f}x",
                      "target": f"<= {ratio['target']:g}x", "met": ratio["met"]})
         _print_table(rows)
