@@ -44,34 +44,39 @@ def _resolve(base: Path, module: str | None, level: int, names: list[str]) -> li
     return [f for f in found if PACKAGE in f.parents or f.parent == PACKAGE]
 
 
-# {file: [[mtime_ns, size], [imported files]]}, read and written by keep_imports_in.
-_KEPT: dict[str, list] = {}
-_KEPT_FILE: list[Path] = []
-_PARSED_SINCE_READ = [False]
+class _KeptImports:
+    """Each file's imports from earlier starts, ``{file: [[mtime_ns, size], [imported files]]}``,
+    and the JSON file they are read from and written to (none: nothing is kept)."""
+
+    def __init__(self) -> None:
+        self.file: Path | None = None
+        self.entries: dict[str, list] = {}
+        self.changed = False
+
+    def write(self) -> None:
+        if self.file is None or not self.changed:
+            return
+        partial = self.file.with_name(f"{self.file.name}.{os.getpid()}.partial")
+        try:
+            self.file.parent.mkdir(parents=True, exist_ok=True)
+            partial.write_text(json.dumps(self.entries))
+            os.replace(partial, self.file)  # whole or not at all, with jobs of a cluster starting side by side
+        except OSError:
+            partial.unlink(missing_ok=True)
+
+
+_KEPT = _KeptImports()
 
 
 def keep_imports_in(path: str | os.PathLike) -> None:
     """Reuse the imports found at earlier starts from ``path`` (a JSON file), and write it at exit
     when a file was parsed (quietly skipped where it cannot be written)."""
-    _KEPT_FILE[:] = [Path(path).resolve()]
+    _KEPT.file = Path(path).resolve()
     try:
-        _KEPT.update(json.loads(_KEPT_FILE[0].read_text()))
+        _KEPT.entries.update(json.loads(_KEPT.file.read_text()))
     except (OSError, ValueError):
         pass
-    atexit.register(_write_kept)
-
-
-def _write_kept() -> None:
-    if not _KEPT_FILE or not _PARSED_SINCE_READ[0]:
-        return
-    target = _KEPT_FILE[0]
-    partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial.write_text(json.dumps(_KEPT))
-        os.replace(partial, target)  # whole or not at all, with jobs of a cluster starting side by side
-    except OSError:
-        partial.unlink(missing_ok=True)
+    atexit.register(_KEPT.write)
 
 
 @lru_cache(maxsize=None)
@@ -80,13 +85,13 @@ def _imports(path: Path) -> tuple[Path, ...]:
     number of scripts that reach it, and not at all while it is unchanged (see keep_imports_in)."""
     stat = path.stat()
     stamp = [stat.st_mtime_ns, stat.st_size]
-    kept = _KEPT.get(str(path))
+    kept = _KEPT.entries.get(str(path))
     if kept and kept[0] == stamp and all(Path(f).is_file() for f in kept[1]):
         return tuple(Path(f) for f in kept[1])
     files = _parsed_imports(path)
-    if _KEPT_FILE:
-        _KEPT[str(path)] = [stamp, [str(f) for f in files]]
-        _PARSED_SINCE_READ[0] = True
+    if _KEPT.file is not None:
+        _KEPT.entries[str(path)] = [stamp, [str(f) for f in files]]
+        _KEPT.changed = True
     return files
 
 
