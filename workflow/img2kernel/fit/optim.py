@@ -72,16 +72,17 @@ class LBFGS:
             p.add_(direction[offset:offset + n].view_as(p), alpha=length)
             offset += n
 
-    def _evaluate(self, closure: Callable, length: float, direction: torch.Tensor) -> tuple[float, torch.Tensor]:
-        """Loss and gradient at the current point + ``length * direction``, the point kept."""
+    def _evaluate(self, closure: Callable, start: list[torch.Tensor], length: float,
+                  direction: torch.Tensor) -> tuple[float, torch.Tensor]:
+        """Loss and gradient at ``start`` (the parameters' values) + ``length * direction``; the
+        parameters are left at ``start``."""
         import torch
 
-        saved = [p.detach().clone() for p in self.parameters]
         self._move(length, direction)
         with torch.enable_grad():
             loss = float(closure().detach())
         gradient = self._gradient()
-        for p, value in zip(self.parameters, saved):
+        for p, value in zip(self.parameters, start):
             p.copy_(value)
         return loss, gradient
 
@@ -140,7 +141,8 @@ class LBFGS:
             slope = float(gradient.dot(direction))
             if slope > -self.tolerance_change:
                 break
-            loss, gradient, length, used = strong_wolfe(lambda t: self._evaluate(closure, t, direction), length,
+            start = [p.detach().clone() for p in self.parameters]
+            loss, gradient, length, used = strong_wolfe(lambda t: self._evaluate(closure, start, t, direction), length,
                                                         direction, loss, gradient, slope)
             self._move(length, direction)
             self._step_length = length
