@@ -299,3 +299,49 @@ def _decode(data: bytes, name: str, notes: list[str]) -> np.ndarray:
             return np.asarray(pil)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise ImageReadError(name, _unreadable(data[:256], err)) from None
+
+
+# The IJG example luminance table (ITU T.81, Annex K), natural order: libjpeg, Pillow, OpenCV,
+# ImageMagick and most cameras scale it by the quality setting, so a file's own table names it.
+IJG_LUMA = np.array([
+    16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,
+    14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
+    49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99])
+
+
+def ijg_table(quality: int) -> np.ndarray:
+    """The luminance table libjpeg writes at ``quality`` (1..100), natural order."""
+    scale = 5000 // quality if quality < 50 else 200 - 2 * quality
+    return np.clip((IJG_LUMA * scale + 50) // 100, 1, 255)
+
+
+def jpeg_facts(path: str | Path) -> dict | None:
+    """What a JPEG file's compression did, from its header (nothing decoded), or None for other files.
+
+    Returns ``{"luma_table": 64 steps in natural row-major order, "components": 1 or 3,
+    "subsampling": "gray" | "4:4:4" | "4:2:2" | "4:2:0" | "other", "quality": the IJG quality whose
+    table it is (None when no quality gives that table), "quality_estimate": the nearest one}``.
+    Decoded pixels are the inverse DCT of each 8x8 block's coefficients times these steps,
+    rounded (docs/design.md, "JPEG files").
+    """
+    with open(path, "rb") as handle:
+        if handle.read(2) != b"\xff\xd8":
+            return None
+    try:
+        with _pil().open(path) as image:
+            layers, tables = getattr(image, "layer", None), getattr(image, "quantization", None)
+            if not layers or not tables:
+                return None
+            luma = np.asarray(tables[layers[0][3]], dtype=np.int64)
+    except (OSError, SyntaxError, ValueError, KeyError, IndexError):
+        return None
+    if len(layers) == 1:
+        subsampling = "gray"
+    else:
+        factors = [(h, v) for _, h, v, _ in layers]
+        chroma_full = all(f == factors[1] for f in factors[2:])
+        subsampling = {(1, 1): "4:4:4", (2, 1): "4:2:2", (2, 2): "4:2:0"}.get(factors[0], "other") if chroma_full and factors[1] == (1, 1) else "other"
+    distances = {q: float(np.abs(ijg_table(q) - luma).sum()) for q in range(1, 101)}
+    nearest = min(distances, key=distances.get)
+    return {"luma_table": luma.tolist(), "components": len(layers), "subsampling": subsampling,
+            "quality": nearest if distances[nearest] == 0 else None, "quality_estimate": nearest}
