@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from img2kernel.images import IMAGE_SUFFIXES, ImageReadError, read_pixels
+from img2kernel.images import IMAGE_SUFFIXES, ImageReadError, jpeg_facts, read_pixels
 from img2kernel.sources.pairs import SPLIT_CODES, PairRef, list_pairs, mixed_storage, valid_margin
 from img2kernel.thresholds import STORAGE_RANGE
 
@@ -142,6 +142,7 @@ class LoadedPair:
     y: np.ndarray
     split: str
     margin: int
+    output_jpeg: dict | None = None  # the output file's JPEG facts (images.jpeg_facts), None if not a JPEG
 
 
 def read_pairs(spec: dict, refs: list[PairRef], fetched: dict[tuple[str, str], Path] | None = None,
@@ -161,10 +162,12 @@ def read_pairs(spec: dict, refs: list[PairRef], fetched: dict[tuple[str, str], P
             role, reason = failed[0]
             skipped[f"{role} could not be downloaded ({reason or 'no answer'})"] += 1
             continue
+        compression = None
         for role, location in (("input", ref.input), ("output", ref.output)):
             url = PairRef.is_url(location)
+            path = fetched[(ref.key, role)] if url else location
             try:
-                pixels, storage, file_notes = read_pixels(fetched[(ref.key, role)] if url else location)
+                pixels, storage, file_notes = read_pixels(path)
             except ImageReadError as err:
                 if not url:  # the config check read this file's header: a folder's pair is refused
                     raise ValueError(f"{name}: {role} {location}: {err.reason}") from None
@@ -173,8 +176,11 @@ def read_pairs(spec: dict, refs: list[PairRef], fetched: dict[tuple[str, str], P
             storages[role].setdefault(storage, location)
             notes.update(f"{role}: {n}" for n in file_notes)
             arrays[role] = pixels[..., None] if pixels.ndim == 2 else pixels
+            # The output's 8x8 grid as stored: a file turned upright by its EXIF tag has it moved.
+            if role == "output" and "EXIF orientation applied" not in file_notes:
+                compression = jpeg_facts(path)
         else:
-            raw.append((ref, arrays["input"], arrays["output"]))
+            raw.append((ref, arrays["input"], arrays["output"], compression))
     if not raw:
         reasons = "; ".join(f"{n} x {why}" for why, n in skipped.items())
         raise ValueError(f"{name}: no pair could be read: {reasons}")
@@ -193,9 +199,9 @@ def read_pairs(spec: dict, refs: list[PairRef], fetched: dict[tuple[str, str], P
             raise ValueError(f"{name}: {role} files have different channel counts: "
                              + ", ".join(f"{getattr(ref, role)} has {c}" for c, ref in sorted(first.items())))
         channels[role] = int(wanted.get(role) or (1 if all(gray) else 3))
-    split = split_for_pairs([ref.key for ref, _, _ in raw], holdout, seed)
+    split = split_for_pairs([item[0].key for item in raw], holdout, seed)
     loaded = []
-    for ref, x, y in raw:
+    for ref, x, y, compression in raw:
         x, note_in = as_channels(x, channels["input"])
         y, note_out = as_channels(y, channels["output"])
         for role, note in (("input", note_in), ("output", note_out)):
@@ -203,6 +209,8 @@ def read_pairs(spec: dict, refs: list[PairRef], fetched: dict[tuple[str, str], P
                 notes[f"{role}: {note}"] += 1
                 if note.startswith("RGB converted"):  # weighted sums are no longer the file's integers
                     storage[role] = "float32" if storage[role] != "float64" else "float64"
+                    if role == "output":
+                        compression = None  # no longer the file's planes
         margin = valid_margin(x.shape[:2], y.shape[:2])
         if margin is None:
             raise ValueError(f"{name}: sizes differ: input {ref.input} is {x.shape[1]}x{x.shape[0]}, "
@@ -211,7 +219,7 @@ def read_pairs(spec: dict, refs: list[PairRef], fetched: dict[tuple[str, str], P
             full = np.full(x.shape[:2] + (y.shape[2],), np.nan)
             full[margin : margin + y.shape[0], margin : margin + y.shape[1]] = y
             y = full
-        loaded.append(LoadedPair(ref, x, y, split[ref.key], margin))
+        loaded.append(LoadedPair(ref, x, y, split[ref.key], margin, compression))
     manifest = {
         "filter": name,
         "pairs": len(loaded),
@@ -227,7 +235,8 @@ def read_pairs(spec: dict, refs: list[PairRef], fetched: dict[tuple[str, str], P
         "skipped": dict(skipped),
         "dtypes": {role: store_dtype(storage[role], role == "output" and any(p.margin for p in loaded))
                    for role in ("input", "output")},
-        "keys": {p.ref.key: {"input": p.ref.input, "output": p.ref.output, "shape": list(p.x.shape), "margin": p.margin}
+        "keys": {p.ref.key: {"input": p.ref.input, "output": p.ref.output, "shape": list(p.x.shape), "margin": p.margin,
+                             **({"output_jpeg": p.output_jpeg} if p.output_jpeg else {})}
                  for p in loaded},
     }
     return loaded, manifest
