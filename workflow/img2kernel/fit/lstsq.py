@@ -70,6 +70,14 @@ class NormalEquations:
     y_offset: np.ndarray  # (C_out,)
     exact: bool
     cross_channel: bool = True  # False: xx holds each input channel's own block only (zeros elsewhere)
+    # The constant feature's sum of squares: ``rows`` for pixel rows; rows that are weighted
+    # transforms of pixels (a JPEG file's DCT coefficients, fit.jpeg) carry their own, and x1
+    # and y1 then hold the transformed constant's products.
+    ones: float | None = None
+
+    @property
+    def ones_weight(self) -> float:
+        return float(self.rows if self.ones is None else self.ones)
 
     def _index(self, ksize: int) -> np.ndarray:
         """Feature indices of the centred ``ksize`` window inside the largest one, (c, dy, dx) order."""
@@ -85,7 +93,7 @@ class NormalEquations:
         gram = np.empty((f + 1, f + 1))
         gram[:f, :f] = self.xx[np.ix_(idx, idx)]
         gram[:f, f] = gram[f, :f] = self.x1[idx]
-        gram[f, f] = self.rows
+        gram[f, f] = self.ones_weight
         rhs = np.vstack([self.xy[idx], self.y1[None]])
         return gram, rhs
 
@@ -120,7 +128,7 @@ class NormalEquations:
                 gram = np.empty((f + 1, f + 1))
                 gram[:f, :f] = self.xx[np.ix_(idx[o], idx[o])]
                 gram[:f, f] = gram[f, :f] = self.x1[idx[o]]
-                gram[f, f] = self.rows
+                gram[f, f] = self.ones_weight
                 theta = solve_normal(gram, np.append(self.xy[idx[o], o], self.y1[o]))
                 kernel[o, o] = theta[:f].reshape(ksize, ksize)
                 centred_bias[o] = theta[f]
@@ -131,7 +139,7 @@ class NormalEquations:
             for o in range(c):
                 gram[:f, :f] += self.xx[np.ix_(idx[o], idx[o])]
                 gram[:f, f + o] = gram[f + o, :f] = self.x1[idx[o]]
-                gram[f + o, f + o] = self.rows
+                gram[f + o, f + o] = self.ones_weight
                 rhs[:f] += self.xy[idx[o], o]
                 rhs[f + o] = self.y1[o]
             theta = solve_normal(gram, rhs)
@@ -247,12 +255,8 @@ def normal_equations(
     c_in, c_out = samples[0].x.shape[2], samples[0].y.shape[2]
     exact = _integer_8bit(input_storage) and _integer_8bit(output_storage)
     dtype = np.float32 if exact else np.float64
-    if exact:
-        x_offset, y_offset = np.full(c_in, EXACT_OFFSET), np.full(c_out, EXACT_OFFSET)
-    else:  # centring keeps the float64 sums well conditioned (no exactness claim)
-        x_offset = np.mean([_channel_means(s.x) for s in samples], axis=0)
-        y_offset = np.mean([_channel_means(s.y) for s in samples], axis=0)
-    usable = [_interior(s.use, h) for s in samples]
+    x_offset, y_offset = centring(samples, exact)
+    usable = [interior(s.use, h) for s in samples]
     eligible = int(sum(u.sum() for u in usable))
     keep_probability = 1.0 if not max_rows or eligible <= max_rows else max_rows / eligible
     rng = np.random.default_rng(seed)
@@ -331,7 +335,16 @@ def window_columns(band: np.ndarray, mask: np.ndarray, ksize: int) -> np.ndarray
     return columns if mask.all() else np.compress(mask.reshape(-1), columns, axis=1)
 
 
-def _channel_means(array: np.ndarray) -> np.ndarray:
+def centring(samples: list[FitSample], exact: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(C_in,) and (C_out,) offsets subtracted before the sums: 128 for exact 8-bit sums, else the
+    channel means (centring keeps float64 sums well conditioned; no exactness claim)."""
+    c_in, c_out = samples[0].x.shape[2], samples[0].y.shape[2]
+    if exact:
+        return np.full(c_in, EXACT_OFFSET), np.full(c_out, EXACT_OFFSET)
+    return (np.mean([channel_means(s.x) for s in samples], axis=0), np.mean([channel_means(s.y) for s in samples], axis=0))
+
+
+def channel_means(array: np.ndarray) -> np.ndarray:
     """(C,) mean of an (H, W, C) array's finite values, read a band of rows at a time."""
     total, count = np.zeros(array.shape[2]), np.zeros(array.shape[2])
     for r0, r1 in row_bands(*array.shape[:2]):
@@ -342,7 +355,7 @@ def _channel_means(array: np.ndarray) -> np.ndarray:
     return total / np.maximum(count, 1)
 
 
-def _interior(use: np.ndarray, halo: int) -> np.ndarray:
+def interior(use: np.ndarray, halo: int) -> np.ndarray:
     """``use`` with the outer ``halo`` rows and columns cleared (their windows leave the image)."""
     out = np.zeros_like(use, dtype=bool)
     if halo == 0:
