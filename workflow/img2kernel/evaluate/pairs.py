@@ -72,9 +72,12 @@ def heldout_scores(model: Model, border: str, pairs, split: str, whole: bool, ma
 
 def verdict(info: dict, identification: dict) -> str:
     floor, residual = info["noise_floor"], info["residual_rms"]
+    compression = info.get("compression") or {}
+    within = f", within JPEG {compression['quality']} compression" if compression.get("kind") == "jpeg" else ""
     if info["linear"]:
-        return f"linear: {identification['text']}"
-    text = (f"not a linear filter: the best {info['ksize']}x{info['ksize']} kernel leaves {residual:.3g} RMS "
+        return f"linear{within}: {identification['text']}"
+    units = " (DCT coefficients weighted by the file's quantization steps)" if within else ""
+    text = (f"not a linear filter{within}: the best {info['ksize']}x{info['ksize']} kernel leaves {residual:.3g} RMS{units} "
             f"({residual / floor:.1f}x the noise floor of {floor:.3g}; linear means at most {LINEAR_FACTOR:g}x)")
     return text + ladder_sentence(info.get("ladder") or [], info.get("model", LINEAR))
 

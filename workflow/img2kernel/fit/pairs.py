@@ -35,6 +35,7 @@ from img2kernel.models import AffineKernel
 from img2kernel.thresholds import LINEAR_FACTOR, SIZE_TOLERANCE, STORAGE_RANGE, noise_floor
 from img2kernel.sources.pairs import SPLIT_CODES
 from img2kernel.sources.pairs_store import LoadedPair, split_codes
+from img2kernel.fit import jpeg
 from img2kernel.fit.lstsq import FitSample, normal_equations
 from img2kernel.evaluate.metrics import heldout_rms as blocks_rms, row_bands
 
@@ -53,6 +54,10 @@ class Pairs:
         outputs: (H, W, C_out) arrays, values as stored; NaN where unknown.
         splits: (H, W) uint8 arrays of SPLIT_CODES (whole pairs, or tiles of one image).
         input_storage, output_storage: ``uint8``, ``uint16``, ``float32`` or ``float64``.
+        output_jpeg: per pair, the output file's JPEG facts (:func:`img2kernel.images.jpeg_facts`)
+            or None; empty when no output is a JPEG.
+        margins: per pair, where the output file's pixel (0, 0) sits in ``outputs`` (a valid-mode
+            output's margin); empty means 0 for all.
     """
 
     keys: list[str]
@@ -61,6 +66,8 @@ class Pairs:
     splits: list[np.ndarray]
     input_storage: str = "float32"
     output_storage: str = "float32"
+    output_jpeg: list = field(default_factory=list)
+    margins: list = field(default_factory=list)
 
     @property
     def c_in(self) -> int:
@@ -114,7 +121,8 @@ def to_fit_pairs(loaded: list[LoadedPair], manifest: dict) -> Pairs:
     """:class:`Pairs` of decoded pairs (:func:`img2kernel.sources.pairs.read_pairs`), with their split codes."""
     codes = [split_codes(p.ref.key, p.x.shape, p.split, manifest) for p in loaded]
     return Pairs([p.ref.key for p in loaded], [p.x for p in loaded], [p.y for p in loaded], codes,
-                 manifest["input_storage"], manifest["output_storage"])
+                 manifest["input_storage"], manifest["output_storage"], [p.output_jpeg for p in loaded],
+                 [p.margin for p in loaded])
 
 
 def load_pairs(inputs_folder: str | Path, outputs_folder: str | Path) -> tuple[Pairs, dict]:
@@ -130,7 +138,9 @@ def load_pairs(inputs_folder: str | Path, outputs_folder: str | Path) -> tuple[P
         xs.append(x[..., None] if x.ndim == 2 else x)
         ys.append(y[..., None] if y.ndim == 2 else y)
         codes.append(split_codes(key, x.shape, inputs.split_of(key), manifest))
-    return Pairs(keys, xs, ys, codes, manifest["input_storage"], manifest["output_storage"]), manifest
+    stored = [manifest["keys"].get(key, {}) for key in keys]
+    return Pairs(keys, xs, ys, codes, manifest["input_storage"], manifest["output_storage"],
+                 [s.get("output_jpeg") for s in stored], [s.get("margin", 0) for s in stored]), manifest
 
 
 @dataclass
@@ -152,6 +162,7 @@ class PairsFit:
     saturated_pixels: int
     seconds: float
     timings: dict = field(default_factory=dict)
+    compression: dict | None = None  # what the output files went through, when the fit models it (fit.jpeg)
 
     def summary(self) -> dict:
         return {
@@ -175,6 +186,7 @@ class PairsFit:
             "saturated_pixels": self.saturated_pixels,
             "seconds": self.seconds,
             "timings": self.timings,
+            "compression": self.compression,
         }
 
 
@@ -195,13 +207,18 @@ def fit_pairs(pairs: Pairs, *, max_ksize: int = 15, ksize: int | None = None, se
     floor = noise_floor(pairs.output_storage, pairs.output_rms())
     halo = largest // 2  # every size is scored on the same pixels: those of the largest
     timings: dict = {}
+    grids = jpeg.grids_of(pairs)  # JPEG outputs are fitted through their compression
 
     def sums(k: int, cross_channel: bool):
         step = time.perf_counter()
         blocks, features = (1, pairs.c_in * k * k + 1) if cross_channel else (pairs.c_in, k * k + 1)
-        equations = normal_equations(
-            pairs.samples("train"), k, input_storage=pairs.input_storage, output_storage=pairs.output_storage,
-            max_rows=int(ROW_BUDGET / (blocks * features**2)), seed=seed, cross_channel=cross_channel)
+        if grids:
+            equations = jpeg.jpeg_normal_equations(pairs.samples("train"), grids, k, input_storage=pairs.input_storage,
+                                                   cross_channel=cross_channel)
+        else:
+            equations = normal_equations(
+                pairs.samples("train"), k, input_storage=pairs.input_storage, output_storage=pairs.output_storage,
+                max_rows=int(ROW_BUDGET / (blocks * features**2)), seed=seed, cross_channel=cross_channel)
         timings["normal_equations"] = timings.get("normal_equations", 0.0) + time.perf_counter() - step
         return equations
 
@@ -246,6 +263,17 @@ def fit_pairs(pairs: Pairs, *, max_ksize: int = 15, ksize: int | None = None, se
         sizes, models, chosen = search(equations, "full", full_solve)
         model, structures = structure(equations, chosen["ksize"], models[chosen["ksize"]], chosen)
     chosen = {**chosen, "residual_rms": next(s["residual_rms"] for s in structures if s["chosen"])}
+    compression = None
+    if grids:
+        compression = jpeg.describe(grids)
+        if next(s for s in structures if s["chosen"])["structure"] == "full":
+            step = time.perf_counter()
+            kernel, bias, compression["refinement"] = jpeg.refine_in_intervals(
+                model.kernel, model.bias, pairs.samples("train"), grids, seed)
+            model = AffineKernel(kernel, bias)
+            train, held = heldout_rms(model, pairs, "train", halo), heldout_rms(model, pairs, held_out, halo)
+            chosen = {**chosen, "train_rms": train, "heldout_rms": held, "residual_rms": max(train, held)}
+            timings["intervals"] = time.perf_counter() - step
     step = time.perf_counter()
     border = detect_border(model, pairs)
     timings["border"] = time.perf_counter() - step
@@ -267,6 +295,7 @@ def fit_pairs(pairs: Pairs, *, max_ksize: int = 15, ksize: int | None = None, se
         saturated_pixels=pairs.saturated_pixels(),
         seconds=time.perf_counter() - started,
         timings=timings,
+        compression=compression,
     )
 
 
@@ -312,7 +341,13 @@ def heldout_rms(model: AffineKernel, pairs: Pairs, split: str, halo: int) -> flo
     """RMS of (prediction - output) over ``split``'s usable pixels at least ``halo`` from the edge.
 
     The same pixels for every model size (``halo`` of the largest), no border rule involved.
+    JPEG outputs are compared through their compression (:func:`img2kernel.fit.jpeg.jpeg_residual`):
+    the same units and floor.
     """
+    grids = jpeg.grids_of(pairs)
+    if grids:
+        return jpeg.jpeg_residual(model, pairs, grids, split, halo)
+
     def blocks():
         for i, (x, y) in enumerate(zip(pairs.inputs, pairs.outputs)):
             inner = (slice(halo, y.shape[0] - halo), slice(halo, y.shape[1] - halo))

@@ -1,0 +1,117 @@
+"""Pairs whose outputs were saved as JPEG by Pillow and OpenCV: fitted through the compression (fit.jpeg)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from img2kernel.evaluate.pairs import identification_of, verdict
+from img2kernel.fit import jpeg
+from img2kernel.fit.lstsq import FitSample
+from img2kernel.fit.pairs import fit_pairs, to_fit_pairs
+from img2kernel.images import jpeg_facts
+from img2kernel.sources.pairs import list_pairs
+from img2kernel.sources.pairs_store import read_pairs
+
+from test_pairs import gray_photos
+
+GAUSS5 = cv2.getGaussianKernel(5, 1.0) @ cv2.getGaussianKernel(5, 1.0).T
+SHARPEN = np.array([[0, -1, 0], [-1, 5, -1], [0, -1, 0]], dtype=np.float64)
+
+
+def save_jpeg(path: Path, array: np.ndarray, quality: int, writer: str) -> None:
+    if writer == "pillow":
+        Image.fromarray(array).save(path, quality=quality)
+    else:
+        cv2.imwrite(str(path), array, [cv2.IMWRITE_JPEG_QUALITY, quality])
+
+
+def jpeg_pairs(root: Path, kernel: np.ndarray, quality: int, writer: str, count: int, input_jpeg: bool = False):
+    (root / "in").mkdir(parents=True)
+    (root / "out").mkdir()
+    for i, photo in enumerate(gray_photos(count, (384, 384))):
+        if input_jpeg:  # a photo that was itself a JPEG: the tool filtered its decoded pixels
+            save_jpeg(root / "in" / f"p{i}.jpg", photo, 90, writer)
+            photo = np.asarray(Image.open(root / "in" / f"p{i}.jpg"))
+        else:
+            Image.fromarray(photo).save(root / "in" / f"p{i}.png")
+        save_jpeg(root / "out" / f"p{i}.jpg", cv2.filter2D(photo, -1, kernel, borderType=cv2.BORDER_REFLECT_101),
+                  quality, writer)
+    spec = {"name": "jpeg", "kind": "pairs", "inputs": str(root / "in"), "outputs": str(root / "out")}
+    loaded, manifest = read_pairs(spec, list_pairs(spec))
+    return to_fit_pairs(loaded, manifest), manifest
+
+
+def kernel_error(model, true: np.ndarray) -> float:
+    return float(np.max(np.abs(model.kernel[0, 0] - true)) / np.max(np.abs(true)))
+
+
+@pytest.mark.parametrize("writer", ["pillow", "opencv"])
+@pytest.mark.parametrize("quality", [75, 85, 95])
+def test_jpeg_facts_name_the_quality_and_the_grid(tmp_path, writer, quality):
+    photo = gray_photos(1, (64, 64))[0]
+    save_jpeg(tmp_path / "a.jpg", photo, quality, writer)
+    cv2.imwrite(str(tmp_path / "b.jpg"), np.dstack([photo] * 3), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    Image.fromarray(photo).save(tmp_path / "c.png")
+    gray, colour = jpeg_facts(tmp_path / "a.jpg"), jpeg_facts(tmp_path / "b.jpg")
+    assert gray["quality"] == quality and gray["subsampling"] == "gray" and len(gray["luma_table"]) == 64
+    assert colour["quality"] == quality and colour["components"] == 3 and colour["subsampling"] == "4:2:0"
+    assert jpeg_facts(tmp_path / "c.png") is None
+
+
+@pytest.mark.parametrize("kernel, quality, writer, count", [
+    (GAUSS5, 85, "pillow", 5), (GAUSS5, 95, "opencv", 5), (SHARPEN, 85, "opencv", 3), (SHARPEN, 95, "pillow", 1),
+])
+def test_linear_tools_saved_as_jpeg_are_linear_and_exact_to_two_percent(tmp_path, kernel, quality, writer, count):
+    pairs, manifest = jpeg_pairs(tmp_path, kernel, quality, writer, count)
+    assert all("output_jpeg" in entry for entry in manifest["keys"].values())
+    result = fit_pairs(pairs, max_ksize=7)
+    summary = result.summary()
+    assert result.linear and result.ksize == kernel.shape[0]
+    assert kernel_error(result.model, kernel) <= 0.02
+    assert summary["compression"]["quality"] == f"q{quality}" and summary["compression"]["refinement"]["newton_steps"] >= 1
+    assert verdict(summary, identification_of(result.model, summary)).startswith(f"linear, within JPEG q{quality} compression")
+    # The same pixels compared as pixels: a clipped ringing and zeroed coefficients pull the kernel off.
+    pairs.output_jpeg = []
+    plain = fit_pairs(pairs, ksize=kernel.shape[0])
+    assert kernel_error(plain.model, kernel) > 2 * kernel_error(result.model, kernel)
+
+
+def test_jpeg_on_both_sides(tmp_path):
+    pairs, _ = jpeg_pairs(tmp_path, SHARPEN, 90, "pillow", 3, input_jpeg=True)
+    result = fit_pairs(pairs, max_ksize=7)
+    assert result.linear and result.ksize == 3 and kernel_error(result.model, SHARPEN) <= 0.02
+
+
+def test_the_weighted_sums_are_least_squares_on_the_dct_rows(tmp_path):
+    """The JPEG normal equations solve the weighted least squares of explicit DCT rows (numpy lstsq)."""
+    pairs, _ = jpeg_pairs(tmp_path, SHARPEN, 85, "pillow", 1)
+    grids = jpeg.grids_of(pairs)
+    sample = FitSample(pairs.inputs[0], pairs.outputs[0], pairs.usable(0, None))
+    equations = jpeg.jpeg_normal_equations([sample], grids, 3)
+    kernel, bias = equations.solve(3)
+    ok = jpeg.usable_blocks(sample, grids[0], 1)
+    rows, targets, weights = [], [], []
+    for features, target, steps in jpeg.band_rows(sample, grids[0], ok, 3, np.full(1, 128.0), np.full(1, 128.0)):
+        rows.append(np.vstack([features, jpeg.constant_rows(steps)[None]]).T)
+        targets.append(target[:, 0])
+        weights.append(np.tile(grids[0].scale.reshape(-1), len(steps) // 64))
+    a, b, w = np.vstack(rows), np.concatenate(targets), np.concatenate(weights)
+    theta = np.linalg.lstsq(a * w[:, None], b * w, rcond=None)[0]
+    assert np.allclose(kernel.reshape(-1), theta[:9], atol=1e-9)
+    assert bias[0] == pytest.approx(theta[9] + 128 - 128 * theta[:9].sum(), abs=1e-7)
+
+
+def test_a_linear_tool_leaves_at_most_the_floor_in_jpeg_units(tmp_path):
+    pairs, _ = jpeg_pairs(tmp_path, GAUSS5, 85, "pillow", 3)
+    from img2kernel.models import AffineKernel
+    from img2kernel.thresholds import ROUNDING_RMS
+
+    true = AffineKernel(GAUSS5[None, None], np.zeros(1))
+    assert jpeg.jpeg_residual(true, pairs, jpeg.grids_of(pairs), None, 2) <= ROUNDING_RMS
+    shifted = AffineKernel(np.roll(GAUSS5, 1, axis=1)[None, None], np.zeros(1))  # the wrong kernel is far off
+    assert jpeg.jpeg_residual(shifted, pairs, jpeg.grids_of(pairs), None, 2) > 4 * ROUNDING_RMS

@@ -1,0 +1,263 @@
+"""Fitting through a JPEG file's compression (docs/design.md, "JPEG files").
+
+A JPEG decoder returns, for each 8x8 block of the file's grid, the inverse DCT of the
+stored coefficients times the file's quantization steps q, rounded. So the tool's own
+output had, at each coefficient, a value within q/2 of the decoded pixels' coefficient:
+comparing pixels treats every coefficient the compression zeroed as a true zero, and a
+block where the tool clipped (its ringing moved off 0 and 255 by the compression) as
+linear. Here the fit runs in the file's DCT domain instead:
+
+- **rows** are the coefficients of whole blocks of the file's grid (a valid-mode output's
+  grid starts at its margin), blocks with a pixel within ``clip_margin`` of the range left
+  out (the compression error reaches a few of its RMS; a clipped block would pass 0 or 255
+  by less);
+- **weights**: each coefficient is divided by sqrt(q^2 + 2), its error's deviation (a
+  uniform step q, the tool's 8-bit rounding and the decoder's) in units of one rounding, so
+  a linear tool leaves at most 1/sqrt(12) RMS (the 8-bit floor, :mod:`img2kernel.thresholds`)
+  and the size, structure and linear tests read the same thresholds as a lossless file;
+- **intervals**: at the chosen size the kernel is refined so that each predicted coefficient
+  falls in its quantization interval (Newton's method on the squared distance to the
+  intervals, narrowed by the pixel rounding), which uses what a zeroed coefficient says
+  (|value| < q/2) instead of pulling it to 0.
+
+These are the same :class:`~img2kernel.fit.lstsq.NormalEquations` as pixel rows, so one
+solver serves both. Gray outputs (one plane, the luma table) only; colour JPEG outputs are
+fitted on their pixels.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.fft import dct
+
+from img2kernel.fit.lstsq import FitSample, NormalEquations, centring, interior, solve_normal, window_columns
+
+DCT = dct(np.eye(8), norm="ortho", axis=0)  # DCT @ v is the codec's orthonormal DCT-II of v
+ROUNDINGS = 2  # the tool's 8-bit rounding before encoding and the decoder's after, in units of 1/12
+CLIP_DEVIATIONS = 3.0  # blocks with a pixel this many compression-error RMS from 0 or 255 are left out
+INTERVAL_SLACK = 0.5  # the intervals are narrowed by this (levels): the pixel roundings' part of the error
+NEWTON_STEPS = 30
+REFINE_BUDGET = 3e7  # rows x features held for the interval refinement (240 MB of float64)
+
+
+@dataclass(frozen=True)
+class JpegGrid:
+    """One output file's 8x8 grid and quantization.
+
+    Attributes:
+        steps: (8, 8) quantization steps of its (luma) plane, natural order.
+        row, col: where the file's pixel (0, 0) sits in the output array.
+        quality, quality_estimate: the IJG quality of its table (None: not an IJG table), the nearest one.
+    """
+
+    steps: np.ndarray
+    row: int
+    col: int
+    quality: int | None
+    quality_estimate: int
+
+    @property
+    def scale(self) -> np.ndarray:
+        """(8, 8) weights: one over each coefficient's error deviation, in rounding units."""
+        return 1.0 / np.sqrt(np.square(self.steps) + ROUNDINGS)
+
+    @property
+    def expected_rms(self) -> float:
+        """The RMS pixel error this table allows at most (every coefficient a full step off)."""
+        return math.sqrt(float(np.mean(np.square(self.steps) + ROUNDINGS)) / 12)
+
+    @property
+    def clip_margin(self) -> float:
+        return math.ceil(CLIP_DEVIATIONS * self.expected_rms)
+
+    def quality_text(self) -> str:
+        return f"q{self.quality}" if self.quality is not None else f"q~{self.quality_estimate}"
+
+
+def grids_of(pairs) -> list[JpegGrid] | None:
+    """Each output's grid when every output of ``pairs`` (:class:`img2kernel.fit.pairs.Pairs`) is an
+    8-bit JPEG whose one output plane is the file's luma (a gray file, or a colour file holding gray);
+    else None."""
+    facts = pairs.output_jpeg
+    if pairs.c_out != 1 or pairs.output_storage != "uint8" or not facts or any(f is None for f in facts):
+        return None
+    margins = pairs.margins or [0] * len(facts)
+    return [JpegGrid(np.asarray(f["luma_table"], dtype=np.float64).reshape(8, 8), m, m, f.get("quality"),
+                     f["quality_estimate"]) for f, m in zip(facts, margins)]
+
+
+def describe(grids: list[JpegGrid]) -> dict:
+    """The compression as the fit's evidence records it."""
+    qualities = sorted({g.quality_text() for g in grids})
+    return {"kind": "jpeg", "quality": ", ".join(qualities), "plane": "luma",
+            "expected_error_rms": max(g.expected_rms for g in grids), "clip_margin": max(g.clip_margin for g in grids)}
+
+
+def usable_blocks(sample: FitSample, grid: JpegGrid, halo: int) -> np.ndarray:
+    """(rows, cols) bool over the file's whole blocks: every pixel usable, at least ``halo`` inside
+    the image, none within the grid's clip margin of 0 or 255."""
+    use = interior(sample.use, halo)
+    height, width = use.shape
+    rows, cols = (height - grid.row) // 8, (width - grid.col) // 8
+    if rows <= 0 or cols <= 0:
+        return np.zeros((0, 0), dtype=bool)
+    area = (slice(grid.row, grid.row + 8 * rows), slice(grid.col, grid.col + 8 * cols))
+    ok = use[area].reshape(rows, 8, cols, 8).all(axis=(1, 3))
+    y = np.where(use[area], sample.y[area][..., 0], 128.0).reshape(rows, 8, cols, 8)
+    margin = grid.clip_margin
+    ok &= (y.min(axis=(1, 3)) > margin) & (y.max(axis=(1, 3)) < 255 - margin)
+    return ok
+
+
+def dct_blocks(values: np.ndarray) -> np.ndarray:
+    """(..., 8, n, 8) pixel blocks (rows, block, columns) -> (..., n, 8, 8) DCT coefficients."""
+    out = np.tensordot(values, DCT, axes=([-3], [1]))  # (..., n, 8c, 8u)
+    out = np.tensordot(out, DCT, axes=([-2], [1]))  # (..., n, 8u, 8v)
+    return out
+
+
+def block_mask(ok_row: np.ndarray, grid: JpegGrid, width: int, halo: int) -> np.ndarray:
+    """(8, width - 2 halo) bool: the pixels of one block row's usable blocks, in valid-mode columns."""
+    mask = np.zeros((8, width - 2 * halo), dtype=bool)
+    for j in np.flatnonzero(ok_row):
+        mask[:, grid.col + 8 * j - halo : grid.col + 8 * j + 8 - halo] = True
+    return mask
+
+
+def band_rows(sample: FitSample, grid: JpegGrid, ok: np.ndarray, ksize: int, x_offset, y_offset):
+    """Per block row of the grid holding usable blocks: (features (F, n*64), targets (n*64, C_out),
+    steps (n*64,)) in the DCT domain, not weighted; feature (c, dy, dx) as :func:`window_columns`."""
+    h = ksize // 2
+    width = sample.y.shape[1]
+    for i in np.flatnonzero(ok.any(axis=1)):
+        r0 = grid.row + 8 * i
+        blocks = np.flatnonzero(ok[i])
+        mask = block_mask(ok[i], grid, width, h)
+        band = np.asarray(sample.x[r0 - h : r0 + 8 + h], dtype=np.float64) - x_offset
+        columns = window_columns(band, mask, ksize).reshape(-1, 8, len(blocks), 8)
+        target = np.asarray(sample.y[r0 : r0 + 8, h : width - h][mask], dtype=np.float64) - y_offset
+        target = np.moveaxis(target.reshape(8, len(blocks), 8, -1), 3, 0)
+        steps = np.broadcast_to(grid.steps, (len(blocks), 8, 8)).reshape(-1)
+        yield (dct_blocks(columns).reshape(columns.shape[0], -1), dct_blocks(target).reshape(target.shape[0], -1).T, steps)
+
+
+def constant_rows(steps: np.ndarray) -> np.ndarray:
+    """The DCT of a constant 1 over the blocks of ``steps``: 8 at each block's DC coefficient."""
+    ones = np.zeros(steps.shape)
+    ones[::64] = 8.0
+    return ones
+
+
+def jpeg_normal_equations(samples: list[FitSample], grids: list[JpegGrid], ksize: int, *, input_storage: str = "uint8",
+                          cross_channel: bool = True) -> NormalEquations:
+    """The weighted normal equations of a ``ksize`` affine kernel over the files' usable blocks
+    (the module doc), as :func:`img2kernel.fit.lstsq.normal_equations` returns them for pixels."""
+    if ksize < 1 or ksize % 2 == 0:
+        raise ValueError(f"ksize must be odd and positive, got {ksize}")
+    c_in, c_out = samples[0].x.shape[2], samples[0].y.shape[2]
+    x_offset, y_offset = centring(samples, input_storage == "uint8")
+    f = c_in * ksize * ksize
+    taps = ksize * ksize
+    groups = [slice(0, f)] if cross_channel or c_in == 1 else [slice(c * taps, (c + 1) * taps) for c in range(c_in)]
+    xx, x1, xy = np.zeros((f, f)), np.zeros(f), np.zeros((f, c_out))
+    y1, yy, ones, rows, eligible = np.zeros(c_out), np.zeros(c_out), 0.0, 0, 0
+    for sample, grid in zip(samples, grids):
+        ok = usable_blocks(sample, grid, ksize // 2)
+        eligible += int(interior(sample.use, ksize // 2).sum())
+        scale = grid.scale.reshape(-1)
+        for features, target, steps in band_rows(sample, grid, ok, ksize, x_offset, y_offset):
+            weight = np.tile(scale, len(steps) // 64)
+            features *= weight
+            target *= weight[:, None]
+            constant = constant_rows(steps) * weight
+            for g in groups:
+                xx[g, g] += features[g] @ features[g].T
+            x1 += features @ constant
+            xy += features @ target
+            y1 += constant @ target
+            yy += np.square(target).sum(axis=0)
+            ones += float(constant @ constant)
+            rows += len(steps)
+    return NormalEquations(ksize, c_in, c_out, xx, x1, xy, y1, yy, rows, eligible, x_offset, y_offset, False,
+                           cross_channel or c_in == 1, ones)
+
+
+def jpeg_residual(model, pairs, grids: list[JpegGrid], split: str | None, halo: int) -> float:
+    """RMS of the weighted DCT residual (prediction - output) over ``split``'s usable blocks at
+    least ``halo`` inside: the same units and floor as a lossless file's pixel RMS."""
+    total, count = 0.0, 0
+    h = model.halo
+    for index, grid in enumerate(grids):
+        sample = FitSample(pairs.inputs[index], pairs.outputs[index], pairs.usable(index, split))
+        ok = usable_blocks(sample, grid, halo)
+        width = sample.y.shape[1]
+        for i in np.flatnonzero(ok.any(axis=1)):
+            r0 = grid.row + 8 * i
+            prediction = model.predict_valid(np.asarray(sample.x[r0 - h : r0 + 8 + h], dtype=np.float64), output="float")
+            mask = block_mask(ok[i], grid, width, h)
+            blocks = int(ok[i].sum())
+            difference = prediction.reshape(8, width - 2 * h, -1)[mask] - sample.y[r0 : r0 + 8, h : width - h][mask]
+            coefficients = dct_blocks(np.moveaxis(difference.reshape(8, blocks, 8, -1), 3, 0)) * grid.scale
+            total += float(np.sum(np.square(coefficients)))
+            count += coefficients.size
+    return math.sqrt(total / count) if count else math.inf
+
+
+def refine_in_intervals(kernel: np.ndarray, bias: np.ndarray, samples: list[FitSample], grids: list[JpegGrid],
+                        seed: int = 0) -> tuple[np.ndarray, np.ndarray, dict]:
+    """The kernel whose predicted coefficients lie nearest their quantization intervals, from the
+    least-squares one (the module doc); a seeded subset of blocks when they exceed REFINE_BUDGET.
+
+    Args:
+        kernel: (1, C_in, K, K), bias: (1,), the weighted least-squares solution.
+
+    Returns:
+        (kernel, bias, {"newton_steps", "blocks", "outside_before", "outside_after"}), the last
+        two the RMS distance of the coefficients to their intervals (levels).
+    """
+    ksize = kernel.shape[-1]
+    c_in = kernel.shape[1]
+    f = c_in * ksize * ksize
+    x_offset, y_offset = np.full(c_in, 128.0), np.full(1, 128.0)
+    blocks_ok = [usable_blocks(s, g, ksize // 2) for s, g in zip(samples, grids)]
+    total = sum(int(ok.sum()) for ok in blocks_ok)
+    keep = min(1.0, REFINE_BUDGET / max(total * 64 * (f + 1), 1))
+    rng = np.random.default_rng(seed)
+    designs, targets, half_widths = [], [], []
+    for sample, grid, ok in zip(samples, grids, blocks_ok):
+        if keep < 1.0:
+            ok = ok & (rng.random(ok.shape) < keep)
+        for features, target, steps in band_rows(sample, grid, ok, ksize, x_offset, y_offset):
+            designs.append(np.vstack([features, constant_rows(steps)[None]]).T)
+            targets.append(target[:, 0])
+            half_widths.append(np.maximum(steps / 2 - INTERVAL_SLACK, 0.0))
+    if not designs:
+        return kernel, bias, {"newton_steps": 0, "blocks": 0}
+    design, target, half = np.vstack(designs), np.concatenate(targets), np.concatenate(half_widths)
+    low, high = target - half, target + half
+    theta = np.append(kernel.reshape(-1), bias[0] - y_offset[0] + x_offset[0] * kernel.sum())
+    gram = design.T @ design
+    outside_before = None
+    steps = 0
+    for steps in range(1, NEWTON_STEPS + 1):
+        prediction = design @ theta
+        nearest = np.clip(prediction, low, high)
+        outside = prediction != nearest
+        if outside_before is None:
+            outside_before = math.sqrt(float(np.mean(np.square(prediction - nearest))))
+        active = design[outside]
+        # The active rows' Gauss-Newton step, damped by a trace of every row so that it is
+        # defined when few coefficients leave their intervals.
+        step = solve_normal(active.T @ active + 1e-4 * gram, active.T @ (prediction[outside] - nearest[outside]))
+        theta = theta - step
+        if np.max(np.abs(step)) < 1e-9 * max(1.0, float(np.max(np.abs(theta)))):
+            break
+    prediction = design @ theta
+    outside_after = math.sqrt(float(np.mean(np.square(prediction - np.clip(prediction, low, high)))))
+    refined = theta[:f].reshape(kernel.shape)
+    refined_bias = np.array([theta[f] + y_offset[0] - x_offset[0] * refined.sum()])
+    return refined, refined_bias, {"newton_steps": steps, "blocks": len(target) // 64,
+                                   "outside_before": outside_before, "outside_after": outside_after}
