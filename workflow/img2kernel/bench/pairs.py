@@ -9,6 +9,9 @@ filter, and compares what was found with the truth:
   float64 least-squares solution (numpy ``lstsq`` on an explicit im2col of the same
   pixels); target: within 2x of it or 1e-3, whichever is larger;
 - offset error in output levels (target: within 1), C_out x C_in and size;
+- linear tools saved as JPEG (Pillow and OpenCV, q85 and q95, several pairs and one, JPEG
+  inputs too): judged linear, kernel error at most 0.02 (the JPEG target; lstsq64 there is
+  plain least squares on the decoded pixels, for contrast);
 - nonlinear tools judged not linear;
 - the time of a 15x15 fit on about 5 megapixels of 8-bit pairs (target: 10 s).
 """
@@ -43,10 +46,17 @@ class Case:
     bias: np.ndarray | None
     suffix: str = ".png"
     max_ksize: int = 9
+    jpeg: tuple[str, int] | None = None  # the output saved as a JPEG by (writer, quality)
+    input_jpeg: int | None = None  # the inputs were JPEGs of this quality (saved by the same writer)
+    count: int | None = None  # pairs used (None: all the photos)
+    side: int | None = None  # photo crop side (None: the benchmark's)
+
+
+JPEG_TARGET = 0.02  # kernel max-abs error / largest tap, linear tools saved as gray JPEG (issue's target)
 
 
 def _gray(photo):
-    return cv2.cvtColor(photo, cv2.COLOR_RGB2GRAY)
+    return photo if photo.ndim == 2 else cv2.cvtColor(photo, cv2.COLOR_RGB2GRAY)
 
 
 def _u8(values):
@@ -61,6 +71,7 @@ def cases() -> list[Case]:
     random5 = rng.normal(size=(5, 5)).astype(np.float32)
     sobel_x = deriv_kernel(1, 0, 3)
     gauss7 = cv2.getGaussianKernel(7, 1.5) @ cv2.getGaussianKernel(7, 1.5).T
+    gauss5 = cv2.getGaussianKernel(5, 1.0) @ cv2.getGaussianKernel(5, 1.0).T
     sharpen = np.array([[0, -1, 0], [-1, 5, -1], [0, -1, 0]], dtype=np.float64)
     emboss = np.array([[-1, 0, 0], [0, 1, 0], [0, 0, 0]], dtype=np.float64)
     rec601 = np.array([0.299, 0.587, 0.114])
@@ -81,6 +92,18 @@ def cases() -> list[Case]:
         Case("RGB to gray, then sobel_y 5x5", "numpy + cv2.Sobel",
              lambda p: cv2.Sobel((p.astype(np.float32) @ rec601.astype(np.float32)), cv2.CV_32F, 0, 1, ksize=5), True,
              rec601[None, :, None, None] * sobel_y5, np.zeros(1), ".tif"),
+        Case("gaussian 5x5 sigma 1, JPEG q85", "cv2.filter2D, Pillow JPEG", lambda p: cv2.filter2D(_gray(p), -1, gauss5),
+             False, gauss5[None, None], np.zeros(1), jpeg=("pillow", 85), side=512),
+        Case("gaussian 5x5 sigma 1, JPEG q95", "cv2.filter2D, OpenCV JPEG", lambda p: cv2.filter2D(_gray(p), -1, gauss5),
+             False, gauss5[None, None], np.zeros(1), jpeg=("opencv", 95), side=512),
+        Case("sharpen, JPEG q85", "cv2.filter2D, OpenCV JPEG", lambda p: cv2.filter2D(_gray(p), -1, sharpen), False,
+             sharpen[None, None], np.zeros(1), jpeg=("opencv", 85), side=512),
+        Case("sharpen, JPEG q95, one pair", "cv2.filter2D, Pillow JPEG", lambda p: cv2.filter2D(_gray(p), -1, sharpen), False,
+             sharpen[None, None], np.zeros(1), jpeg=("pillow", 95), count=1, side=512),
+        Case("gaussian 5x5, JPEG q90, one pair", "cv2.filter2D, Pillow JPEG", lambda p: cv2.filter2D(_gray(p), -1, gauss5),
+             False, gauss5[None, None], np.zeros(1), jpeg=("pillow", 90), count=1, side=512),
+        Case("sharpen, JPEG q90 in and out", "cv2.filter2D, Pillow JPEG", lambda p: cv2.filter2D(_gray(p), -1, sharpen), False,
+             sharpen[None, None], np.zeros(1), jpeg=("pillow", 90), input_jpeg=90, side=512),
         Case("median 3x3", "Pillow MedianFilter", lambda p: np.asarray(Image.fromarray(_gray(p)).filter(ImageFilter.MedianFilter(3))),
              False, None, None, max_ksize=5),
         Case("erosion 3x3", "cv2.erode", lambda p: cv2.erode(_gray(p), np.ones((3, 3), np.uint8)), False, None, None, max_ksize=5),
@@ -101,9 +124,30 @@ def photos(count: int, side: int = 256) -> list[np.ndarray]:
     return found
 
 
-def _save(folder: Path, name: str, array: np.ndarray, suffix: str) -> None:
+def _save(folder: Path, name: str, array: np.ndarray, suffix: str, jpeg: tuple[str, int] | None = None) -> Path:
+    """Write ``array`` (RGB or gray) as ``name``: with OpenCV, or as a JPEG by ``jpeg`` = (writer, quality)."""
+    if jpeg is not None:
+        writer, quality = jpeg
+        path = folder / f"{name}.jpg"
+        if writer == "pillow":
+            from PIL import Image
+
+            Image.fromarray(array).save(path, quality=quality)
+            return path
+        suffix, params = ".jpg", [cv2.IMWRITE_JPEG_QUALITY, quality]
+    else:
+        params = []
+    path = folder / f"{name}{suffix}"
     array = array[..., ::-1] if array.ndim == 3 else array
-    cv2.imwrite(str(folder / f"{name}{suffix}"), np.ascontiguousarray(array))
+    cv2.imwrite(str(path), np.ascontiguousarray(array), params)
+    return path
+
+
+def _decoded(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return np.asarray(image)
 
 
 def reference_lstsq(pairs: Pairs, ksize: int) -> np.ndarray:
@@ -139,15 +183,21 @@ def _fit_folder(folder: Path, max_ksize: int, ksize: int | None = None):
 def bench_pairs(count: int = 6, side: int = 256) -> list[dict]:
     """One row per case: what was found against the truth and the targets (see the module doc)."""
     rows = []
-    shots = photos(count, side)
+    shots = {side: photos(count, side)}
     with tempfile.TemporaryDirectory(prefix="img2kernel-bench-pairs-") as root:
         for n, case in enumerate(cases()):
             folder = Path(root) / str(n)
             (folder / "in").mkdir(parents=True)
             (folder / "out").mkdir()
-            for i, photo in enumerate(shots):
-                _save(folder / "in", f"p{i}", photo if case.colour else _gray(photo), ".png")
-                _save(folder / "out", f"p{i}", case.make(photo), case.suffix)
+            crop = case.side or side
+            shots.setdefault(crop, photos(count, crop))
+            for i, photo in enumerate(shots[crop][: case.count]):
+                photo = photo if case.colour else _gray(photo)
+                if case.input_jpeg:  # the tool filtered a JPEG's decoded pixels
+                    photo = _decoded(_save(folder / "in", f"p{i}", photo, ".jpg", (case.jpeg[0], case.input_jpeg)))
+                else:
+                    _save(folder / "in", f"p{i}", photo, ".png")
+                _save(folder / "out", f"p{i}", case.make(photo), case.suffix, case.jpeg)
             pairs, result, _, seconds = _fit_folder(folder, case.max_ksize)
             model = result.model
             row = {"case": case.name, "tool": case.tool, "found": f"{model.c_out}x{model.c_in}x{result.ksize}x{result.ksize}",
@@ -163,10 +213,11 @@ def bench_pairs(count: int = 6, side: int = 256) -> list[dict]:
                 reference = reference_lstsq(pairs, true.shape[-1])
                 reference_error = float(np.max(np.abs(reference - true))) / scale
                 offset_error = float(np.max(np.abs(model.bias - case.bias)))
+                target = JPEG_TARGET if case.jpeg else max(2 * reference_error, 1e-3)
                 row.update(
                     expected=f"{true.shape[0]}x{true.shape[1]}x{true.shape[2]}x{true.shape[3]}",
-                    kernel_error=error, lstsq64_error=reference_error, offset_error=offset_error,
-                    target_met=bool(size_ok and result.linear and error <= max(2 * reference_error, 1e-3) and offset_error <= 1),
+                    kernel_error=error, lstsq64_error=reference_error, offset_error=offset_error, error_target=target,
+                    target_met=bool(size_ok and result.linear and error <= target and offset_error <= 1),
                 )
             rows.append(row)
     return rows

@@ -65,9 +65,10 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if "pairs" in args.what:
         from img2kernel.bench.pairs import bench_large_fit, bench_pairs
 
-        print("\npairs made by other libraries from 6 sample photos (256x256), fitted as a `pairs` filter; kernel errors "
-              "are max-abs / largest true tap, lstsq64 an independent float64 least squares on the same pixels; "
-              "target: error <= max(2 x lstsq64, 1e-3), offset within 1 level, right size, nonlinear judged not linear:")
+        print("\npairs made by other libraries from 6 sample photos (256x256; 512x512 for JPEG), fitted as a `pairs` "
+              "filter; kernel errors are max-abs / largest true tap, lstsq64 an independent float64 least squares on "
+              "the same (decoded) pixels; target: error <= error_target (max(2 x lstsq64, 1e-3); 0.02 for JPEG "
+              "outputs), judged linear, offset within 1 level, right size, nonlinear judged not linear:")
         _print_table(bench_pairs())
         large = bench_large_fit()
         print(f"\n15x15 fit on {large['megapixels']:.1f} MP of 8-bit pairs ({large['train_pixels']:,} train pixels): "
