@@ -82,6 +82,19 @@ def verdict(info: dict, identification: dict) -> str:
     return text + ladder_sentence(info.get("ladder") or [], info.get("model", LINEAR))
 
 
+def compression_note(info: dict) -> str | None:
+    """What the fit did about the output files' compression, in a sentence; None when it modelled none."""
+    compression = info.get("compression") or {}
+    if compression.get("kind") != "jpeg":
+        return None
+    refinement = compression.get("refinement") or {}
+    held = f", then held to their quantization intervals ({refinement['newton_steps']} Newton steps)" if refinement.get("newton_steps") else ""
+    return (f"the outputs are JPEG {compression['quality']} files: fitted on their 8x8 blocks' DCT coefficients, each "
+            f"weighted by its quantization step{held}, so residuals are in units of one 8-bit rounding; blocks with a "
+            f"pixel within {compression['clip_margin']:g} levels of 0 or 255 left out; the compression alone moves the "
+            f"tool's pixels by up to about {compression['expected_error_rms']:.2g} RMS, so few pixels are identical")
+
+
 def identification_of(model: Model, info: dict, catalogue: dict | None = None) -> dict:
     """What the chosen model is, for the pipeline's evaluation and ``img2kernel fit`` alike: a
     linear kernel named against the catalogue; a ladder model in its own words (a CNN is a fit,
@@ -147,6 +160,8 @@ def evaluate_pairs(inputs_folder, outputs_folder, model: Model, metadata: dict, 
             "input_storage": info["input_storage"],
             "output_storage": info["output_storage"],
             "conversions": info["conversions"],
+            "compression": info.get("compression"),
+            "compression_note": compression_note(info),
             "rows": info["rows"],
             "eligible_rows": info["eligible_rows"],
             "saturated_pixels": info["saturated_pixels"],

@@ -215,7 +215,10 @@ def ladder_for_pairs(pairs: Pairs, fit, seed: int = 0) -> Ladder:
         data = ladder_data(pairs, fit.residual_split, fit.noise_floor, seed)
     except NoTiles as error:
         return linear_only(f"the rungs after linear were not tried: {error}")
-    ladder = climb(data, {LINEAR: Given(fit.model.with_output("float"), fit.residual_rms, fit.seconds)}, seed)
+    # The rungs are scored on pixels: a fit made through a file's compression (fit.jpeg) has its
+    # residual in other units, so climb scores the linear model on the same pixels as the rest.
+    linear_residual = None if fit.compression else fit.residual_rms
+    ladder = climb(data, {LINEAR: Given(fit.model.with_output("float"), linear_residual, fit.seconds)}, seed)
     if ladder.chosen == LINEAR:
         ladder.model = fit.model
         if not ladder.smallest:  # climb scored only one-channel models on its planes
