@@ -16,7 +16,7 @@ linear. Here the fit runs in the file's DCT domain instead:
   a linear tool leaves at most 1/sqrt(12) RMS (the 8-bit floor, :mod:`img2kernel.thresholds`)
   and the size, structure and linear tests read the same thresholds as a lossless file;
 - **intervals**: at the chosen size the kernel is refined so that each predicted coefficient
-  falls in its quantization interval (Newton's method on the squared distance to the
+  falls in its quantization interval (damped Gauss-Newton on the squared distance to the
   intervals, narrowed by the pixel rounding), which uses what a zeroed coefficient says
   (|value| < q/2) instead of pulling it to 0.
 
