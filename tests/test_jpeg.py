@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from img2kernel.evaluate.pairs import identification_of, verdict
+from img2kernel.evaluate.pairs import compression_note, identification_of, verdict
 from img2kernel.fit import jpeg
 from img2kernel.fit.lstsq import FitSample
 from img2kernel.fit.pairs import fit_pairs, to_fit_pairs
@@ -17,7 +17,7 @@ from img2kernel.images import jpeg_facts
 from img2kernel.sources.pairs import list_pairs
 from img2kernel.sources.pairs_store import read_pairs
 
-from test_pairs import gray_photos
+from test_pairs import gray_photos, rgb_photos
 
 GAUSS5 = cv2.getGaussianKernel(5, 1.0) @ cv2.getGaussianKernel(5, 1.0).T
 SHARPEN = np.array([[0, -1, 0], [-1, 5, -1], [0, -1, 0]], dtype=np.float64)
@@ -107,11 +107,73 @@ def test_the_weighted_sums_are_least_squares_on_the_dct_rows(tmp_path):
 
 
 def test_a_linear_tool_leaves_at_most_the_floor_in_jpeg_units(tmp_path):
-    pairs, _ = jpeg_pairs(tmp_path, GAUSS5, 85, "pillow", 3)
     from img2kernel.models import AffineKernel
     from img2kernel.thresholds import ROUNDING_RMS
+
+    pairs, _ = jpeg_pairs(tmp_path, GAUSS5, 85, "pillow", 3)
 
     true = AffineKernel(GAUSS5[None, None], np.zeros(1))
     assert jpeg.jpeg_residual(true, pairs, jpeg.grids_of(pairs), None, 2) <= ROUNDING_RMS
     shifted = AffineKernel(np.roll(GAUSS5, 1, axis=1)[None, None], np.zeros(1))  # the wrong kernel is far off
     assert jpeg.jpeg_residual(shifted, pairs, jpeg.grids_of(pairs), None, 2) > 4 * ROUNDING_RMS
+
+
+SEPIA = np.array([[0.393, 0.769, 0.189], [0.349, 0.686, 0.168], [0.272, 0.534, 0.131]])
+
+
+def colour_jpeg_pairs(root: Path, tool, quality: int, writer: str, count: int, subsampling: int | None = None):
+    """RGB PNG inputs and the tool's RGB outputs saved as colour JPEGs (4:2:0 unless told)."""
+    (root / "in").mkdir(parents=True)
+    (root / "out").mkdir()
+    for i, photo in enumerate(rgb_photos(count, (384, 384))):
+        Image.fromarray(photo).save(root / "in" / f"p{i}.png")
+        made = tool(photo)
+        if writer == "pillow":
+            Image.fromarray(made).save(root / "out" / f"p{i}.jpg", quality=quality,
+                                       **({} if subsampling is None else {"subsampling": subsampling}))
+        else:
+            cv2.imwrite(str(root / "out" / f"p{i}.jpg"), made[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
+    spec = {"name": "jpeg", "kind": "pairs", "inputs": str(root / "in"), "outputs": str(root / "out")}
+    loaded, manifest = read_pairs(spec, list_pairs(spec))
+    return to_fit_pairs(loaded, manifest)
+
+
+def test_a_colour_files_luma_is_its_y_plane(tmp_path):
+    """The premise of luma_pairs: the JFIF luma of the decoded RGB is the file's own Y plane up to
+    the decoder's RGB rounding, whatever the chroma subsampling did."""
+    photo = rgb_photos(1, (128, 128))[0]
+    Image.fromarray(photo).save(tmp_path / "a.jpg", quality=75)  # 4:2:0
+    with Image.open(tmp_path / "a.jpg") as image:
+        rgb = np.asarray(image, dtype=np.float64)
+    with Image.open(tmp_path / "a.jpg") as image:
+        image.draft("YCbCr", image.size)  # the decoder's planes, no colour conversion
+        y_plane = np.asarray(image, dtype=np.float64)[..., 0]
+    inside = (rgb.min(axis=2) > 0) & (rgb.max(axis=2) < 255)
+    difference = (rgb @ jpeg.JFIF_LUMA - y_plane)[inside]
+    assert np.abs(difference).max() <= 1.0 and np.sqrt(np.mean(difference**2)) < 0.35
+
+
+@pytest.mark.parametrize("kernel, quality, writer, count, subsampling, target", [
+    (GAUSS5, 85, "pillow", 3, None, 0.05), (SHARPEN, 85, "opencv", 3, None, 0.05), (SHARPEN, 95, "pillow", 1, 0, 0.02),
+])
+def test_one_kernel_on_each_channel_saved_as_colour_jpeg(tmp_path, kernel, quality, writer, count, subsampling, target):
+    pairs = colour_jpeg_pairs(tmp_path, lambda p: cv2.filter2D(p, -1, kernel, borderType=cv2.BORDER_REFLECT_101),
+                              quality, writer, count, subsampling)
+    result = fit_pairs(pairs, max_ksize=7)
+    summary = result.summary()
+    assert result.linear and result.ksize == kernel.shape[0] and result.model.kernel.shape[:2] == (3, 3)
+    true = np.eye(3)[:, :, None, None] * kernel
+    assert float(np.max(np.abs(result.model.kernel - true)) / np.max(np.abs(kernel))) <= target
+    text = verdict(summary, identification_of(result.model, summary))
+    assert text.startswith(f"linear, within JPEG q{quality} compression: the same kernel on each colour channel"), text
+    # The edge ring under JPEG noise tells reflect-101 from reflect only for the larger kernel.
+    assert result.border["rule"] in ({"reflect101"} if kernel.shape[0] == 5 else {"reflect101", "reflect"})
+
+
+def test_a_colour_jpeg_whose_channels_mix_is_fitted_on_pixels_and_says_so(tmp_path):
+    pairs = colour_jpeg_pairs(tmp_path, lambda p: np.clip(p @ SEPIA.T, 0, 255).astype(np.uint8), 90, "pillow", 3)
+    result = fit_pairs(pairs, max_ksize=5)
+    summary = result.summary()
+    assert summary["compression"]["kind"] == "jpeg-pixels" and summary["compression"]["luma_linear"]
+    assert "fitted on their decoded pixels" in compression_note(summary)
+    assert "within JPEG" not in verdict(summary, identification_of(result.model, summary))

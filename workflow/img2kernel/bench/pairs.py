@@ -9,9 +9,9 @@ filter, and compares what was found with the truth:
   float64 least-squares solution (numpy ``lstsq`` on an explicit im2col of the same
   pixels); target: within 2x of it or 1e-3, whichever is larger;
 - offset error in output levels (target: within 1), C_out x C_in and size;
-- linear tools saved as JPEG (Pillow and OpenCV, q85 and q95, several pairs and one, JPEG
-  inputs too): judged linear, kernel error at most 0.02 (the JPEG target; lstsq64 there is
-  plain least squares on the decoded pixels, for contrast);
+- linear tools saved as JPEG (Pillow and OpenCV, q85 to q95, gray, 4:4:4 and 4:2:0 colour,
+  several pairs and one, JPEG inputs too): judged linear, kernel error at most 0.02 (0.05 for
+  4:2:0 colour); lstsq64 there is plain least squares on the decoded pixels, for contrast;
 - nonlinear tools judged not linear;
 - the time of a 15x15 fit on about 5 megapixels of 8-bit pairs (target: 10 s).
 """
@@ -46,13 +46,15 @@ class Case:
     bias: np.ndarray | None
     suffix: str = ".png"
     max_ksize: int = 9
-    jpeg: tuple[str, int] | None = None  # the output saved as a JPEG by (writer, quality)
+    jpeg: tuple | None = None  # the output saved as a JPEG by (writer, quality[, Pillow subsampling: 0 is 4:4:4])
     input_jpeg: int | None = None  # the inputs were JPEGs of this quality (saved by the same writer)
     count: int | None = None  # pairs used (None: all the photos)
     side: int | None = None  # photo crop side (None: the benchmark's)
 
 
-JPEG_TARGET = 0.02  # kernel max-abs error / largest tap, linear tools saved as gray JPEG (issue's target)
+# Kernel max-abs error / largest tap of linear tools saved as JPEG: gray and 4:4:4 colour, and
+# 4:2:0 colour (the chroma is subsampled: the kernel comes from the luma alone).
+JPEG_TARGET = {"full chroma": 0.02, "4:2:0": 0.05}
 
 
 def _gray(photo):
@@ -104,6 +106,15 @@ def cases() -> list[Case]:
              False, gauss5[None, None], np.zeros(1), jpeg=("pillow", 90), count=1, side=512),
         Case("sharpen, JPEG q90 in and out", "cv2.filter2D, Pillow JPEG", lambda p: cv2.filter2D(_gray(p), -1, sharpen), False,
              sharpen[None, None], np.zeros(1), jpeg=("pillow", 90), input_jpeg=90, side=512),
+        Case("gaussian 5x5 per RGB channel, JPEG q85 4:2:0", "cv2.filter2D, Pillow JPEG", lambda p: cv2.filter2D(p, -1, gauss5),
+             True, np.eye(3)[:, :, None, None] * gauss5, np.zeros(3), jpeg=("pillow", 85), side=512),
+        Case("sharpen per RGB channel, JPEG q90 4:2:0", "cv2.filter2D, OpenCV JPEG", lambda p: cv2.filter2D(p, -1, sharpen),
+             True, np.eye(3)[:, :, None, None] * sharpen, np.zeros(3), jpeg=("opencv", 90), side=512),
+        Case("gaussian 5x5 per RGB channel, JPEG q95 4:4:4", "cv2.filter2D, Pillow JPEG", lambda p: cv2.filter2D(p, -1, gauss5),
+             True, np.eye(3)[:, :, None, None] * gauss5, np.zeros(3), jpeg=("pillow", 95, 0), side=512),
+        Case("EMBOSS per RGB channel, JPEG q90 4:2:0, one pair", "Pillow EMBOSS, Pillow JPEG",
+             lambda p: np.asarray(Image.fromarray(p).filter(ImageFilter.EMBOSS)), True,
+             np.eye(3)[:, :, None, None] * emboss[::-1], np.full(3, 128.0), jpeg=("pillow", 90), count=1, side=512),
         Case("median 3x3", "Pillow MedianFilter", lambda p: np.asarray(Image.fromarray(_gray(p)).filter(ImageFilter.MedianFilter(3))),
              False, None, None, max_ksize=5),
         Case("erosion 3x3", "cv2.erode", lambda p: cv2.erode(_gray(p), np.ones((3, 3), np.uint8)), False, None, None, max_ksize=5),
@@ -127,12 +138,12 @@ def photos(count: int, side: int = 256) -> list[np.ndarray]:
 def _save(folder: Path, name: str, array: np.ndarray, suffix: str, jpeg: tuple[str, int] | None = None) -> Path:
     """Write ``array`` (RGB or gray) as ``name``: with OpenCV, or as a JPEG by ``jpeg`` = (writer, quality)."""
     if jpeg is not None:
-        writer, quality = jpeg
+        writer, quality, *subsampling = jpeg
         path = folder / f"{name}.jpg"
         if writer == "pillow":
             from PIL import Image
 
-            Image.fromarray(array).save(path, quality=quality)
+            Image.fromarray(array).save(path, quality=quality, **({"subsampling": subsampling[0]} if subsampling else {}))
             return path
         suffix, params = ".jpg", [cv2.IMWRITE_JPEG_QUALITY, quality]
     else:
@@ -213,7 +224,11 @@ def bench_pairs(count: int = 6, side: int = 256) -> list[dict]:
                 reference = reference_lstsq(pairs, true.shape[-1])
                 reference_error = float(np.max(np.abs(reference - true))) / scale
                 offset_error = float(np.max(np.abs(model.bias - case.bias)))
-                target = JPEG_TARGET if case.jpeg else max(2 * reference_error, 1e-3)
+                if case.jpeg:
+                    subsampled = case.colour and (case.jpeg[2:] or [None])[0] != 0  # Pillow and OpenCV default to 4:2:0
+                    target = JPEG_TARGET["4:2:0" if subsampled else "full chroma"]
+                else:
+                    target = max(2 * reference_error, 1e-3)
                 row.update(
                     expected=f"{true.shape[0]}x{true.shape[1]}x{true.shape[2]}x{true.shape[3]}",
                     kernel_error=error, lstsq64_error=reference_error, offset_error=offset_error, error_target=target,

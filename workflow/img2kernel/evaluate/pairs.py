@@ -85,11 +85,18 @@ def verdict(info: dict, identification: dict) -> str:
 def compression_note(info: dict) -> str | None:
     """What the fit did about the output files' compression, in a sentence; None when it modelled none."""
     compression = info.get("compression") or {}
+    if compression.get("kind") == "jpeg-pixels":
+        why = ("its channels do not enter as the luma weights times one kernel (the tool treats them differently or mixes them)" if compression["luma_linear"]
+               else "the files' luma is not one kernel of the inputs' luma")
+        return (f"the outputs are colour JPEG {compression['quality']} files and {why}: fitted on their decoded "
+                f"pixels, against the 8-bit floor, which the compression alone exceeds (a tool that filters its "
+                f"channels differently or mixes them is not modelled through a colour JPEG)")
     if compression.get("kind") != "jpeg":
         return None
     refinement = compression.get("refinement") or {}
     held = f", then held to their quantization intervals ({refinement['newton_steps']} Newton steps)" if refinement.get("newton_steps") else ""
-    return (f"the outputs are JPEG {compression['quality']} files: fitted on their 8x8 blocks' DCT coefficients, each "
+    plane = " (colour: their luma, which the same kernel on each channel maps from the inputs' luma)" if compression["plane"] != "luma" else ""
+    return (f"the outputs are JPEG {compression['quality']} files{plane}: fitted on their 8x8 blocks' DCT coefficients, each "
             f"weighted by its quantization step{held}, so residuals are in units of one 8-bit rounding; blocks with a "
             f"pixel within {compression['clip_margin']:g} levels of 0 or 255 left out; the compression alone moves the "
             f"tool's pixels by up to about {compression['expected_error_rms']:.2g} RMS, so few pixels are identical")

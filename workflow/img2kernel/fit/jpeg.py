@@ -21,8 +21,12 @@ linear. Here the fit runs in the file's DCT domain instead:
   (|value| < q/2) instead of pulling it to 0.
 
 These are the same :class:`~img2kernel.fit.lstsq.NormalEquations` as pixel rows, so one
-solver serves both. Gray outputs (one plane, the luma table) only; colour JPEG outputs are
-fitted on their pixels.
+solver serves both. A colour JPEG's luma is its file's Y plane up to the decoder's RGB
+rounding (the JFIF luma of the decoded RGB cancels the chroma exactly, whatever the chroma
+subsampling), so :func:`luma_pairs` makes gray-output pairs of it: a tool that applies one
+kernel to every channel is found from them (:func:`gray_of`, and
+:func:`img2kernel.fit.pairs.fit_shared_from_luma`); other colour tools are fitted on their
+decoded pixels.
 """
 
 from __future__ import annotations
@@ -37,6 +41,10 @@ from img2kernel.fit.lstsq import FitSample, NormalEquations, centring, interior,
 
 DCT = dct(np.eye(8), norm="ortho", axis=0)  # DCT @ v is the codec's orthonormal DCT-II of v
 ROUNDINGS = 2  # the tool's 8-bit rounding before encoding and the decoder's after, in units of 1/12
+JFIF_LUMA = np.array([0.299, 0.587, 0.114])  # the encoder's Y from R, G, B (JFIF, ITU-R BT.601)
+# A colour file's luma adds the RGB roundings of the tool and of the decoder (each 0.447 of one
+# rounding's variance through JFIF_LUMA) and the encoder's rounding of Y.
+COLOUR_ROUNDINGS = 3 + 2 * float(np.sum(np.square(JFIF_LUMA)))
 CLIP_DEVIATIONS = 3.0  # blocks with a pixel this many compression-error RMS from 0 or 255 are left out
 INTERVAL_SLACK = 0.5  # the intervals are narrowed by this (levels): the pixel roundings' part of the error
 NEWTON_STEPS = 30
@@ -58,16 +66,17 @@ class JpegGrid:
     col: int
     quality: int | None
     quality_estimate: int
+    roundings: float = ROUNDINGS  # 8-bit roundings besides the quantization, in units of 1/12
 
     @property
     def scale(self) -> np.ndarray:
         """(8, 8) weights: one over each coefficient's error deviation, in rounding units."""
-        return 1.0 / np.sqrt(np.square(self.steps) + ROUNDINGS)
+        return 1.0 / np.sqrt(np.square(self.steps) + self.roundings)
 
     @property
     def expected_rms(self) -> float:
         """The RMS pixel error this table allows at most (every coefficient a full step off)."""
-        return math.sqrt(float(np.mean(np.square(self.steps) + ROUNDINGS)) / 12)
+        return math.sqrt(float(np.mean(np.square(self.steps) + self.roundings)) / 12)
 
     @property
     def clip_margin(self) -> float:
@@ -77,22 +86,53 @@ class JpegGrid:
         return f"q{self.quality}" if self.quality is not None else f"q~{self.quality_estimate}"
 
 
-def grids_of(pairs) -> list[JpegGrid] | None:
-    """Each output's grid when every output of ``pairs`` (:class:`img2kernel.fit.pairs.Pairs`) is an
-    8-bit JPEG whose one output plane is the file's luma (a gray file, or a colour file holding gray);
-    else None."""
-    facts = pairs.output_jpeg
-    if pairs.c_out != 1 or pairs.output_storage != "uint8" or not facts or any(f is None for f in facts):
-        return None
-    margins = pairs.margins or [0] * len(facts)
+def _grids(facts: list, margins: list) -> list[JpegGrid]:
     return [JpegGrid(np.asarray(f["luma_table"], dtype=np.float64).reshape(8, 8), m, m, f.get("quality"),
-                     f["quality_estimate"]) for f, m in zip(facts, margins)]
+                     f["quality_estimate"], ROUNDINGS if f["components"] == 1 else COLOUR_ROUNDINGS)
+            for f, m in zip(facts, margins or [0] * len(facts))]
 
 
-def describe(grids: list[JpegGrid]) -> dict:
+def _all_jpeg(pairs, components: int) -> bool:
+    facts = pairs.output_jpeg
+    return (pairs.output_storage == "uint8" and bool(facts) and all(f is not None for f in facts)
+            and all((f["components"] == 1) == (components == 1) for f in facts))
+
+
+def grids_of(pairs) -> list[JpegGrid] | None:
+    """Each output's grid when every output of ``pairs`` (:class:`img2kernel.fit.pairs.Pairs`) is the
+    luma plane of an 8-bit JPEG: gray files, or :func:`luma_pairs` of colour ones; else None."""
+    if pairs.c_out != 1 or not pairs.output_jpeg or pairs.output_storage != "uint8" or any(f is None for f in pairs.output_jpeg):
+        return None
+    return _grids(pairs.output_jpeg, pairs.margins)
+
+
+def luma_pairs(pairs):
+    """RGB-to-RGB ``pairs`` whose outputs are all colour JPEGs -> the same inputs with each output's
+    JFIF luma (float, NaN where unknown or where a channel is within the grid's clip margin of 0
+    or 255: there the decoder clamped, or the tool clipped); else None."""
+    if not (pairs.c_in == pairs.c_out == 3 and _all_jpeg(pairs, 3)):
+        return None
+    outputs = []
+    for y, grid in zip(pairs.outputs, _grids(pairs.output_jpeg, pairs.margins)):
+        luma = np.asarray(y, dtype=np.float64) @ JFIF_LUMA
+        low, high = np.nanmin(y, axis=2), np.nanmax(y, axis=2)
+        luma[~((low > grid.clip_margin) & (high < 255 - grid.clip_margin))] = np.nan
+        outputs.append(luma[..., None])
+    return type(pairs)(pairs.keys, pairs.inputs, outputs, pairs.splits, pairs.input_storage, "uint8",
+                       pairs.output_jpeg, pairs.margins)
+
+
+def gray_of(luma):
+    """:func:`luma_pairs` with each input's JFIF luma in place of its RGB (float64): a tool that
+    applies one kernel to every channel maps the input's luma to the output's with it."""
+    inputs = [(np.asarray(x, dtype=np.float64) @ JFIF_LUMA)[..., None] for x in luma.inputs]
+    return type(luma)(luma.keys, inputs, luma.outputs, luma.splits, "float64", "uint8", luma.output_jpeg, luma.margins)
+
+
+def describe(grids: list[JpegGrid], plane: str = "luma") -> dict:
     """The compression as the fit's evidence records it."""
     qualities = sorted({g.quality_text() for g in grids})
-    return {"kind": "jpeg", "quality": ", ".join(qualities), "plane": "luma",
+    return {"kind": "jpeg", "quality": ", ".join(qualities), "plane": plane,
             "expected_error_rms": max(g.expected_rms for g in grids), "clip_margin": max(g.clip_margin for g in grids)}
 
 

@@ -202,6 +202,11 @@ def fit_pairs(pairs: Pairs, *, max_ksize: int = 15, ksize: int | None = None, se
             f"a {largest}x{largest} kernel does not fit in the smallest image ({smallest_side} pixels); "
             "set a smaller ksize or max_ksize"
         )
+    luma = jpeg.luma_pairs(pairs)
+    if luma is not None:
+        found = fit_shared_from_luma(pairs, luma, max_ksize, ksize, seed, started)
+        if found.linear:
+            return found
     sizes_to_try = [ksize] if ksize else list(range(1, largest + 1, 2))
     held_out = next((s for s in ("val", "test") if any(pairs.usable(i, s).any() for i in range(len(pairs.keys)))), "train")
     floor = noise_floor(pairs.output_storage, pairs.output_rms())
@@ -263,7 +268,9 @@ def fit_pairs(pairs: Pairs, *, max_ksize: int = 15, ksize: int | None = None, se
         sizes, models, chosen = search(equations, "full", full_solve)
         model, structures = structure(equations, chosen["ksize"], models[chosen["ksize"]], chosen)
     chosen = {**chosen, "residual_rms": next(s["residual_rms"] for s in structures if s["chosen"])}
-    compression = None
+    compression = None if luma is None else {  # colour JPEGs whose luma is not one kernel's: fitted on pixels
+        "kind": "jpeg-pixels", "quality": found.compression["quality"],
+        "luma_linear": bool(found.residual_rms <= LINEAR_FACTOR * found.noise_floor)}
     if grids:
         compression = jpeg.describe(grids)
         if next(s for s in structures if s["chosen"])["structure"] == "full":
@@ -300,6 +307,40 @@ def fit_pairs(pairs: Pairs, *, max_ksize: int = 15, ksize: int | None = None, se
 
 
 CHANNEL_WISE = ("shared", "per-channel")  # structures whose output channel reads its own input channel only
+
+
+def fit_shared_from_luma(pairs: Pairs, luma: Pairs, max_ksize: int, ksize: int | None, seed: int, started: float) -> PairsFit:
+    """Colour pairs whose outputs are colour JPEGs, fitted through the files' luma (fit.jpeg).
+
+    The kernel and its size come from the inputs' luma against the files' (a tool that applies
+    one kernel to every channel maps one to the other with it). Then, at that size, the full
+    kernel from the inputs' RGB to the files' luma is solved: the channels enter as the luma
+    weights times one kernel when that kernel explains the files' luma as well as the full one
+    does (the structures' tolerance). When both hold, the model applies the kernel to each
+    channel; else the result is not linear and the caller fits the decoded pixels.
+    """
+    found = fit_pairs(jpeg.gray_of(luma), max_ksize=max_ksize, ksize=ksize, seed=seed)
+    k, bias = found.model.kernel[0, 0], found.model.bias
+    check = fit_pairs(luma, ksize=found.ksize, seed=seed)
+    full = next(s for s in check.structures if s["structure"] == "full")
+    as_luma = AffineKernel(jpeg.JFIF_LUMA[None, :, None, None] * k, bias)
+    halo = found.ksize // 2
+    train, held = heldout_rms(as_luma, luma, "train", halo), heldout_rms(as_luma, luma, check.residual_split, halo)
+    shared = {"structure": "shared", "parameters": k.size + 1, "train_rms": train, "heldout_rms": held,
+              "residual_rms": max(train, held)}
+    channels_as_luma = shared["residual_rms"] ** 2 - full["residual_rms"] ** 2 <= (SIZE_TOLERANCE * found.noise_floor) ** 2
+    model = AffineKernel(np.eye(3)[:, :, None, None] * k, np.full(3, bias[0]))
+    structures = [{**shared, "parameters": model.n_parameters, "chosen": True}] + [
+        {**s, "structure": f"{s['structure']}, RGB to the files' luma", "chosen": False} for s in check.structures]
+    linear = found.linear and channels_as_luma
+    compression = {**found.compression, "plane": "luma of colour files", "channels_as_luma": bool(channels_as_luma)}
+    border = detect_border(model, pairs) if linear else found.border
+    return PairsFit(
+        model=AffineKernel(model.kernel, model.bias, output=pairs.output_storage),
+        ksize=found.ksize, sizes=found.sizes, structures=structures, noise_floor=found.noise_floor,
+        residual_rms=found.residual_rms, residual_split=found.residual_split, linear=linear, border=border,
+        rows=found.rows, eligible_rows=found.eligible_rows, exact_sums=False, saturated_pixels=pairs.saturated_pixels(),
+        seconds=time.perf_counter() - started, timings={**found.timings, "channels": check.seconds}, compression=compression)
 
 
 def choose_structure(equations, ksize: int, full: AffineKernel, full_row: dict, pairs: Pairs, split: str, halo: int,
