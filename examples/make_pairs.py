@@ -4,8 +4,8 @@
 
 writes FOLDER/before/*.png (five of scikit-image's colour photos) and FOLDER/after/*.png
 (the same photos through PIL.ImageFilter.EMBOSS, saved as 8-bit PNG), FOLDER defaulting
-to `pairs`. With ``--jpeg QUALITY`` the photos are gray and the tool's outputs are saved
-as Pillow JPEGs of that quality (FOLDER/after/*.jpg), as most people's files are.
+to `pairs`. With ``--jpeg QUALITY`` the tool's outputs are saved as Pillow JPEGs of that
+quality (FOLDER/after/*.jpg, 4:2:0 chroma, Pillow's default), as most people's files are.
 README, "Your own pairs", fits them.
 """
 
@@ -20,15 +20,13 @@ PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry")
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folder", nargs="?", default="pairs")
-    parser.add_argument("--jpeg", type=int, metavar="QUALITY", help="gray photos, the outputs saved as JPEG of this quality")
+    parser.add_argument("--jpeg", type=int, metavar="QUALITY", help="save the outputs as JPEG of this quality")
     args = parser.parse_args()
     root = Path(args.folder)
     for folder in ("before", "after"):
         (root / folder).mkdir(parents=True, exist_ok=True)
     for name in PHOTOS:
         photo = Image.fromarray(getattr(skimage.data, name)())
-        if args.jpeg:
-            photo = photo.convert("L")
         photo.save(root / "before" / f"{name}.png")
         made = photo.filter(ImageFilter.EMBOSS)
         if args.jpeg:

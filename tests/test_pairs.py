@@ -113,6 +113,20 @@ def test_pillow_kernel_with_scale_and_offset(tmp_path):
     assert "offset +100" in found["text"] or "offset +99" in found["text"]
 
 
+def test_a_tool_that_truncates_is_said_to_and_reproduced(tmp_path):
+    """ImageMagick and GraphicsMagick store 8 bits by truncation: the offset is -0.5, and said so."""
+    photos = gray_photos(4, (96, 128))
+    gauss = cv2.getGaussianKernel(5, 1.0) @ cv2.getGaussianKernel(5, 1.0).T
+    outputs = [np.floor(cv2.filter2D(p.astype(np.float64), -1, gauss)).astype(np.uint8) for p in photos]
+    result, found, _ = fit_spec(write_pairs(tmp_path, photos, outputs))
+    assert result.linear and found["truncates"] and abs(result.model.bias[0] + 0.5) < 0.1
+    assert found["text"].endswith("offset -0.5: the tool truncates to integers instead of rounding"), found["text"]
+    made = result.model.predict(photos[0], result.border["rule"])
+    assert np.mean(made == outputs[0]) > 0.98  # rounding v - 0.48 is the tool's floor(v) but where v is within 0.02 of .5
+    rounded = [uint8(cv2.filter2D(p.astype(np.float64), -1, gauss)) for p in photos]
+    assert not fit_spec(write_pairs(tmp_path / "rounded", photos, rounded))[1]["truncates"]
+
+
 def test_pillow_applies_its_kernels_flipped_up_down(tmp_path):
     """Found here, not told: Pillow's Kernel filter reads its kernel's rows in reverse order."""
     photos = gray_photos()

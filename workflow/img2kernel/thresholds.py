@@ -27,6 +27,10 @@ RECOVERED = 1e-4  # what the product promises for linear filters
 APPROXIMATE = 1e-2
 NONLINEAR_RESIDUAL = 1e-3  # a best linear fit leaving more than 0.1% of the target unexplained
 
+# An integer tool that truncates (ImageMagick, GraphicsMagick) instead of rounding leaves
+# floor(v) = round(v - 0.5): a fitted offset this close to -0.5 on every channel is said so.
+TRUNCATION_TOLERANCE = 0.1
+
 # Identification: relative residual ||k - s T(t)|| / ||k|| of a named kernel.
 IDENTIFIED = 0.02  # below this a match is stated
 CLOSE = 0.10  # below this, "close to"

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from img2kernel.sources.filters import deriv_kernel
-from img2kernel.thresholds import CLOSE, IDENTIFIED, SEPARABLE
+from img2kernel.thresholds import CLOSE, IDENTIFIED, ROUNDING_RMS, SEPARABLE, TRUNCATION_TOLERANCE
 
 
 # Flips and rotations, in order of preference when several fit equally (symmetric kernels).
@@ -269,7 +269,10 @@ def identify(model, extra: dict[str, np.ndarray] | None = None, noise_floor: flo
         result.update(channels=channels, kernel=found)
         text = (channels + ", then " if channels else "") + found["text"]
     offsets = [b for b in bias if abs(b) > max(0.5 * noise_floor, 1e-6 * (1 + np.max(np.abs(kernel))))]
-    if offsets:
+    result["truncates"] = bool(noise_floor >= ROUNDING_RMS and np.all(np.abs(bias + 0.5) <= TRUNCATION_TOLERANCE))
+    if result["truncates"]:  # the same pixels as rounding v - 0.5: the model reproduces them as it is
+        text += ", offset " + ", ".join(f"{b:+.2g}" for b in bias) + ": the tool truncates to integers instead of rounding"
+    elif offsets:
         text += ", offset " + ", ".join(f"{b:+.4g}" for b in bias)
     result["offset"] = bias.tolist()
     result["text"] = text
