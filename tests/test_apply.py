@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import cv2
 import numpy as np
 import pytest
+import scipy.ndimage as ndi
+from PIL import Image, ImageFilter
 
 from img2kernel import borders
 from img2kernel.apply import apply_tiled, write_image
 from img2kernel.borders import border_indices, reflect101
 from img2kernel.cli.main import main
 from img2kernel.sources.filters import build_filter
-from img2kernel.models import AffineKernel, MagnitudeModel
+from img2kernel.models import AffineKernel, MagnitudeModel, load_model
+from test_pairs import gray_photos, rgb_photos
 
 
 def random_model(ksize=5, c_in=1, c_out=1, seed=3, output="float"):
@@ -282,3 +286,48 @@ def test_an_h_w_1_image_keeps_its_unfiltered_ring_tiled(gray_images):
     whole = model.predict(image, "unfiltered")
     np.testing.assert_allclose(apply_tiled(image, model, "unfiltered", tile=17), whole, rtol=1e-5, atol=1e-3)
     np.testing.assert_array_equal(apply_tiled(image, model, "unfiltered", tile=17)[:2], image[:2, :, 0])
+
+
+# Each reproduction snippet, run as a user would paste it, against the tool's own file.
+WRAP_KERNEL = np.array([[0.11, 0.21, 0.05], [0.13, 0.29, 0.07], [0.02, 0.06, 0.03]], np.float32)  # no rounding ties
+REPRODUCED_TOOLS = {
+    "Pillow EMBOSS, colour (unfiltered ring)": (lambda p: np.asarray(Image.fromarray(p).filter(ImageFilter.EMBOSS)), True),
+    "cv2.filter2D sharpen, gray (reflect101)": (
+        lambda p: cv2.filter2D(p, -1, np.array([[0, -1, 0], [-1, 5, -1], [0, -1, 0]], np.float32)), False),
+    "scipy correlate, gray (reflect), float TIFF": (
+        lambda p: ndi.correlate(p.astype(np.float32), np.arange(9, dtype=np.float32).reshape(3, 3) / 36, mode="reflect"), False),
+    "cv2.filter2D per channel, colour (wrap)": (
+        lambda p: np.dstack([cv2.filter2D(np.pad(p[..., c], 1, mode="wrap"), -1, WRAP_KERNEL * (0.5 + 0.25 * c))[1:-1, 1:-1]
+                             for c in range(3)]), True),
+}
+
+
+@pytest.mark.parametrize("name", list(REPRODUCED_TOOLS))
+def test_each_reproduction_snippet_gives_the_tools_file(tmp_path, name, capsys):
+    tool, colour = REPRODUCED_TOOLS[name]
+    photos = rgb_photos(3, (64, 72)) if colour else gray_photos(3, (64, 72))
+    files = []
+    for i, photo in enumerate(photos):
+        made = tool(photo)
+        files += [str(tmp_path / f"in{i}.png"), str(tmp_path / (f"out{i}.tif" if made.dtype == np.float32 else f"out{i}.png"))]
+        Image.fromarray(photo).save(files[-2])
+        (cv2.imwrite(files[-1], made) if made.dtype == np.float32 else Image.fromarray(made).save(files[-1]))
+    assert main(["fit", *files, "--max-ksize", "5", "-o", str(tmp_path / "m.safetensors")]) == 0
+    assert "the same in OpenCV" in capsys.readouterr().out
+    code = json.loads((tmp_path / "m.json").read_text())["reproduce"]
+    assert set(code) == {"opencv", "scipy", "torch"}
+    fresh = (rgb_photos(4, (80, 64)) if colour else gray_photos(4, (80, 64)))[3]  # a photo the fit never saw
+    truth = tool(fresh)
+    model, metadata = load_model(tmp_path / "m.safetensors")
+    ours = model.predict(fresh, metadata["border"])  # what `img2kernel apply` writes
+    for library, snippet in code.items():
+        scope = {"src": fresh}
+        exec(snippet, scope)  # noqa: S102 - the snippet the user is told to paste
+        out = scope["out"]
+        assert out.shape == truth.shape and out.dtype == truth.dtype, (library, out.shape, out.dtype)
+        if truth.dtype == np.uint8:
+            assert np.mean(out == ours) >= 0.999, (library, np.mean(out == ours))  # ties may round either way
+            # The tool's file: exact for integer kernels; a kernel fitted to 1e-3 moves values near .5.
+            assert np.mean(out == truth) >= 0.97 and np.max(np.abs(out.astype(int) - truth)) <= 1, (library, np.mean(out == truth))
+        else:
+            assert np.max(np.abs(out - truth)) < 1e-3 * np.max(np.abs(truth)), library

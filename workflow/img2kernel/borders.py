@@ -23,6 +23,16 @@ PADDED_RULES = {
     "zero": (cv2.BORDER_CONSTANT, "constant"),
     "wrap": (cv2.BORDER_WRAP, "wrap"),
 }
+# The same rules as other libraries name them: (OpenCV constant, scipy.ndimage mode, torch
+# F.pad mode); None where the library has no such rule (OpenCV's filter2D refuses BORDER_WRAP,
+# torch pads no edge-including reflection). img2kernel.evaluate.reproduce writes these calls.
+LIBRARY_NAMES = {
+    "reflect101": ("cv2.BORDER_REFLECT_101", "mirror", "reflect"),
+    "reflect": ("cv2.BORDER_REFLECT", "reflect", None),
+    "replicate": ("cv2.BORDER_REPLICATE", "nearest", "replicate"),
+    "zero": ("cv2.BORDER_CONSTANT", "constant", "constant"),
+    "wrap": (None, "wrap", "circular"),
+}
 RULES = (*PADDED_RULES, "unfiltered")
 DEFAULT = "reflect101"
 

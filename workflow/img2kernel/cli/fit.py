@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -12,9 +13,9 @@ def fit_files(files: list[str], model_path: str | Path, *, ksize: int | None = N
               channels: dict | None = None, holdout: float = 0.3, seed: int = 0) -> str:
     """Fit the pairs (input, output, input, output, ...), write the model, return the printout."""
     # Imported here: `img2kernel apply` and `bench` build this command's parser too.
-    from img2kernel.evaluate.pairs import compression_note, heldout_scores, identification_of, verdict
+    from img2kernel.evaluate.pairs import compression_note, heldout_scores, identification_of, reproduction, verdict
     from img2kernel.fit.pairs import to_fit_pairs
-    from img2kernel.fit.pairs_job import fit_and_climb, save_pairs_fit
+    from img2kernel.fit.pairs_job import fit_and_climb, save_pairs_fit, saved_border
     from img2kernel.sources.pairs import PairRef, pair_key
     from img2kernel.sources.pairs_store import read_pairs
 
@@ -47,6 +48,8 @@ def fit_files(files: list[str], model_path: str | Path, *, ksize: int | None = N
     summary = {**result.summary(), **ladder}
     info = {"filter": {**spec, "files": files}, "source": "pairs", **summary, "input_storage": manifest["input_storage"],
             "output_storage": manifest["output_storage"]}
+    linear = summary["linear"] and summary.get("model", "linear") == "linear"
+    info["reproduce"] = reproduction(result.model, {"border": saved_border(result)}, info, model_path) if linear else {}
     save_pairs_fit(result, info, model_path, Path(model_path).with_suffix(".json"), None)
     model = result.model
     identification = identification_of(model, info)
@@ -87,6 +90,9 @@ def fit_files(files: list[str], model_path: str | Path, *, ksize: int | None = N
     if scores:
         lines.append(f"held-out {held} pixels: PSNR {np.mean([s['psnr'] for s in scores]):.2f} dB, "
                      f"{100 * np.mean([s['identical_fraction'] for s in scores]):.2f}% identical to the tool's file")
+    if info["reproduce"]:
+        lines.append(f"the same in OpenCV, src the input as read (scipy and torch: \"reproduce\" in "
+                     f"{Path(model_path).with_suffix('.json')}):\n" + textwrap.indent(info["reproduce"]["opencv"].rstrip(), "    "))
     lines.append(f"model written to {model_path}, details in {Path(model_path).with_suffix('.json')} "
                  f"(apply it: img2kernel apply {model_path} IN OUT)")
     return "\n".join(lines)

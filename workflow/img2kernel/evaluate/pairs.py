@@ -102,6 +102,13 @@ def compression_note(info: dict) -> str | None:
             f"tool's pixels by up to about {compression['expected_error_rms']:.2g} RMS, so few pixels are identical")
 
 
+def reproduction(model: Model, metadata: dict, info: dict, model_path) -> dict[str, str]:
+    """{library: code} reproducing a linear model's tool from its file (:mod:`img2kernel.evaluate.reproduce`)."""
+    from img2kernel.evaluate.reproduce import snippets
+
+    return snippets(model, metadata.get("border", borders.DEFAULT), str(model_path), info["output_storage"])
+
+
 def identification_of(model: Model, info: dict, catalogue: dict | None = None) -> dict:
     """What the chosen model is, for the pipeline's evaluation and ``img2kernel fit`` alike: a
     linear kernel named against the catalogue; a ladder model in its own words (a CNN is a fit,
@@ -112,9 +119,11 @@ def identification_of(model: Model, info: dict, catalogue: dict | None = None) -
 
 
 def evaluate_pairs(inputs_folder, outputs_folder, model: Model, metadata: dict, info_path, catalogue: dict | None = None,
-                   max_images: int | None = None, examples: list | None = None, max_examples: int = 3) -> Evaluation:
+                   max_images: int | None = None, examples: list | None = None, max_examples: int = 3,
+                   model_path=None) -> Evaluation:
     """The evaluation record of one pairs filter (:class:`Evaluation`; its evidence: the fit's tables, see docs/pairs.md);
-    ``model`` and ``metadata`` as :func:`img2kernel.models.load_model` reads the model file."""
+    ``model`` and ``metadata`` as :func:`img2kernel.models.load_model` reads the model file at ``model_path``
+    (named in the reproduction snippets of a linear verdict)."""
     info = json.loads(Path(info_path).read_text())
     pairs, manifest = load_pairs(inputs_folder, outputs_folder)
     affine = isinstance(model, AffineKernel)
@@ -133,6 +142,8 @@ def evaluate_pairs(inputs_folder, outputs_folder, model: Model, metadata: dict, 
 
             examples.append(plots.image_preview(key, pairs.inputs[index], pairs.outputs[index], prediction))
 
+    linear = bool(info["linear"]) and info.get("model", LINEAR) == LINEAR
+    reproduce = reproduction(model, metadata, info, model_path) if linear and model_path is not None else {}
     return Evaluation(
         filter=info["filter"]["name"],
         kind="pairs",
@@ -143,7 +154,7 @@ def evaluate_pairs(inputs_folder, outputs_folder, model: Model, metadata: dict, 
         n_kernels=model.c_out * model.c_in,
         parameters=model.n_parameters,
         **ladder_fields(model, info),
-        linear=bool(info["linear"]) and info.get("model", LINEAR) == LINEAR,
+        linear=linear,
         verdict=verdict(info, identification),
         split=split,
         split_images=len(per_image),
@@ -169,6 +180,7 @@ def evaluate_pairs(inputs_folder, outputs_folder, model: Model, metadata: dict, 
             "conversions": info["conversions"],
             "compression": info.get("compression"),
             "compression_note": compression_note(info),
+            "reproduce": reproduce,
             "rows": info["rows"],
             "eligible_rows": info["eligible_rows"],
             "saturated_pixels": info["saturated_pixels"],
@@ -185,7 +197,7 @@ def evaluate_pairs_and_plot(inputs_folder, outputs_folder, model_path, info_path
     examples: list = []
     model, metadata = load_model(model_path)
     evaluation = evaluate_pairs(inputs_folder, outputs_folder, model, metadata, info_path, catalogue, max_images, examples,
-                                shown_images)
+                                shown_images, model_path)
     evaluation = evaluation.write(result_json)
     plots.evaluation_figures(evaluation, model, examples, kernels_png, training_png, images_png,
                              kernels=plots.pairs_kernels_figure if evaluation["kernel"] is not None else None,

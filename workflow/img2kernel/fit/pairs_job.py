@@ -55,12 +55,17 @@ def train_pairs(inputs_folder: str | Path, outputs_folder: str | Path, spec: dic
     return fit, info, manifest
 
 
+def saved_border(fit: PairsFit) -> str:
+    """The border rule the model file carries: "none needed" (1x1) and "valid-mode output" leave
+    no rule to find, so apply uses the default."""
+    return fit.border["rule"] if fit.border["rule"] in borders.RULES else borders.DEFAULT
+
+
 def save_pairs_fit(fit: PairsFit, info: dict, model_path, info_path, history_path) -> None:
     """The chosen model (a linear pairs fit: ``kernel`` (C_out, C_in, K, K), ``bias`` (C_out,)),
     the JSON sidecar and the residual per kernel size; each written whole (``history_path`` may
     be None: the command line writes none)."""
-    # "none needed" (1x1) and "valid-mode output" leave no rule to find: apply uses the default.
-    border = fit.border["rule"] if fit.border["rule"] in borders.RULES else borders.DEFAULT
+    border = saved_border(fit)
     metadata = {
         "filter": info["filter"],
         "border": border,
