@@ -177,3 +177,20 @@ def test_a_colour_jpeg_whose_channels_mix_is_fitted_on_pixels_and_says_so(tmp_pa
     assert summary["compression"]["kind"] == "jpeg-pixels" and summary["compression"]["luma_linear"]
     assert "fitted on their decoded pixels" in compression_note(summary)
     assert "within JPEG" not in verdict(summary, identification_of(result.model, summary))
+
+
+@pytest.mark.parametrize("colour", [False, True])
+def test_a_valid_mode_jpeg_output_has_its_grid_at_the_margin(tmp_path, colour):
+    """An output 2 pixels smaller on every side (a 5x5 tool in valid mode) saved as JPEG: the
+    file's 8x8 grid starts at the margin, and the fit goes through it."""
+    (tmp_path / "in").mkdir()
+    (tmp_path / "out").mkdir()
+    for i, photo in enumerate(rgb_photos(3, (384, 384)) if colour else gray_photos(3, (384, 384))):
+        Image.fromarray(photo).save(tmp_path / "in" / f"p{i}.png")
+        Image.fromarray(cv2.filter2D(photo, -1, GAUSS5)[2:-2, 2:-2]).save(tmp_path / "out" / f"p{i}.jpg", quality=90)
+    spec = {"name": "jpeg", "kind": "pairs", "inputs": str(tmp_path / "in"), "outputs": str(tmp_path / "out")}
+    loaded, manifest = read_pairs(spec, list_pairs(spec))
+    result = fit_pairs(to_fit_pairs(loaded, manifest), max_ksize=7)
+    assert manifest["keys"]["p0"]["margin"] == 2 and result.border["rule"] == "valid-mode output"
+    assert result.linear and result.ksize == 5 and result.compression["kind"] == "jpeg"
+    assert kernel_error(result.model, GAUSS5) <= 0.05

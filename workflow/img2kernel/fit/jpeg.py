@@ -115,7 +115,8 @@ def luma_pairs(pairs):
     outputs = []
     for y, grid in zip(pairs.outputs, _grids(pairs.output_jpeg, pairs.margins)):
         luma = np.asarray(y, dtype=np.float64) @ JFIF_LUMA
-        low, high = np.nanmin(y, axis=2), np.nanmax(y, axis=2)
+        filled = np.nan_to_num(np.asarray(y, dtype=np.float64), nan=0.0)  # unknown pixels: NaN luma anyway
+        low, high = filled.min(axis=2), filled.max(axis=2)
         luma[~((low > grid.clip_margin) & (high < 255 - grid.clip_margin))] = np.nan
         outputs.append(luma[..., None])
     return type(pairs)(pairs.keys, pairs.inputs, outputs, pairs.splits, pairs.input_storage, "uint8",
