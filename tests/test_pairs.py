@@ -603,3 +603,28 @@ def test_the_ring_strips_cover_the_edge_ring_once(shape, halo):
     for r0, r1, c0, c1 in ring_strips(shape, halo):
         covered[r0:r1, c0:c1] += 1
     np.testing.assert_array_equal(covered, borders.ring_mask(shape, halo).astype(int))
+
+
+def test_the_size_keeps_a_gaussians_small_outer_taps(tmp_path):
+    """A 13x13 Gaussian of sigma 1.5 saved as 8-bit: its outer taps are tiny, but six photos
+    show them; the size found is within 2x of float64 least squares at the true size."""
+    gauss = cv2.getGaussianKernel(13, 1.5) @ cv2.getGaussianKernel(13, 1.5).T
+    photos = gray_photos(6, (160, 160))
+    outputs = [uint8(cv2.filter2D(p.astype(np.float64), -1, gauss)) for p in photos]
+    result, _, _ = fit_spec(write_pairs(tmp_path, photos, outputs))
+    assert result.linear and result.ksize >= 11
+    h = (13 - result.ksize) // 2
+    found = np.pad(result.model.kernel[0, 0], h)
+    at_truth = fit_spec(write_pairs(tmp_path / "true", photos, outputs), ksize=13)[0].model.kernel[0, 0]
+    assert np.abs(found - gauss).max() <= 2 * np.abs(at_truth - gauss).max()
+
+
+def test_noise_buys_no_taps(tmp_path):
+    """A 3x3 sharpen with noise of 2 levels added before saving: far above the 8-bit floor,
+    and still 3x3."""
+    rng = np.random.default_rng(5)
+    photos = gray_photos(6, (128, 128))
+    sharpen = np.array([[0, -1, 0], [-1, 5, -1], [0, -1, 0]], dtype=np.float64)
+    outputs = [uint8(cv2.filter2D(p.astype(np.float64), -1, sharpen) + rng.normal(0, 2, p.shape)) for p in photos]
+    result, _, _ = fit_spec(write_pairs(tmp_path, photos, outputs))
+    assert not result.linear and result.ksize == 3

@@ -37,6 +37,27 @@ CLOSE = 0.10  # below this, "close to"
 SEPARABLE = 1e-3  # second singular value / first below which channels share one spatial kernel
 
 
+def size_is_enough(rms: float, larger_rms: float, extra_parameters: int, values: int, floor: float,
+                   independent: bool = True) -> bool:
+    """Whether a kernel explains the pairs as well as a larger one, by the evidence of ``values``
+    fitted values (docs/design.md, "Fitting your pairs"): the larger kernel's gain in the sum
+    of squares, in units of the noise variance (the floor's; the residual's own where the
+    model does not reach the floor), against the Bayesian information criterion's price of
+    its extra parameters, log(values) each. Noise buys no taps (its gain is about one per
+    parameter), and real small taps are kept once enough pixels show them.
+
+    ``independent=False``: the noise is not independent of the pixels (a JPEG's coefficients
+    zeroed by the quantizer are the kernel's own response), so more taps always gain a little;
+    the larger kernel must then gain SIZE_TOLERANCE floors (in quadrature)."""
+    if not independent:
+        return rms**2 - larger_rms**2 <= (SIZE_TOLERANCE * floor) ** 2
+    variance = max(floor, larger_rms) ** 2
+    if variance <= 0:
+        return rms <= larger_rms
+    gain = values * (rms**2 - larger_rms**2) / variance
+    return gain <= extra_parameters * math.log(max(values, 2))
+
+
 def noise_floor(storage: str, output_rms: float) -> float:
     """The RMS error the output's storage alone implies, in stored units."""
     if storage in STORAGE_RANGE:

@@ -32,7 +32,7 @@ import numpy as np
 
 from img2kernel import borders
 from img2kernel.models import AffineKernel
-from img2kernel.thresholds import LINEAR_FACTOR, SIZE_TOLERANCE, STORAGE_RANGE, noise_floor
+from img2kernel.thresholds import LINEAR_FACTOR, SIZE_TOLERANCE, STORAGE_RANGE, noise_floor, size_is_enough
 from img2kernel.sources.pairs import SPLIT_CODES
 from img2kernel.sources.pairs_store import LoadedPair, split_codes
 from img2kernel.fit import jpeg
@@ -235,8 +235,11 @@ def fit_pairs(pairs: Pairs, *, max_ksize: int = 15, ksize: int | None = None, se
             train, held = equations.rms_residual(k, model.kernel, model.bias), heldout_rms(model, pairs, held_out, halo)
             sizes.append({"ksize": k, "structure": structure, "parameters": model.n_parameters, "train_rms": train,
                           "heldout_rms": held, "residual_rms": max(train, held)})
-        best = min(s["residual_rms"] for s in sizes)
-        chosen = next(s for s in sizes if s["residual_rms"] ** 2 - best**2 <= (SIZE_TOLERANCE * floor) ** 2)
+        values = equations.rows * pairs.c_out
+        chosen = next(s for i, s in enumerate(sizes) if all(
+            size_is_enough(s["residual_rms"], t["residual_rms"], t["parameters"] - s["parameters"], values, floor,
+                           independent=not grids)
+            for t in sizes[i + 1:]))
         timings["sizes"] = timings.get("sizes", 0.0) + time.perf_counter() - step
         return sizes, models, chosen
 
