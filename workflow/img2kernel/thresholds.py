@@ -37,6 +37,12 @@ CLOSE = 0.10  # below this, "close to"
 SEPARABLE = 1e-3  # second singular value / first below which channels share one spatial kernel
 
 
+def as_good(rms: float, better_rms: float, floor: float) -> bool:
+    """Whether a simpler model's residual is within SIZE_TOLERANCE floors (in quadrature) of a
+    better one's: the tolerance every choice among sizes, structures and rungs reads."""
+    return rms**2 - better_rms**2 <= (SIZE_TOLERANCE * floor) ** 2
+
+
 def size_is_enough(rms: float, larger_rms: float, extra_parameters: int, values: int, floor: float,
                    independent: bool = True) -> bool:
     """Whether a kernel explains the pairs as well as a larger one, by the evidence of ``values``
@@ -50,7 +56,7 @@ def size_is_enough(rms: float, larger_rms: float, extra_parameters: int, values:
     zeroed by the quantizer are the kernel's own response), so more taps always gain a little;
     the larger kernel must then gain SIZE_TOLERANCE floors (in quadrature)."""
     if not independent:
-        return rms**2 - larger_rms**2 <= (SIZE_TOLERANCE * floor) ** 2
+        return as_good(rms, larger_rms, floor)
     variance = max(floor, larger_rms) ** 2
     if variance <= 0:
         return rms <= larger_rms

@@ -48,8 +48,7 @@ def fit_files(files: list[str], model_path: str | Path, *, ksize: int | None = N
     summary = {**result.summary(), **ladder}
     info = {"filter": {**spec, "files": files}, "source": "pairs", **summary, "input_storage": manifest["input_storage"],
             "output_storage": manifest["output_storage"]}
-    linear = summary["linear"] and summary.get("model", "linear") == "linear"
-    info["reproduce"] = reproduction(result.model, {"border": saved_border(result)}, info, model_path) if linear else {}
+    info["reproduce"] = reproduction(result.model, {"border": saved_border(result)}, info, model_path)
     save_pairs_fit(result, info, model_path, Path(model_path).with_suffix(".json"), None)
     model = result.model
     identification = identification_of(model, info)

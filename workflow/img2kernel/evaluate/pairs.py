@@ -102,10 +102,18 @@ def compression_note(info: dict) -> str | None:
             f"tool's pixels by up to about {compression['expected_error_rms']:.2g} RMS, so few pixels are identical")
 
 
+def is_linear(info: dict) -> bool:
+    """The fit's verdict is linear and the model written is its kernel (not a ladder rung)."""
+    return bool(info["linear"]) and info.get("model", LINEAR) == LINEAR
+
+
 def reproduction(model: Model, metadata: dict, info: dict, model_path) -> dict[str, str]:
-    """{library: code} reproducing a linear model's tool from its file (:mod:`img2kernel.evaluate.reproduce`)."""
+    """{library: code} reproducing a linear verdict's tool from its model file
+    (:mod:`img2kernel.evaluate.reproduce`); {} for any other verdict."""
     from img2kernel.evaluate.reproduce import snippets
 
+    if not is_linear(info):
+        return {}
     return snippets(model, metadata.get("border", borders.DEFAULT), str(model_path), info["output_storage"])
 
 
@@ -142,8 +150,7 @@ def evaluate_pairs(inputs_folder, outputs_folder, model: Model, metadata: dict, 
 
             examples.append(plots.image_preview(key, pairs.inputs[index], pairs.outputs[index], prediction))
 
-    linear = bool(info["linear"]) and info.get("model", LINEAR) == LINEAR
-    reproduce = reproduction(model, metadata, info, model_path) if linear and model_path is not None else {}
+    reproduce = reproduction(model, metadata, info, model_path) if model_path is not None else {}
     return Evaluation(
         filter=info["filter"]["name"],
         kind="pairs",
@@ -154,7 +161,7 @@ def evaluate_pairs(inputs_folder, outputs_folder, model: Model, metadata: dict, 
         n_kernels=model.c_out * model.c_in,
         parameters=model.n_parameters,
         **ladder_fields(model, info),
-        linear=linear,
+        linear=is_linear(info),
         verdict=verdict(info, identification),
         split=split,
         split_images=len(per_image),

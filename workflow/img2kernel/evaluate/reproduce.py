@@ -59,7 +59,7 @@ def opencv(model, border: str, path: str, output_storage: str) -> str:
                  f"out = np.stack([sum(cv2.filter2D(x[..., i], -1, k[o, i], borderType={constant}) for i in range(k.shape[1]))"
                  f"{crop} + b[o] for o in range(k.shape[0])], axis=-1)\n"
                  "out = out[..., 0] if k.shape[0] == 1 else out\n") + _store(output_storage)
-    return code + (_unfiltered(halo) if border == "unfiltered" and halo else "")
+    return code
 
 
 def scipy(model, border: str, path: str, output_storage: str) -> str:
@@ -70,7 +70,7 @@ def scipy(model, border: str, path: str, output_storage: str) -> str:
             f"out = np.stack([sum(ndimage.correlate(x[..., i], k[o, i], mode={mode!r}) for i in range(k.shape[1])) + b[o]"
             " for o in range(k.shape[0])], axis=-1)\n"
             "out = out[..., 0] if k.shape[0] == 1 else out\n") + _store(output_storage)
-    return code + (_unfiltered(model.halo) if border == "unfiltered" and model.halo else "")
+    return code
 
 
 def torch(model, border: str, path: str, output_storage: str) -> str:
@@ -89,7 +89,7 @@ def torch(model, border: str, path: str, output_storage: str) -> str:
         code += f"x = F.pad(x, ({halo}, {halo}, {halo}, {halo}), mode={mode!r})\n"
     code += ("out = F.conv2d(x, torch.from_numpy(k), torch.from_numpy(b))[0].permute(1, 2, 0).numpy()\n"
              "out = out[..., 0] if k.shape[0] == 1 else out\n") + _store(output_storage)
-    return code + (_unfiltered(halo) if border == "unfiltered" and halo else "")
+    return code
 
 
 LIBRARIES = {"opencv": opencv, "scipy": scipy, "torch": torch}
@@ -99,4 +99,5 @@ def snippets(model, border: str, path: str, output_storage: str) -> dict[str, st
     """{library: code} for an affine kernel model (anything else: {})."""
     if getattr(model, "kernel", None) is None or getattr(model, "bias", None) is None:
         return {}
-    return {name: write(model, border, str(path), output_storage) for name, write in LIBRARIES.items()}
+    ring = _unfiltered(model.halo) if border == "unfiltered" and model.halo else ""
+    return {name: write(model, border, str(path), output_storage) + ring for name, write in LIBRARIES.items()}

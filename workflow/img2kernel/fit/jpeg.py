@@ -92,16 +92,16 @@ def _grids(facts: list, margins: list) -> list[JpegGrid]:
             for f, m in zip(facts, margins or [0] * len(facts))]
 
 
-def _all_jpeg(pairs, components: int) -> bool:
+def _all_jpeg(pairs) -> bool:
+    """Every output of ``pairs`` (:class:`img2kernel.fit.pairs.Pairs`) is an 8-bit JPEG file."""
     facts = pairs.output_jpeg
-    return (pairs.output_storage == "uint8" and bool(facts) and all(f is not None for f in facts)
-            and all((f["components"] == 1) == (components == 1) for f in facts))
+    return pairs.output_storage == "uint8" and bool(facts) and all(f is not None for f in facts)
 
 
 def grids_of(pairs) -> list[JpegGrid] | None:
-    """Each output's grid when every output of ``pairs`` (:class:`img2kernel.fit.pairs.Pairs`) is the
-    luma plane of an 8-bit JPEG: gray files, or :func:`luma_pairs` of colour ones; else None."""
-    if pairs.c_out != 1 or not pairs.output_jpeg or pairs.output_storage != "uint8" or any(f is None for f in pairs.output_jpeg):
+    """Each output's grid when every output of ``pairs`` is the luma plane of an 8-bit JPEG: gray
+    files, or :func:`luma_pairs` of colour ones; else None."""
+    if pairs.c_out != 1 or not _all_jpeg(pairs):
         return None
     return _grids(pairs.output_jpeg, pairs.margins)
 
@@ -110,12 +110,13 @@ def luma_pairs(pairs):
     """RGB-to-RGB ``pairs`` whose outputs are all colour JPEGs -> the same inputs with each output's
     JFIF luma (float, NaN where unknown or where a channel is within the grid's clip margin of 0
     or 255: there the decoder clamped, or the tool clipped); else None."""
-    if not (pairs.c_in == pairs.c_out == 3 and _all_jpeg(pairs, 3)):
+    if not (pairs.c_in == pairs.c_out == 3 and _all_jpeg(pairs) and all(f["components"] == 3 for f in pairs.output_jpeg)):
         return None
     outputs = []
     for y, grid in zip(pairs.outputs, _grids(pairs.output_jpeg, pairs.margins)):
-        luma = np.asarray(y, dtype=np.float64) @ JFIF_LUMA
-        filled = np.nan_to_num(np.asarray(y, dtype=np.float64), nan=0.0)  # unknown pixels: NaN luma anyway
+        y = np.asarray(y, dtype=np.float64)
+        luma = y @ JFIF_LUMA
+        filled = np.nan_to_num(y, nan=0.0)  # unknown pixels: NaN luma anyway
         low, high = filled.min(axis=2), filled.max(axis=2)
         luma[~((low > grid.clip_margin) & (high < 255 - grid.clip_margin))] = np.nan
         outputs.append(luma[..., None])

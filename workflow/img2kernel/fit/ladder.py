@@ -31,7 +31,7 @@ from img2kernel.fit.pairs import Pairs
 from img2kernel.fit.smallest import smallest_forms
 from img2kernel.fit.tiles import LadderData, NoTiles, heldout_rms, ladder_data, output_peak
 from img2kernel.models import AffineKernel, Model
-from img2kernel.thresholds import LINEAR_FACTOR, PSNR_TOLERANCE_DB, SIZE_TOLERANCE, noise_floor
+from img2kernel.thresholds import LINEAR_FACTOR, PSNR_TOLERANCE_DB, as_good, noise_floor
 
 LINEAR = AffineKernel.rung  # the first rung: one kernel, the least-squares fit
 
@@ -103,7 +103,7 @@ def best_candidate(candidates: list[Model], data: LadderData) -> tuple[Model, fl
     """The smallest candidate (fewest parameters first) within ``SIZE_TOLERANCE`` floors of the best held-out RMS."""
     scored = sorted(((m, heldout_rms(m, data.heldout)) for m in candidates), key=lambda s: (s[0].n_parameters, s[1]))
     best = min(rms for _, rms in scored)
-    return next((m, rms) for m, rms in scored if rms**2 - best**2 <= (SIZE_TOLERANCE * data.noise_floor) ** 2)
+    return next((m, rms) for m, rms in scored if as_good(rms, best, data.noise_floor))
 
 
 def choose(rows: list[dict]) -> int:

@@ -32,7 +32,7 @@ import numpy as np
 
 from img2kernel import borders
 from img2kernel.models import AffineKernel
-from img2kernel.thresholds import LINEAR_FACTOR, SIZE_TOLERANCE, STORAGE_RANGE, noise_floor, size_is_enough
+from img2kernel.thresholds import LINEAR_FACTOR, STORAGE_RANGE, as_good, noise_floor, size_is_enough
 from img2kernel.sources.pairs import SPLIT_CODES
 from img2kernel.sources.pairs_store import LoadedPair, split_codes
 from img2kernel.fit import jpeg
@@ -331,7 +331,7 @@ def fit_shared_from_luma(pairs: Pairs, luma: Pairs, max_ksize: int, ksize: int |
     train, held = heldout_rms(as_luma, luma, "train", halo), heldout_rms(as_luma, luma, check.residual_split, halo)
     shared = {"structure": "shared", "parameters": k.size + 1, "train_rms": train, "heldout_rms": held,
               "residual_rms": max(train, held)}
-    channels_as_luma = shared["residual_rms"] ** 2 - full["residual_rms"] ** 2 <= (SIZE_TOLERANCE * found.noise_floor) ** 2
+    channels_as_luma = as_good(shared["residual_rms"], full["residual_rms"], found.noise_floor)
     model = AffineKernel(np.eye(3)[:, :, None, None] * k, np.full(3, bias[0]))
     structures = [{**shared, "parameters": model.n_parameters, "chosen": True}] + [
         {**s, "structure": f"{s['structure']}, RGB to the files' luma", "chosen": False} for s in check.structures]
@@ -376,7 +376,7 @@ def choose_structure(equations, ksize: int, full: AffineKernel, full_row: dict, 
                  "heldout_rms": full_row["heldout_rms"], "residual_rms": full_row["residual_rms"], "model": full})
     best = min(r["residual_rms"] for r in rows)
     chosen = next(r for r in sorted(rows, key=lambda r: r["parameters"])
-                  if r["residual_rms"] ** 2 - best**2 <= (SIZE_TOLERANCE * floor) ** 2)
+                  if as_good(r["residual_rms"], best, floor))
     table = [{**{k: v for k, v in r.items() if k != "model"}, "chosen": r is chosen} for r in rows]
     return chosen["model"], table
 
