@@ -17,7 +17,10 @@ from img2kernel.pipeline.config import ConfigError, check_filters
 from img2kernel.sources.filters import deriv_kernel
 from img2kernel.fit.lstsq import FitSample, normal_equations
 from img2kernel.fit.pairs import fit_pairs, load_pairs, to_fit_pairs
+from img2kernel.bench.pairs import ffmpeg_unsharp, ffmpeg_unsharp_kernel, gray_first
 from img2kernel.evaluate.identify import ORIENTATIONS, identify, match_kernel
+from img2kernel.evaluate.pairs import identification_of, precision_note, verdict
+from img2kernel.thresholds import LINEAR_FACTOR, ROUNDING_RMS
 from img2kernel.sources.pairs import list_pairs
 from img2kernel.sources.pairs_store import build_pairs_store, read_pairs
 
@@ -125,6 +128,76 @@ def test_a_tool_that_truncates_is_said_to_and_reproduced(tmp_path):
     assert np.mean(made == outputs[0]) > 0.98  # rounding v - 0.48 is the tool's floor(v) but where v is within 0.02 of .5
     rounded = [uint8(cv2.filter2D(p.astype(np.float64), -1, gauss)) for p in photos]
     assert not fit_spec(write_pairs(tmp_path / "rounded", photos, rounded))[1]["truncates"]
+
+
+def said(result) -> str:
+    """The verdict `img2kernel fit` and the evaluation print."""
+    summary = result.summary()
+    return verdict(summary, identification_of(result.model, summary))
+
+
+def test_a_tool_that_works_in_8_bit_yuv_is_linear_up_to_that_rounding(tmp_path):
+    """ffmpeg's RGB unsharp goes through yuv444p: its kernel is found, in RGB and in YCbCr, and the
+    two 8-bit roundings inside the tool are computed from it, not called "not linear"."""
+    photos = rgb_photos(4, (96, 128))
+    result, _, _ = fit_spec(write_pairs(tmp_path, photos, [ffmpeg_unsharp(p) for p in photos]), max_ksize=7)
+    assert result.residual_rms > LINEAR_FACTOR * ROUNDING_RMS  # the output's own floor would call it not linear
+    assert result.linear and result.ksize == 5
+    truth = ffmpeg_unsharp_kernel()
+    assert np.max(np.abs(result.model.kernel - truth)) / np.max(np.abs(truth)) < 5e-3
+    inside = result.precision["intermediate"]
+    assert inside["space"] == "YCbCr, BT.601 limited range (ffmpeg's yuv444p)" and inside["rounds_back"]
+    assert next(s for s in result.structures if s["chosen"])["structure"] == f"per-channel in {inside['space']}"
+    text = said(result)
+    assert text.startswith("linear up to an intermediate 8-bit rounding (the tool filters in 8-bit YCbCr, BT.601 limited "
+                           "range (ffmpeg's yuv444p), rounding on the way in and back): in YCbCr"), text
+    assert "Y: 2 x identity -1 x gaussian" in text.replace("2.01", "2").replace("1.01", "1") and "Cb: identity" in text, text
+
+
+def test_a_tool_that_rounds_to_gray_first_is_linear_up_to_that_rounding(tmp_path):
+    """Pillow's 8-bit gray, then a float Sobel: 3x3, RGB to gray with Rec. 601 weights, and the
+    rounding (1 level RMS through the Sobel, against a float file's 1e-4) explained."""
+    photos = rgb_photos(4, (96, 128))
+    result, _, _ = fit_spec(write_pairs(tmp_path, photos, [gray_first(p) for p in photos], ".tif"), max_ksize=7)
+    assert result.linear and result.ksize == 3 and result.residual_rms > 0.5
+    text = said(result)
+    assert text.startswith("linear up to an intermediate 8-bit rounding (the tool rounds to 8-bit gray with Rec. 601 weights "
+                           "(Pillow, OpenCV) first): RGB to gray with weights"), text
+    assert "(Rec. 601 (OpenCV, Pillow)), then sobel_x (ksize 3) x 1" in text, text
+    note = precision_note(result.summary())
+    assert note.startswith("that rounding, computed from the fitted kernel, accounts for 0.8")
+
+
+@pytest.mark.parametrize("tool", [lambda p: np.asarray(Image.fromarray(p).filter(ImageFilter.MedianFilter(3))),
+                                  lambda p: np.asarray(Image.fromarray(p).convert("L").filter(ImageFilter.MedianFilter(3)))],
+                         ids=["median per channel", "gray, then a median"])
+def test_no_rounding_explains_a_nonlinear_tool(tmp_path, tool):
+    photos = rgb_photos(4, (96, 128))
+    result, _, _ = fit_spec(write_pairs(tmp_path, photos, [tool(p) for p in photos]), max_ksize=5)
+    assert not result.linear and result.precision["intermediate"] is None
+    assert said(result).startswith("not a linear filter")
+
+
+def test_8_bit_values_in_a_16_bit_file_are_judged_and_written_in_their_own_steps(tmp_path, capsys):
+    from img2kernel.cli.main import main
+
+    photos = gray_photos(5)
+    gauss = cv2.getGaussianKernel(5, 1.0) @ cv2.getGaussianKernel(5, 1.0).T
+    outputs = [uint8(cv2.filter2D(p.astype(np.float64), -1, gauss)).astype(np.uint16) * 257 for p in photos]
+    spec = write_pairs(tmp_path, photos[:4], outputs[:4])
+    result, _, _ = fit_spec(spec)
+    assert result.linear and result.noise_floor == pytest.approx(257 * ROUNDING_RMS)
+    assert result.model.output == "uint16_x257"
+    assert said(result).startswith("linear, 8-bit values stored in a 16-bit file (x257): gaussian sigma 1 (5x5) x 257")
+    files = [str(tmp_path / d / f"photo {i}.png") for i in range(4) for d in ("in", "out")]
+    assert main(["fit", *files, "-o", str(tmp_path / "m.safetensors")]) == 0
+    assert "8-bit values stored in a 16-bit file (x257)" in capsys.readouterr().out
+    Image.fromarray(photos[4]).save(tmp_path / "fresh.png")  # a photo the fit never saw
+    assert main(["apply", str(tmp_path / "m.safetensors"), str(tmp_path / "fresh.png"), str(tmp_path / "made.png")]) == 0
+    made = np.asarray(Image.open(tmp_path / "made.png"))
+    assert made.dtype == np.uint16 and np.all(made % 257 == 0) and np.mean(made == outputs[4]) > 0.97
+    plain = [p.astype(np.uint16) * 256 + 17 for p in photos]  # a true 16-bit file: the step is one level
+    assert fit_spec(write_pairs(tmp_path / "plain", photos[:4], plain[:4]))[0].precision["output_step"] == 1
 
 
 def test_pillow_applies_its_kernels_flipped_up_down(tmp_path):

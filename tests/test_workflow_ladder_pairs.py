@@ -12,12 +12,14 @@ import pytest
 import skimage.filters
 from PIL import Image, ImageFilter
 
+from img2kernel.bench.pairs import ffmpeg_unsharp, gray_first, truncated
 from img2kernel.cli.main import main
 from img2kernel.models import load_model
 from conftest import snakemake, write_workdir
 from test_pairs import gray_photos, rgb_photos
 
 pytestmark = pytest.mark.workflow
+GAUSS5 = cv2.getGaussianKernel(5, 1.0) @ cv2.getGaussianKernel(5, 1.0).T
 
 
 def _tone_then_sharpen(g):
@@ -45,7 +47,16 @@ CASES = {
     # A colour blur saved as a paletted PNG (64 colours): the reader turns the palette back into RGB.
     "rgb_paletted": ("rgb", lambda c, i: Image.fromarray(cv2.GaussianBlur(c, (3, 3), 0.8)).quantize(64), ".png", None),
     "half_size": ("square", lambda g, i: np.asarray(Image.fromarray(g).resize((32, 32), Image.BILINEAR)), ".png", None),
+    # What the files went through besides one rounding (bench.pairs emulates the tools not installed here).
+    "ffmpeg_yuv": ("rgb", lambda c, i: ffmpeg_unsharp(c), ".png", None),
+    "gray_first": ("rgb", lambda c, i: gray_first(c), ".tif", None),
+    "truncating": ("gray", lambda g, i: truncated(cv2.filter2D(g.astype(np.float64), -1, GAUSS5)), ".png", None),
+    "x257": ("gray", lambda g, i: cv2.filter2D(g, -1, GAUSS5).astype(np.uint16) * 257, ".png", None),
 }
+SAID = {"ffmpeg_yuv": "linear up to an intermediate 8-bit rounding (the tool filters in 8-bit YCbCr, BT.601 limited range (ffmpeg's yuv444p)",
+        "gray_first": "linear up to an intermediate 8-bit rounding (the tool rounds to 8-bit gray with Rec. 601 weights",
+        "truncating": "the tool truncates to integers instead of rounding",
+        "x257": "linear, 8-bit values stored in a 16-bit file (x257): gaussian sigma 1 (5x5) x 257"}
 
 
 @pytest.fixture(scope="module")
@@ -94,6 +105,32 @@ def test_jpeg_outputs_are_judged_through_their_compression(built):
     assert "JPEG q85 files: fitted on their 8x8 blocks" in (results / "report.html").read_text()
 
 
+def test_what_the_files_went_through_is_said_and_apply_reproduces_the_tool(built, tmp_path):
+    """Truncation, a rounding to 8-bit YCbCr or gray inside the tool, 8-bit values in 16-bit files:
+    linear, said in the verdict and the report; `img2kernel apply` on a photo the fit never saw
+    gives the tool's pixels (up to the rounding inside the tool, which the model does not do)."""
+    results = built / "results"
+    html = (results / "report.html").read_text()
+    fresh = {"gray": gray_photos(5, (64, 80))[4], "rgb": rgb_photos(5, (64, 80))[4]}
+    for name, words in SAID.items():
+        evaluation = json.loads((results / "eval" / f"{name}.json").read_text())
+        assert evaluation["linear"] and words in evaluation["verdict"], (name, evaluation["verdict"])
+        kind, tool, suffix, _ = CASES[name]
+        Image.fromarray(fresh[kind]).save(tmp_path / f"{name}.png")
+        out = tmp_path / f"{name}_out{suffix}"
+        assert main(["apply", str(results / "models" / f"{name}.safetensors"), str(tmp_path / f"{name}.png"), str(out)]) == 0
+        ours, truth = np.asarray(Image.open(out)), np.asarray(tool(fresh[kind], 4))
+        assert ours.dtype == truth.dtype and ours.shape == truth.shape, name
+        difference = ours.astype(np.float64) - truth
+        if name in ("truncating", "x257"):  # the model writes the tool's own steps
+            assert np.mean(difference == 0) > 0.97 and np.all(ours % (257 if name == "x257" else 1) == 0), name
+        else:  # the rounding inside the tool is left out: about its RMS
+            assert np.sqrt(np.mean(difference**2)) < 1.5 * evaluation["noise_floor"], name
+    for name in ("ffmpeg_yuv", "gray_first"):
+        note = json.loads((results / "eval" / f"{name}.json").read_text())["precision_note"]
+        assert note.startswith("that rounding, computed from the fitted kernel, accounts for") and note.split(";")[0] in html
+
+
 def test_the_report_says_what_each_filter_is_and_fits_a_laptop_screen(built):
     from browser import chromium, image_check, layout
 
@@ -116,7 +153,7 @@ def test_the_report_says_what_each_filter_is_and_fits_a_laptop_screen(built):
     assert widths["summary_right"] <= widths["window"] and widths["page"] <= widths["window"], widths
 
 
-@pytest.mark.parametrize("name", ["pillow_median", "skimage_sobel", "rgb_noisy_blur"])
+@pytest.mark.parametrize("name", ["pillow_median", "skimage_sobel", "rgb_noisy_blur", "ffmpeg_yuv"])
 def test_img2kernel_fit_gives_the_pipelines_model(built, tmp_path, name, capsys):
     files = []
     for i in range(4):

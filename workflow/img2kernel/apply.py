@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from img2kernel import borders
 from img2kernel.models import Model
+from img2kernel.models.base import stored_as
 
 
 def usable_cpus() -> int:
@@ -223,7 +224,7 @@ def apply_to_file(
     if not per_plane and channels != model.c_in:
         raise ValueError(f"{source}: has {channels} channel(s), the model {model_path} takes {model.c_in}")
     shape = pixels.shape[:2] + ((channels,) if per_plane else (model.c_out,) if model.c_out > 1 else ())
-    storage = model.output if model.output in ("uint8", "uint16") else "float"
+    storage = stored_as(model.output)
     to_npy = Path(destination).suffix.lower() == ".npy"
     with written_whole(destination) as partial:
         if to_npy and storage == "float":

@@ -13,6 +13,8 @@ import math
 # Integer files: pixels are stored in these ranges, and a value at either end may be clipped.
 STORAGE_RANGE = {"uint8": (0.0, 255.0), "uint16": (0.0, 65535.0)}
 ROUNDING_RMS = 1 / math.sqrt(12)  # uniform rounding error of an integer file, in its levels
+# 8-bit levels written to a 16-bit file (v * 257, 255 -> 65535): the rounding step is 257 levels.
+WIDENED_8BIT_STEP = 257
 # Float files: the tool's own float32 arithmetic (sums of K*K products) and storage round
 # at about this fraction of the output's RMS; float64 far below it.
 FLOAT_RELATIVE_FLOOR = {"float32": 2e-6, "float64": 1e-12}
@@ -30,6 +32,15 @@ NONLINEAR_RESIDUAL = 1e-3  # a best linear fit leaving more than 0.1% of the tar
 # An integer tool that truncates (ImageMagick, GraphicsMagick) instead of rounding leaves
 # floor(v) = round(v - 0.5): a fitted offset this close to -0.5 on every channel is said so.
 TRUNCATION_TOLERANCE = 0.1
+
+# A rounding inside the tool (fit.roundings): its computed terms explain the residual when their
+# least-squares weights are within this of 1 (twice this below 1 for the way back's term, which
+# the fitted kernel's own error attenuates); a mismatched space or a nonlinear tool is not.
+ROUNDING_WEIGHT_TOLERANCE = 0.25
+# ... and leave at most the output's floor plus this fraction of their RMS: a tool's fixed-point
+# conversion (Pillow's 16-bit, OpenCV's 14-bit gray weights) rounds a few near-tie pixels the
+# other way than the exact weights do.
+ROUNDING_CONVENTIONS = 0.1
 
 # Identification: relative residual ||k - s T(t)|| / ||k|| of a named kernel.
 IDENTIFIED = 0.02  # below this a match is stated
@@ -64,9 +75,10 @@ def size_is_enough(rms: float, larger_rms: float, extra_parameters: int, values:
     return gain <= extra_parameters * math.log(max(values, 2))
 
 
-def noise_floor(storage: str, output_rms: float) -> float:
-    """The RMS error the output's storage alone implies, in stored units."""
+def noise_floor(storage: str, output_rms: float, step: float = 1.0) -> float:
+    """The RMS error the output's storage alone implies, in stored units; ``step``: the
+    spacing of an integer file's values (WIDENED_8BIT_STEP for 8-bit data in a 16-bit file)."""
     if storage in STORAGE_RANGE:
-        return ROUNDING_RMS
+        return step * ROUNDING_RMS
     return FLOAT_RELATIVE_FLOOR.get(storage, FLOAT_RELATIVE_FLOOR["float32"]) * max(output_rms, 1e-30)
 

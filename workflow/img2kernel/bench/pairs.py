@@ -13,6 +13,9 @@ filter, and compares what was found with the truth:
 - linear tools saved as JPEG (Pillow and OpenCV, q85 to q95, gray, 4:4:4 and 4:2:0 colour,
   several pairs and one, JPEG inputs too): judged linear, kernel error at most 0.02 (0.05 for
   4:2:0 colour); lstsq64 there is plain least squares on the decoded pixels, for contrast;
+- what the file went through said in the verdict: truncation (ImageMagick's 8-bit write), an
+  8-bit YCbCr or gray rounding inside the tool (ffmpeg's yuv444p, a gray conversion first), 8-bit
+  values in a 16-bit file; the tools not installed here emulated (:func:`ffmpeg_unsharp`);
 - nonlinear tools judged not linear;
 - the time of a 15x15 fit on about 5 megapixels of 8-bit pairs (target: 10 s).
 """
@@ -33,6 +36,7 @@ from img2kernel.sources.filters import deriv_kernel
 from img2kernel.fit.lstsq import normal_equations
 from img2kernel.fit.pairs import Pairs, fit_pairs, to_fit_pairs
 from img2kernel.evaluate.identify import identify
+from img2kernel.evaluate.pairs import verdict
 from img2kernel.sources.pairs import list_pairs
 from img2kernel.sources.pairs_store import read_pairs
 
@@ -52,6 +56,7 @@ class Case:
     count: int | None = None  # pairs used (None: all the photos)
     side: int | None = None  # photo crop side (None: the benchmark's)
     small_taps: bool = False  # outer taps below what the pixels show: a smaller size is right within the error target
+    says: str | None = None  # words the verdict must hold (what the file went through: "truncates", "x257")
 
 
 # Kernel max-abs error / largest tap of linear tools saved as JPEG: gray and 4:4:4 colour, and
@@ -67,6 +72,53 @@ def _u8(values):
     return np.clip(np.rint(values), 0, 255).astype(np.uint8)
 
 
+# Tools that are not installed here, emulated as their documentation and sources describe them.
+
+
+def ffmpeg_unsharp(rgb: np.ndarray, amount: float = 1.0) -> np.ndarray:
+    """ffmpeg's ``-vf unsharp`` on rgb24: to yuv444p (BT.601 limited range, rounded), a 5x5
+    unsharp mask on the luma only (ffmpeg's default chroma amount is 0; its blur a binomial
+    approximation), rounded, and back to rgb24, rounded and clipped."""
+    import scipy.ndimage as ndi
+
+    from img2kernel.colour import SPACES
+
+    space = next(s for s in SPACES if "yuv444p" in s.name)
+    yuv = np.clip(np.rint(space.of(rgb)), 0, 255)
+    luma, binomial = yuv[..., 0], np.array([1, 4, 6, 4, 1]) / 16
+    blur = ndi.correlate1d(ndi.correlate1d(luma, binomial, 0, mode="nearest"), binomial, 1, mode="nearest")
+    yuv[..., 0] = np.clip(np.rint(luma + amount * (luma - blur)), 0, 255)
+    return _u8((yuv - space.offset) @ np.linalg.inv(space.matrix).T)
+
+
+def ffmpeg_unsharp_kernel(amount: float = 1.0) -> np.ndarray:
+    """(3, 3, 5, 5) RGB kernel of :func:`ffmpeg_unsharp` without its roundings."""
+    from img2kernel.colour import SPACES
+
+    space = next(s for s in SPACES if "yuv444p" in s.name)
+    binomial = np.array([1, 4, 6, 4, 1]) / 16
+    identity = np.zeros((5, 5))
+    identity[2, 2] = 1
+    in_space = np.zeros((3, 3, 5, 5))
+    in_space[0, 0] = identity + amount * (identity - np.outer(binomial, binomial))
+    in_space[1, 1] = in_space[2, 2] = identity
+    return np.einsum("os,stkl,ti->oikl", np.linalg.inv(space.matrix), in_space, space.matrix)
+
+
+def gray_first(rgb: np.ndarray) -> np.ndarray:
+    """Pillow's 8-bit gray (``convert("L")``), then a float Sobel (scipy), saved as float32."""
+    import scipy.ndimage as ndi
+    from PIL import Image
+
+    gray = np.asarray(Image.fromarray(rgb).convert("L"), dtype=np.float32)
+    return ndi.correlate(gray, deriv_kernel(1, 0, 3).astype(np.float32), mode="reflect")
+
+
+def truncated(values: np.ndarray) -> np.ndarray:
+    """An 8-bit file written by truncation (ImageMagick 6 Q16, GraphicsMagick)."""
+    return np.clip(np.floor(values), 0, 255).astype(np.uint8)
+
+
 def cases() -> list[Case]:
     import scipy.ndimage as ndi
     from PIL import Image, ImageFilter
@@ -77,6 +129,7 @@ def cases() -> list[Case]:
     gauss7 = cv2.getGaussianKernel(7, 1.5) @ cv2.getGaussianKernel(7, 1.5).T
     gauss5 = cv2.getGaussianKernel(5, 1.0) @ cv2.getGaussianKernel(5, 1.0).T
     gauss13 = cv2.getGaussianKernel(13, 1.5) @ cv2.getGaussianKernel(13, 1.5).T
+    gauss7_12 = cv2.getGaussianKernel(7, 1.2) @ cv2.getGaussianKernel(7, 1.2).T
     sharpen = np.array([[0, -1, 0], [-1, 5, -1], [0, -1, 0]], dtype=np.float64)
     emboss = np.array([[-1, 0, 0], [0, 1, 0], [0, 0, 0]], dtype=np.float64)
     rec601 = np.array([0.299, 0.587, 0.114])
@@ -121,6 +174,16 @@ def cases() -> list[Case]:
         Case("EMBOSS per RGB channel, JPEG q90 4:2:0, one pair", "Pillow EMBOSS, Pillow JPEG",
              lambda p: np.asarray(Image.fromarray(p).filter(ImageFilter.EMBOSS)), True,
              np.eye(3)[:, :, None, None] * emboss[::-1], np.full(3, 128.0), jpeg=("pillow", 90), count=1, side=512),
+        Case("gaussian 7x7 sigma 1.2, truncated to 8 bits", "float kernel, np.floor (ImageMagick's write, emulated)",
+             lambda p: truncated(cv2.filter2D(_gray(p).astype(np.float64), -1, gauss7_12)), False, gauss7_12[None, None],
+             np.array([-0.5]), says="truncates"),
+        Case("unsharp through 8-bit yuv444p", "ffmpeg -vf unsharp on rgb24 (emulated)", ffmpeg_unsharp, True,
+             ffmpeg_unsharp_kernel(), np.zeros(3), max_ksize=7, says="yuv444p"),
+        Case("8-bit gray first, then a float sobel_x", "Pillow convert('L'), scipy.ndimage.correlate", gray_first, True,
+             rec601[None, :, None, None] * sobel_x, np.zeros(1), ".tif", max_ksize=5, says="rounds to 8-bit gray"),
+        Case("gaussian 5x5, 8-bit values in a 16-bit PNG (x257)", "cv2.filter2D, numpy x257",
+             lambda p: cv2.filter2D(_gray(p), -1, gauss5).astype(np.uint16) * 257, False, 257 * gauss5[None, None],
+             np.zeros(1), says="x257"),
         Case("median 3x3", "Pillow MedianFilter", lambda p: np.asarray(Image.fromarray(_gray(p)).filter(ImageFilter.MedianFilter(3))),
              False, None, None, max_ksize=5),
         Case("erosion 3x3", "cv2.erode", lambda p: cv2.erode(_gray(p), np.ones((3, 3), np.uint8)), False, None, None, max_ksize=5),
@@ -217,9 +280,11 @@ def bench_pairs(count: int = 6, side: int = 256) -> list[dict]:
                 _save(folder / "out", f"p{i}", case.make(photo), case.suffix, case.jpeg)
             pairs, result, _, seconds = _fit_folder(folder, case.max_ksize)
             model = result.model
+            identification = identify(model, noise_floor=result.noise_floor)
+            said = verdict(result.summary(), identification)
             row = {"case": case.name, "tool": case.tool, "found": f"{model.c_out}x{model.c_in}x{result.ksize}x{result.ksize}",
-                   "linear": result.linear, "border": result.border["rule"],
-                   "identification": identify(model, noise_floor=result.noise_floor)["text"], "fit_s": seconds}
+                   "linear": result.linear, "border": result.border["rule"], "identification": identification["text"],
+                   "fit_s": seconds, "verdict": said.split(":")[0]}
             if case.kernel is None:
                 row.update(expected="not linear", target_met=not result.linear)
             else:
@@ -242,7 +307,8 @@ def bench_pairs(count: int = 6, side: int = 256) -> list[dict]:
                 row.update(
                     expected=f"{true.shape[0]}x{true.shape[1]}x{true.shape[2]}x{true.shape[3]}",
                     kernel_error=error, lstsq64_error=reference_error, offset_error=offset_error, error_target=target,
-                    target_met=bool(size_ok and result.linear and error <= target and offset_error <= 1),
+                    target_met=bool(size_ok and result.linear and error <= target and offset_error <= 1
+                                    and (case.says is None or case.says in said)),
                 )
             rows.append(row)
     return rows

@@ -13,7 +13,7 @@ def fit_files(files: list[str], model_path: str | Path, *, ksize: int | None = N
               channels: dict | None = None, holdout: float = 0.3, seed: int = 0) -> str:
     """Fit the pairs (input, output, input, output, ...), write the model, return the printout."""
     # Imported here: `img2kernel apply` and `bench` build this command's parser too.
-    from img2kernel.evaluate.pairs import compression_note, heldout_scores, identification_of, reproduction, verdict
+    from img2kernel.evaluate.pairs import compression_note, heldout_scores, identification_of, precision_note, reproduction, verdict
     from img2kernel.fit.pairs import to_fit_pairs
     from img2kernel.fit.pairs_job import fit_and_climb, save_pairs_fit, saved_border
     from img2kernel.sources.pairs import PairRef, pair_key
@@ -81,9 +81,9 @@ def fit_files(files: list[str], model_path: str | Path, *, ksize: int | None = N
     lines.append(f"border: {border['rule']}" + ("; edge-ring RMS " + ", ".join(f"{r} {v:.3g}" for r, v in border["rms"].items())
                                                  if border["rms"] else f" ({border.get('note', '')})"))
     lines.append(verdict({**summary}, identification))
-    note = compression_note(summary)
-    if note:
-        lines.append(f"compression: {note}")
+    for label, note in (("compression", compression_note(summary)), ("precision", precision_note(summary))):
+        if note:
+            lines.append(f"{label}: {note}")
     held = "test"
     scores = [metrics for _, metrics, _ in heldout_scores(model, border["rule"], pairs, held, whole=False)]
     if scores:

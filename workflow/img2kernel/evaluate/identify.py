@@ -17,6 +17,7 @@ from typing import Callable
 import cv2
 import numpy as np
 
+from img2kernel.colour import GRAY_WEIGHTS
 from img2kernel.sources.filters import deriv_kernel
 from img2kernel.thresholds import CLOSE, IDENTIFIED, ROUNDING_RMS, SEPARABLE, TRUNCATION_TOLERANCE
 
@@ -32,7 +33,6 @@ ORIENTATIONS: list[tuple[str, Callable[[np.ndarray], np.ndarray]]] = [
     ("rotated 90 degrees clockwise", lambda k: np.rot90(k, -1)),
     ("transposed across the anti-diagonal", lambda k: np.rot90(k, 2).T),
 ]
-GRAY_WEIGHTS = {"Rec. 601 (OpenCV, Pillow)": (0.299, 0.587, 0.114), "Rec. 709": (0.2126, 0.7152, 0.0722)}
 
 
 def named_kernels() -> dict[str, np.ndarray]:
@@ -192,8 +192,11 @@ def _describe_match(found: dict) -> str:
 def identify_spatial(kernel: np.ndarray, extra: dict[str, np.ndarray] | None = None) -> dict:
     """The best description of one (K, K) kernel among single named kernels, a Gaussian and sharpen forms."""
     catalogue = {**named_kernels(), **(extra or {})}
-    candidates = [match_kernel(kernel, catalogue), match_gaussian(kernel)]
-    best = min(candidates, key=lambda c: c["relative_residual"])
+    named, gaussian = match_kernel(kernel, catalogue), match_gaussian(kernel)
+    # A named kernel has no free parameter: the fitted sigma must do clearly better to be preferred
+    # (a noisy identity is not a Gaussian of sigma 0.27).
+    simpler = named["relative_residual"] <= IDENTIFIED and gaussian["relative_residual"] > 0.5 * named["relative_residual"]
+    best = named if simpler else min((named, gaussian), key=lambda c: c["relative_residual"])
     if best["relative_residual"] > IDENTIFIED:
         sharpen = match_sharpen(kernel, catalogue)
         if sharpen["relative_residual"] < best["relative_residual"] - 1e-9:
@@ -245,12 +248,14 @@ def _describe_channels(matrix: np.ndarray) -> tuple[str, float]:
     return "channels mixed by the matrix " + np.array2string(matrix, precision=3), 1.0
 
 
-def identify(model, extra: dict[str, np.ndarray] | None = None, noise_floor: float = 0.0) -> dict:
+def identify(model, extra: dict[str, np.ndarray] | None = None, noise_floor: float = 0.0,
+             channel_names: tuple[str, ...] | None = None) -> dict:
     """Identification of an affine model: channel structure, spatial kernel, offset; with ``text``.
 
     Example text: ``sobel_x (ksize 3) x 0.25, rotated 180 degrees (the tool convolves), offset +127.5``.
     An offset is stated when one exceeds half the output's ``noise_floor`` (a fit's offset
-    on rounded outputs is not exactly zero).
+    on rounded outputs is not exactly zero). ``channel_names`` label the channels of a kernel
+    that differs per channel (default: their numbers).
     """
     kernel, bias = model.kernel, model.bias
     matrix, spatial, ratio = channel_structure(kernel)
@@ -260,7 +265,8 @@ def identify(model, extra: dict[str, np.ndarray] | None = None, noise_floor: flo
         for o in range(kernel.shape[0]):
             for i in range(kernel.shape[1]):
                 if np.max(np.abs(kernel[o, i])) > 1e-3 * np.max(np.abs(kernel)):
-                    blocks[f"out {o} <- in {i}"] = identify_spatial(kernel[o, i], extra)["text"]
+                    label = (f"{channel_names[o]}" if o == i else f"{channel_names[o]} <- {channel_names[i]}") if channel_names else f"out {o} <- in {i}"
+                    blocks[label] = identify_spatial(kernel[o, i], extra)["text"]
         result["blocks"] = blocks
         text = "different kernels per channel: " + "; ".join(f"{k}: {v}" for k, v in blocks.items())
     else:

@@ -13,13 +13,15 @@ from pathlib import Path
 import numpy as np
 
 from img2kernel import borders
+from img2kernel.colour import space_named
 from img2kernel.fit.ladder import LINEAR, ladder_fields, ladder_sentence
 from img2kernel.fit.pairs import load_pairs
 from img2kernel.evaluate.identify import identify
 from img2kernel.evaluate.metrics import image_metrics
 from img2kernel.evaluate.record import Evaluation
 from img2kernel.models import AffineKernel, Model, load_model
-from img2kernel.thresholds import LINEAR_FACTOR, STORAGE_RANGE
+from img2kernel.models.base import stored_as
+from img2kernel.thresholds import LINEAR_FACTOR, STORAGE_RANGE, WIDENED_8BIT_STEP
 from img2kernel.sources.pairs import SPLIT_CODES
 
 
@@ -44,7 +46,7 @@ def heldout_metrics(model: Model, border: str, x: np.ndarray, y: np.ndarray, use
 
     # Tile by tile into an array of the output's own type (a rounded 8-bit model's values are
     # 8-bit integers), so a large image costs about its own size again, not float64 copies.
-    dtype = np.dtype(model.output) if model.output in STORAGE_RANGE else np.float64
+    dtype = np.dtype(stored_as(model.output)) if stored_as(model.output) in STORAGE_RANGE else np.float64
     prediction = np.empty(y.shape[:2] + ((model.c_out,) if model.c_out > 1 else ()), dtype=dtype)
     apply_tiled(x, model, border if border in borders.RULES else borders.DEFAULT, workers=1, out=prediction)
     prediction = prediction.reshape(y.shape)
@@ -74,6 +76,7 @@ def verdict(info: dict, identification: dict) -> str:
     floor, residual = info["noise_floor"], info["residual_rms"]
     compression = info.get("compression") or {}
     within = f", within JPEG {compression['quality']} compression" if compression.get("kind") == "jpeg" else ""
+    within += precision_words(info)
     if info["linear"]:
         return f"linear{within}: {identification['text']}"
     units = " (DCT coefficients weighted by the file's quantization steps)" if within else ""
@@ -102,6 +105,31 @@ def compression_note(info: dict) -> str | None:
             f"tool's pixels by up to about {compression['expected_error_rms']:.2g} RMS, so few pixels are identical")
 
 
+def precision_words(info: dict) -> str:
+    """What the tool's arithmetic went through besides the output's storage, for the verdict."""
+    precision = info.get("precision") or {}
+    inside = precision.get("intermediate")
+    words = ""
+    if inside:
+        words += (f" up to an intermediate 8-bit rounding (the tool filters in 8-bit {inside['space']}, rounding on "
+                  "the way in and back)" if inside["rounds_back"] else
+                  f" up to an intermediate 8-bit rounding (the tool rounds to 8-bit {inside['space']} first)")
+    if precision.get("output_step") == WIDENED_8BIT_STEP:
+        words += ", 8-bit values stored in a 16-bit file (x257)"
+    return words
+
+
+def precision_note(info: dict) -> str | None:
+    """The evidence for a rounding inside the tool, in a sentence; None when there is none."""
+    inside = (info.get("precision") or {}).get("intermediate")
+    if not inside:
+        return None
+    return (f"that rounding, computed from the fitted kernel, accounts for {inside['explained_rms']:.3g} of the "
+            f"{info['residual_rms']:.3g} RMS residual (weights " + ", ".join(f"{w:.2f}" for w in inside["weights"]) +
+            f"); what is left, {inside['remaining_rms']:.3g}, is the output's own rounding; the model applies the "
+            "kernel without the intermediate rounding, so its pixels differ from the tool's by about that much")
+
+
 def is_linear(info: dict) -> bool:
     """The fit's verdict is linear and the model written is its kernel (not a ladder rung)."""
     return bool(info["linear"]) and info.get("model", LINEAR) == LINEAR
@@ -122,6 +150,12 @@ def identification_of(model: Model, info: dict, catalogue: dict | None = None) -
     linear kernel named against the catalogue; a ladder model in its own words (a CNN is a fit,
     not an identification)."""
     if isinstance(model, AffineKernel):
+        inside = (info.get("precision") or {}).get("intermediate")
+        if inside and inside["rounds_back"]:  # the tool filtered in that space: say what it did there
+            space = space_named(inside["space"])
+            found = identify(AffineKernel(*space.kernel_within(model.kernel, model.bias)), catalogue_of(catalogue or {}),
+                             info["noise_floor"], space.channel_names)
+            return {**found, "text": f"in {space.name}: {found['text']}"}
         return identify(model, catalogue_of(catalogue or {}), info["noise_floor"])
     return {"text": model.describe(), "identified": model.identifies}
 
@@ -187,6 +221,7 @@ def evaluate_pairs(inputs_folder, outputs_folder, model: Model, metadata: dict, 
             "conversions": info["conversions"],
             "compression": info.get("compression"),
             "compression_note": compression_note(info),
+            "precision_note": precision_note(info),
             "reproduce": reproduce,
             "rows": info["rows"],
             "eligible_rows": info["eligible_rows"],

@@ -12,12 +12,15 @@ from __future__ import annotations
 import numpy as np
 
 from img2kernel.borders import LIBRARY_NAMES, PADDED_RULES
-from img2kernel.thresholds import STORAGE_RANGE
+from img2kernel.thresholds import STORAGE_RANGE, WIDENED_8BIT_STEP
 
 NUMPY_PAD = {rule: mode for rule, (_, mode) in PADDED_RULES.items()}
 
 
-def _store(output_storage: str) -> str:
+def _store(output_storage: str, output: str = "") -> str:
+    """The line that stores ``out`` as the tool's file does; ``output``: the model's output step."""
+    if output == "uint16_x257":  # 8-bit levels in a 16-bit file
+        return f"out = (np.clip(np.rint(out / {WIDENED_8BIT_STEP}), 0, 255) * {WIDENED_8BIT_STEP}).astype(np.uint16)\n"
     if output_storage not in STORAGE_RANGE:
         return f"out = out.astype(np.{output_storage})\n" if output_storage in ("float32", "float64") else ""
     low, high = STORAGE_RANGE[output_storage]
@@ -58,7 +61,7 @@ def opencv(model, border: str, path: str, output_storage: str) -> str:
         code += (f"x = {source}.astype(np.float64).reshape({source}.shape[0], {source}.shape[1], -1)\n"
                  f"out = np.stack([sum(cv2.filter2D(x[..., i], -1, k[o, i], borderType={constant}) for i in range(k.shape[1]))"
                  f"{crop} + b[o] for o in range(k.shape[0])], axis=-1)\n"
-                 "out = out[..., 0] if k.shape[0] == 1 else out\n") + _store(output_storage)
+                 "out = out[..., 0] if k.shape[0] == 1 else out\n") + _store(output_storage, model.output)
     return code
 
 
@@ -69,7 +72,7 @@ def scipy(model, border: str, path: str, output_storage: str) -> str:
             + "x = src.astype(np.float64).reshape(src.shape[0], src.shape[1], -1)\n"
             f"out = np.stack([sum(ndimage.correlate(x[..., i], k[o, i], mode={mode!r}) for i in range(k.shape[1])) + b[o]"
             " for o in range(k.shape[0])], axis=-1)\n"
-            "out = out[..., 0] if k.shape[0] == 1 else out\n") + _store(output_storage)
+            "out = out[..., 0] if k.shape[0] == 1 else out\n") + _store(output_storage, model.output)
     return code
 
 
@@ -88,7 +91,7 @@ def torch(model, border: str, path: str, output_storage: str) -> str:
     else:
         code += f"x = F.pad(x, ({halo}, {halo}, {halo}, {halo}), mode={mode!r})\n"
     code += ("out = F.conv2d(x, torch.from_numpy(k), torch.from_numpy(b))[0].permute(1, 2, 0).numpy()\n"
-             "out = out[..., 0] if k.shape[0] == 1 else out\n") + _store(output_storage)
+             "out = out[..., 0] if k.shape[0] == 1 else out\n") + _store(output_storage, model.output)
     return code
 
 

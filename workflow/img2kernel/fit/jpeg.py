@@ -37,11 +37,11 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.fft import dct
 
+from img2kernel.colour import JFIF_LUMA  # the encoder's Y from R, G, B (JFIF, ITU-R BT.601)
 from img2kernel.fit.lstsq import FitSample, NormalEquations, centring, interior, solve_normal, window_columns
 
 DCT = dct(np.eye(8), norm="ortho", axis=0)  # DCT @ v is the codec's orthonormal DCT-II of v
 ROUNDINGS = 2  # the tool's 8-bit rounding before encoding and the decoder's after, in units of 1/12
-JFIF_LUMA = np.array([0.299, 0.587, 0.114])  # the encoder's Y from R, G, B (JFIF, ITU-R BT.601)
 # A colour file's luma adds the RGB roundings of the tool and of the decoder (each 0.447 of one
 # rounding's variance through JFIF_LUMA) and the encoder's rounding of Y.
 COLOUR_ROUNDINGS = 3 + 2 * float(np.sum(np.square(JFIF_LUMA)))

@@ -31,7 +31,7 @@ from img2kernel.fit.pairs import Pairs
 from img2kernel.fit.smallest import smallest_forms
 from img2kernel.fit.tiles import LadderData, NoTiles, heldout_rms, ladder_data, output_peak
 from img2kernel.models import AffineKernel, Model
-from img2kernel.thresholds import LINEAR_FACTOR, PSNR_TOLERANCE_DB, as_good, noise_floor
+from img2kernel.thresholds import LINEAR_FACTOR, PSNR_TOLERANCE_DB, as_good
 
 LINEAR = AffineKernel.rung  # the first rung: one kernel, the least-squares fit
 
@@ -168,9 +168,12 @@ def single_rung(rung: str, model: Model, residual: float, noise_floor: float, pe
     return Ladder([row_of(rung, model, residual, noise_floor, peak, seconds, origin)], rung, model, 0.0)
 
 
-def pairs_from_stores(inputs_folder, targets_folder, max_images: int = 12, output_storage: str = "float32") -> Pairs:
+def pairs_from_stores(inputs_folder, targets_folder, max_images: int = 12, output_storage: str = "float32",
+                      output_jpeg: dict | None = None) -> Pairs:
     """Train and val images of our own stores as :class:`Pairs` (the test split stays unseen);
-    ``output_storage`` ``uint8`` when the targets hold 8-bit values (``output: uint8``)."""
+    ``output_storage`` ``uint8`` when the targets hold 8-bit values (``output: abs_uint8``, ``jpeg``);
+    ``output_jpeg``: the targets' JPEG facts (:meth:`img2kernel.sources.filters.Filter.jpeg_facts`),
+    each target a whole JPEG whose grid starts at its pixel (0, 0)."""
     from img2kernel.sources.pairs import SPLIT_CODES
     from img2kernel.store.shards import Store
 
@@ -183,7 +186,7 @@ def pairs_from_stores(inputs_folder, targets_folder, max_images: int = 12, outpu
             xs.append(x[..., None])
             ys.append(targets.array(key).astype(np.float64)[..., None])
             codes.append(np.full(x.shape, SPLIT_CODES[split], np.uint8))
-    return Pairs(keys, xs, ys, codes, "float32", output_storage)
+    return Pairs(keys, xs, ys, codes, "float32", output_storage, [output_jpeg] * len(keys) if output_jpeg else [])
 
 
 def ladder_for_pairs(pairs: Pairs, fit, seed: int = 0) -> Ladder:
@@ -242,7 +245,7 @@ def ladder_for_filter(inputs_folder, targets_folder, trained: Model | None, line
     """
 
     pairs = pairs_from_stores(inputs_folder, targets_folder, output_storage=output_storage)
-    floor = noise_floor(pairs.output_storage, pairs.output_rms())
+    floor = pairs.noise_floor()
     data = ladder_data(pairs, "val", floor, seed)
     given = {LINEAR: Given(linear, origin="least squares")}
     if trained is not None:

@@ -150,6 +150,23 @@ class NormalEquations:
             raise ValueError(f"unknown channel structure {structure!r}")
         return kernel, centred_bias + self.y_offset - np.einsum("oikl,i->o", kernel, self.x_offset)
 
+    def within(self, inputs: np.ndarray, outputs: np.ndarray | None = None) -> "NormalEquations":
+        """The sums of the same pixels seen through colour matrices, s = inputs @ x (C_s, C_in) and
+        t = outputs @ y (C_t, C_out; default: y itself): a tool working in gray or YCbCr
+        (:class:`img2kernel.colour.Space`), for solving a structure that holds in that space;
+        cross-channel sums only. Solving only: the sums of squares of a mixed t are not known
+        from these, so ``yy`` is then NaN."""
+        if not self.cross_channel or inputs.shape[1] != self.c_in or (outputs is not None and outputs.shape[1] != self.c_out):
+            raise ValueError(f"colour matrices {inputs.shape} and {None if outputs is None else outputs.shape} need "
+                             f"cross-channel sums of {self.c_in} input and {self.c_out} output channels")
+        taps = self.ksize * self.ksize
+        mix = np.kron(inputs, np.eye(taps))  # features are (channel, dy, dx)
+        out = np.eye(self.c_out) if outputs is None else outputs
+        return NormalEquations(
+            self.ksize, inputs.shape[0], out.shape[0], mix @ self.xx @ mix.T, mix @ self.x1, mix @ self.xy @ out.T,
+            out @ self.y1, self.yy if outputs is None else np.full(out.shape[0], np.nan), self.rows, self.eligible_rows,
+            inputs @ self.x_offset, out @ self.y_offset, False, True, self.ones)
+
     def _check_rows(self) -> None:
         if self.rows == 0:
             raise ValueError("no usable pixels to fit (every output pixel is saturated, unknown or too near the edge)")

@@ -31,11 +31,12 @@ from pathlib import Path
 import numpy as np
 
 from img2kernel import borders
+from img2kernel.colour import Space, space_named
 from img2kernel.models import AffineKernel
-from img2kernel.thresholds import LINEAR_FACTOR, STORAGE_RANGE, as_good, noise_floor, size_is_enough
+from img2kernel.thresholds import LINEAR_FACTOR, STORAGE_RANGE, WIDENED_8BIT_STEP, as_good, noise_floor, size_is_enough
 from img2kernel.sources.pairs import SPLIT_CODES
 from img2kernel.sources.pairs_store import LoadedPair, split_codes
-from img2kernel.fit import jpeg
+from img2kernel.fit import jpeg, roundings
 from img2kernel.fit.lstsq import FitSample, normal_equations
 from img2kernel.evaluate.metrics import heldout_rms as blocks_rms, row_bands
 
@@ -106,6 +107,30 @@ class Pairs:
     def saturated_pixels(self) -> int:
         return int(sum(self.saturated(i).sum() for i in range(len(self.outputs))))
 
+    def output_step(self) -> int:
+        """The spacing of the outputs' values: WIDENED_8BIT_STEP where a 16-bit file holds 8-bit
+        levels (every value a multiple of 257, as writing an 8-bit image to 16 bits stores it), else 1."""
+        if self.output_storage != "uint16":
+            return 1
+        inside = False  # a file of only 0 and 65535 says nothing about the step
+        for y in self.outputs:
+            for r0, r1 in row_bands(*y.shape[:2]):
+                band = y[r0:r1]
+                if np.any(band % WIDENED_8BIT_STEP):
+                    return 1
+                inside = inside or bool(np.any((band > 0) & (band < STORAGE_RANGE["uint16"][1])))
+        return WIDENED_8BIT_STEP if inside else 1
+
+    def noise_floor(self) -> float:
+        """The RMS error the outputs' storage alone implies (:func:`img2kernel.thresholds.noise_floor`)."""
+        return noise_floor(self.output_storage, self.output_rms(), self.output_step())
+
+    def model_output(self) -> str:
+        """The output step (:data:`img2kernel.models.base.OUTPUTS`) that writes values as these files store them."""
+        if self.output_storage not in STORAGE_RANGE:
+            return "float"
+        return "uint16_x257" if self.output_step() == WIDENED_8BIT_STEP else self.output_storage
+
     def output_rms(self) -> float:
         total, count = 0.0, 0
         for y in self.outputs:
@@ -163,6 +188,8 @@ class PairsFit:
     seconds: float
     timings: dict = field(default_factory=dict)
     compression: dict | None = None  # what the output files went through, when the fit models it (fit.jpeg)
+    # The outputs' value step (fit.pairs.Pairs.output_step) and a rounding inside the tool (fit.roundings).
+    precision: dict = field(default_factory=lambda: {"output_step": 1, "intermediate": None})
 
     def summary(self) -> dict:
         return {
@@ -187,11 +214,18 @@ class PairsFit:
             "seconds": self.seconds,
             "timings": self.timings,
             "compression": self.compression,
+            "precision": self.precision,
         }
 
 
-def fit_pairs(pairs: Pairs, *, max_ksize: int = 15, ksize: int | None = None, seed: int = 0) -> PairsFit:
-    """Find the affine kernel, its size, the border rule and the linear verdict for ``pairs``."""
+def fit_pairs(pairs: Pairs, *, max_ksize: int = 15, ksize: int | None = None, seed: int = 0,
+              floor: float | None = None, space: Space | None = None) -> PairsFit:
+    """Find the affine kernel, its size, the border rule and the linear verdict for ``pairs``.
+
+    ``floor``: the noise floor to judge by (default: the outputs' storage's); ``space``: a colour
+    space the tool works in, whose per-channel structure is then a candidate. A fit that is not
+    linear at the storage's floor is tested for an 8-bit rounding inside the tool
+    (:mod:`img2kernel.fit.roundings`) and, when one explains it, fitted again at that floor."""
     started = time.perf_counter()
     if not pairs.keys:
         raise ValueError("no pairs to fit")
@@ -209,7 +243,8 @@ def fit_pairs(pairs: Pairs, *, max_ksize: int = 15, ksize: int | None = None, se
             return found
     sizes_to_try = [ksize] if ksize else list(range(1, largest + 1, 2))
     held_out = next((s for s in ("val", "test") if any(pairs.usable(i, s).any() for i in range(len(pairs.keys)))), "train")
-    floor = noise_floor(pairs.output_storage, pairs.output_rms())
+    judged_by = floor
+    floor = pairs.noise_floor() if floor is None else floor
     halo = largest // 2  # every size is scored on the same pixels: those of the largest
     timings: dict = {}
     grids = jpeg.grids_of(pairs)  # JPEG outputs are fitted through their compression
@@ -245,7 +280,7 @@ def fit_pairs(pairs: Pairs, *, max_ksize: int = 15, ksize: int | None = None, se
 
     def structure(equations, k: int, full: AffineKernel, full_row: dict):
         step = time.perf_counter()
-        found = choose_structure(equations, k, full, full_row, pairs, held_out, halo, floor)
+        found = choose_structure(equations, k, full, full_row, pairs, held_out, halo, floor, space)
         timings["structure"] = timings.get("structure", 0.0) + time.perf_counter() - step
         return found
 
@@ -287,9 +322,8 @@ def fit_pairs(pairs: Pairs, *, max_ksize: int = 15, ksize: int | None = None, se
     step = time.perf_counter()
     border = detect_border(model, pairs)
     timings["border"] = time.perf_counter() - step
-    output = pairs.output_storage if pairs.output_storage in STORAGE_RANGE else "float"
-    final = AffineKernel(model.kernel, model.bias, output=output)
-    return PairsFit(
+    final = AffineKernel(model.kernel, model.bias, output=pairs.model_output())
+    fit = PairsFit(
         model=final,
         ksize=chosen["ksize"],
         sizes=sizes,
@@ -306,7 +340,18 @@ def fit_pairs(pairs: Pairs, *, max_ksize: int = 15, ksize: int | None = None, se
         seconds=time.perf_counter() - started,
         timings=timings,
         compression=compression,
+        precision={"output_step": pairs.output_step(), "intermediate": None},
     )
+    if fit.linear or judged_by is not None or grids or luma is not None:
+        return fit
+    inside = roundings.intermediate_rounding(model, pairs, floor)
+    if inside is None:
+        return fit
+    again = fit_pairs(pairs, max_ksize=max_ksize, ksize=ksize, seed=seed, floor=inside["floor"],
+                      space=space_named(inside["space"]))
+    again.precision["intermediate"] = inside
+    again.seconds = time.perf_counter() - started
+    return again
 
 
 CHANNEL_WISE = ("shared", "per-channel")  # structures whose output channel reads its own input channel only
@@ -347,13 +392,14 @@ def fit_shared_from_luma(pairs: Pairs, luma: Pairs, max_ksize: int, ksize: int |
 
 
 def choose_structure(equations, ksize: int, full: AffineKernel, full_row: dict, pairs: Pairs, split: str, halo: int,
-                     floor: float) -> tuple[AffineKernel, list[dict]]:
+                     floor: float, space: Space | None = None) -> tuple[AffineKernel, list[dict]]:
     """The simplest channel structure whose held-out residual is within the noise of the full model's.
 
     Candidates, fewest parameters first: one kernel shared by every channel, a kernel per
     channel (both solved exactly from the same sums), a channel matrix times one kernel
     (the rank-1 part of the full fit: RGB to gray then a kernel, gray to RGB with gains),
-    and the full cross-channel kernel. Noise alone never makes a per-channel filter look
+    and the full cross-channel kernel; with a ``space`` the tool works in (fit.roundings), a
+    kernel per channel of that space, or the space's gray then one kernel, too. Noise alone never makes a per-channel filter look
     cross-channel: a candidate is kept when its residual is within half the noise floor
     (in quadrature) of the best candidate's.
     """
@@ -362,6 +408,14 @@ def choose_structure(equations, ksize: int, full: AffineKernel, full_row: dict, 
         for structure in CHANNEL_WISE:
             kernel, bias = equations.solve_structured(ksize, structure)
             candidates.append((structure, AffineKernel(kernel, bias)))
+    if space is not None and equations.cross_channel and space.channels == 1:  # gray with the space's weights, one kernel
+        within, bias = equations.within(space.matrix).solve(ksize)
+        candidates.append((f"{space.name}, then one kernel", AffineKernel(within * space.matrix[0][None, :, None, None], bias)))
+    elif space is not None and equations.cross_channel and full.c_out == space.channels:
+        within, bias = equations.within(space.matrix, space.matrix).solve_structured(ksize, "per-channel")
+        inverse = np.linalg.inv(space.matrix)
+        candidates.append((f"per-channel in {space.name}", AffineKernel(
+            np.einsum("ao,oikl,ic->ackl", inverse, within, space.matrix), inverse @ bias)))
     if full.c_in * full.c_out > 1:
         c_out, c_in, k, _ = full.kernel.shape
         u, sv, vt = np.linalg.svd(full.kernel.reshape(c_out * c_in, k * k), full_matrices=False)

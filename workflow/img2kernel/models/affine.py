@@ -13,6 +13,7 @@ OUTPUT_WORDS = {
     "abs_uint8": ", |y| saturated to 8 bits",
     "uint8": ", rounded and clipped to 8 bits",
     "uint16": ", rounded and clipped to 16 bits",
+    "uint16_x257": ", rounded to 8-bit levels stored as 16 bits (x257)",
 }
 
 

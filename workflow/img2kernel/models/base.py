@@ -23,12 +23,20 @@ from typing import ClassVar
 import numpy as np
 
 from img2kernel import borders
-from img2kernel.thresholds import STORAGE_RANGE
+from img2kernel.thresholds import STORAGE_RANGE, WIDENED_8BIT_STEP
 
 UINT8_MAX = 255.0
 # The step between the model's function and the stored file: none, an edge map's |y|
-# saturated as cv2.convertScaleAbs does, or rounding and clipping to an integer file type.
-OUTPUTS = ("float", "abs_uint8", "uint8", "uint16")
+# saturated as cv2.convertScaleAbs does, rounding and clipping to an integer file type, or
+# 8-bit levels widened to a 16-bit file (multiples of 257).
+OUTPUTS = ("float", "abs_uint8", "uint8", "uint16", "uint16_x257")
+# The file type each output step writes, where it is not its own name.
+STORED_AS = {"abs_uint8": "float", "uint16_x257": "uint16"}
+
+
+def stored_as(output: str) -> str:
+    """The type an output step's values are stored in: ``uint8``, ``uint16`` or ``float``."""
+    return STORED_AS.get(output, output)
 
 
 def planes(image: np.ndarray) -> list[np.ndarray]:
@@ -67,6 +75,8 @@ def output_step(values: np.ndarray, output: str) -> np.ndarray:
         return values
     if output == "abs_uint8":
         return saturate_uint8(values)
+    if output == "uint16_x257":
+        return np.clip(round_levels(values / WIDENED_8BIT_STEP), 0, UINT8_MAX) * WIDENED_8BIT_STEP
     low, high = STORAGE_RANGE[output]
     return np.clip(round_levels(values), low, high)
 
@@ -77,7 +87,8 @@ class Model(ABC):
     Attributes:
         output: ``float``; ``abs_uint8`` (|y| saturated to 0..255 and rounded, as
             ``cv2.convertScaleAbs`` stores an edge map); ``uint8`` or ``uint16`` (rounded
-            and clipped as an integer image file stores it).
+            and clipped as an integer image file stores it); ``uint16_x257`` (8-bit levels
+            in a 16-bit file: rounded to multiples of 257).
     """
 
     name: ClassVar[str]
