@@ -29,7 +29,7 @@ def test_repository_configs_are_valid():
     config = load_yaml(REPO / "config" / "config.yaml")
     check_config(config, "config/config.yaml", REPO)
     specs = check_filters(copy.deepcopy(FILTERS), LABEL, config["train"])
-    assert len(specs) == 15
+    assert len(specs) == 16
     assert specs[0]["output"] == "float"  # schema default filled in
 
 
@@ -212,6 +212,19 @@ def test_the_schemas_are_package_data_so_an_installed_package_validates():
     assert "schemas/*.yaml" in project["package-data"]["img2kernel"]
     subpackages = {p.parent.name for p in (REPO / "workflow" / "img2kernel").glob("*/__init__.py")}
     assert {f"img2kernel.{name}" for name in subpackages} <= set(project["packages"])
+
+
+@pytest.mark.parametrize("entry, message", [
+    ({"name": "g", "kind": "gaussian", "ksize": 5, "quality": 85},
+     "filter 'g' (entry 1): field 'quality': a JPEG quality applies to `output: jpeg`; this entry's output is 'float'"),
+    ({"name": "g", "kind": "gaussian", "ksize": 5, "output": "jpeg", "quality": 101}, "filter 'g' (entry 1): field 'quality': 101"),
+    ({"name": "p", "kind": "pairs", "inputs": "a", "outputs": "b", "quality": 85},
+     "filter 'p' (entry 1): field 'quality': a pairs filter has no quality"),
+])
+def test_a_jpeg_quality_is_checked_and_needs_output_jpeg(entry, message):
+    with pytest.raises(ConfigError) as err:
+        check_filters({"filters": [entry]}, LABEL, check_files=False)
+    assert message in str(err.value), str(err.value)
 
 
 def test_a_saturated_output_has_one_spelling_so_both_name_the_same_filter():

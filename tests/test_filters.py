@@ -115,6 +115,23 @@ def test_uint8_output_saturates_the_absolute_value(gray_images):
     assert (np.abs(linear) > 255).any() and out.max() == 255
 
 
+def test_jpeg_output_is_the_rounded_target_saved_by_pillow(gray_images, tmp_path):
+    import io
+
+    from PIL import Image
+
+    spec = {"name": "f", "kind": "gaussian", "ksize": 5, "sigma": 1.0}
+    linear = build_filter({**spec, "output": "float"}).apply(gray_images[0])
+    saved = build_filter({**spec, "output": "jpeg", "quality": 85})
+    assert not saved.linear and saved.expected_rung == "linear" and saved.model_output == "uint8"
+    buffer = io.BytesIO()
+    Image.fromarray(np.clip(np.rint(linear), 0, 255).astype(np.uint8)).save(buffer, format="JPEG", quality=85)
+    np.testing.assert_array_equal(saved.apply(gray_images[0]), np.asarray(Image.open(buffer), dtype=np.float32))
+    facts = saved.jpeg_facts()
+    assert facts["quality"] == 85 and facts["components"] == 1 and facts["subsampling"] == "gray"
+    assert build_filter({**spec, "output": "jpeg"}).quality == 90
+
+
 def test_median_has_no_kernel(gray_images):
     filt = build_filter({"name": "m", "kind": "median", "ksize": 3, "output": "float"})
     assert filt.kernels is None and not filt.linear

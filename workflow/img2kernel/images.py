@@ -315,8 +315,9 @@ def ijg_table(quality: int) -> np.ndarray:
     return np.clip((IJG_LUMA * scale + 50) // 100, 1, 255)
 
 
-def jpeg_facts(path: str | Path) -> dict | None:
-    """What a JPEG file's compression did, from its header (nothing decoded), or None for other files.
+def jpeg_facts(path) -> dict | None:
+    """What a JPEG file's compression did, from its header (nothing decoded), or None for other files;
+    ``path`` a file's path or an open binary file (read from its start).
 
     Returns ``{"luma_table": 64 steps in natural row-major order, "components": 1 or 3,
     "subsampling": "gray" | "4:4:4" | "4:2:2" | "4:2:0" | "other", "quality": the IJG quality whose
@@ -324,9 +325,15 @@ def jpeg_facts(path: str | Path) -> dict | None:
     Decoded pixels are the inverse DCT of each 8x8 block's coefficients times these steps,
     rounded (docs/design.md, "JPEG files").
     """
-    with open(path, "rb") as handle:
-        if handle.read(2) != b"\xff\xd8":
-            return None
+    if hasattr(path, "read"):
+        path.seek(0)
+        marker = path.read(2)
+        path.seek(0)
+    else:
+        with open(path, "rb") as handle:
+            marker = handle.read(2)
+    if marker != b"\xff\xd8":
+        return None
     try:
         with _pil().open(path) as image:
             layers, tables = getattr(image, "layer", None), getattr(image, "quantization", None)

@@ -11,6 +11,7 @@ from img2kernel.sources.filters import build_filter
 from img2kernel.fit.ladder import LINEAR, ladder_fields, ladder_sentence
 from img2kernel.evaluate.kernels import align, center, compare
 from img2kernel.evaluate.metrics import image_metrics
+from img2kernel.evaluate.pairs import compression_note
 from img2kernel.evaluate.record import Evaluation, mean_over
 from img2kernel.models import Model
 from img2kernel.models.base import KernelModel
@@ -19,23 +20,31 @@ from img2kernel.thresholds import APPROXIMATE, NONLINEAR_RESIDUAL, RECOVERED
 
 
 
-def verdict(has_truth: bool, rel_error: float | None, linear_residual: float, combine: str, output: str) -> str:
-    """One line a reader can act on."""
-    nonlinear = linear_residual > NONLINEAR_RESIDUAL
+# Why a filter of one true kernel is still not one linear kernel of its target.
+NOT_ONE_KERNEL = {"magnitude": "two kernels and a magnitude", "abs_uint8": "saturated output"}
+
+
+def verdict(has_truth: bool, rel_error: float | None, linear_residual: float, combine: str, output: str,
+            quality: int | None = None) -> str:
+    """One line a reader can act on; ``quality``: a JPEG target's (``output: jpeg``), whose
+    compression is not a nonlinearity (the kernel is fitted through it, fit.jpeg)."""
+    nonlinear = linear_residual > NONLINEAR_RESIDUAL and output != "jpeg"
     if not has_truth:
         if nonlinear:
             return f"not a linear filter: the best single kernel leaves {linear_residual:.1%} of the target unexplained"
         return "linear, no reference kernel to compare with"
     symmetry = " up to rotation of the pair" if combine == "magnitude" else " up to sign" if output == "abs_uint8" else ""
     if rel_error <= RECOVERED:
-        quality = f"recovered{symmetry}"
+        text = f"recovered{symmetry}"
     elif rel_error <= APPROXIMATE:
-        quality = f"approximate{symmetry} (error {rel_error:.1e})"
+        text = f"approximate{symmetry} (error {rel_error:.1e})"
     else:
-        quality = f"not recovered (error {rel_error:.1e})"
-    if nonlinear:
-        quality += "; not one linear kernel (" + ("two kernels and a magnitude" if combine == "magnitude" else "saturated output") + ")"
-    return quality
+        text = f"not recovered (error {rel_error:.1e})"
+    if output == "jpeg":
+        text += f", within JPEG q{quality} compression"
+    elif nonlinear:
+        text += f"; not one linear kernel ({NOT_ONE_KERNEL['magnitude' if combine == 'magnitude' else output]})"
+    return text
 
 
 def evaluate_filter(
@@ -100,7 +109,7 @@ def evaluate_filter(
         parameters=int(kernels.size) if kernels is not None else int(model.n_parameters),
         **ladder_fields(model, info, filt.expected_rung),
         linear=filt.linear,
-        verdict=verdict(true is not None, rel_error, info["linear_residual"], filt.combine, filt.output)
+        verdict=verdict(true is not None, rel_error, info["linear_residual"], filt.combine, filt.output, filt.quality)
         + ladder_sentence(info.get("ladder") or [], info.get("model", LINEAR), filt.expected_rung),
         split=split,
         split_images=len(keys),  # images holds the first max_images of them
@@ -122,6 +131,7 @@ def evaluate_filter(
             "learned_kernels": None if kernels is None else (
                 align(center(kernels, size), center(true, size), filt.combine, filt.output) if true is not None else kernels).tolist(),
             "oracle_kernels": oracle_kernels.tolist() if oracle is not None else None,
+            "compression_note": compression_note(info),
             "steps": info["steps"],
             "refine_rounds": info.get("refine_rounds", 0),
             "stop_reason": info["stop_reason"],

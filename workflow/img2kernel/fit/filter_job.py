@@ -19,7 +19,8 @@ from img2kernel.evaluate.metrics import relative_residual
 from img2kernel.fit.gradient import (Crops, TrainingError, warm_up, configure_torch, fit, refine_linear,
                                      resolve_device)
 from img2kernel.fit.history import GRADIENT_STEP, write_history
-from img2kernel.fit.ladder import LINEAR, ladder_for_filter, single_rung
+from img2kernel.fit.ladder import LINEAR, ladder_for_filter, ladder_for_pairs, pairs_from_stores, single_rung
+from img2kernel.fit.pairs import fit_pairs
 from img2kernel.fit.learnable import LearnableKernel
 from img2kernel.fit.oracle import least_squares_kernel, magnitude_pair
 from img2kernel.fit.smallest import smallest_forms
@@ -204,6 +205,14 @@ def train_filter(
         ladder = single_rung(LINEAR, learned, info["learned_val_residual"] * rms, floor, peak, seconds, origin="trained")
         ladder.smallest = smallest_forms(learned, lambda m: relative_residual(xv, yv, m, output=None) * rms, floor, peak)
         info.update(ladder.summary())
+    elif filt.output == "jpeg":
+        # JPEG targets are fitted through their compression, as a pairs filter's JPEG files are:
+        # the same pairs fit (fit.jpeg) and, when it is not linear, the same ladder.
+        pairs = pairs_from_stores(inputs_folder, targets_folder, output_storage="uint8", output_jpeg=filt.jpeg_facts())
+        found = fit_pairs(pairs, ksize=ksize, seed=seed)
+        ladder = ladder_for_pairs(pairs, found, seed)
+        info.update(ladder.summary(), compression=found.compression)
+        chosen = ladder.model
     else:
         # A `then` step is not in the trained model's structure: the ladder alone explains it.
         trained = filt.model_of(kernels) if filt.then is None else None

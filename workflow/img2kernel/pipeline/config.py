@@ -209,7 +209,8 @@ def check_url_list(path: Path, url_col: str, file_label: str) -> None:
 # What a pairs entry may not say, as the user wrote it (before the schema fills defaults): its
 # output is the tool's file as stored, and its fit is least squares and the ladder, seeded.
 PAIRS_IGNORE = {"then": "the tool's output is what it is; a `then` step applies to our kinds",
-                "output": "the output is the tool's file as stored; `output` applies to our kinds"}
+                "output": "the output is the tool's file as stored; `output` applies to our kinds",
+                "quality": "the output is the tool's file as stored; `quality` is that of our kinds' `output: jpeg`"}
 PAIRS_TRAIN = {"seed"}  # the split's and the ladder's seed: the one training setting a pairs fit reads
 
 

@@ -30,6 +30,28 @@ def filter_output(spec: dict) -> str:
     return OUTPUT_SPELLINGS.get(output, output)
 
 
+JPEG_QUALITY = 90  # ``output: jpeg`` without a ``quality``
+# The model's output step (models.base.OUTPUTS) for each filter output: a JPEG target's model
+# rounds and clips to 8 bits as the file's pixels are; the compression itself is not modelled.
+MODEL_OUTPUT = {"jpeg": "uint8"}
+
+
+def save_as_jpeg(values: np.ndarray, quality: int) -> tuple[np.ndarray, dict]:
+    """(H, W) values rounded and clipped to 8 bits, saved as a gray JPEG of ``quality`` by Pillow and
+    decoded again: (the decoded float32 pixels, the file's facts, :func:`img2kernel.images.jpeg_facts`)."""
+    import io
+
+    from PIL import Image
+
+    from img2kernel.images import jpeg_facts
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.clip(np.rint(values), 0, UINT8_MAX).astype(np.uint8)).save(buffer, format="JPEG", quality=quality)
+    facts = jpeg_facts(buffer)
+    with Image.open(buffer) as image:
+        return np.asarray(image, dtype=np.float32), facts
+
+
 @dataclass(frozen=True)
 class Filter:
     """A filter ready to apply.
@@ -41,8 +63,10 @@ class Filter:
         kernels: true kernels, float64 (ksize, ksize) in correlation orientation, or
             None when no kernel reproduces the filter (median).
         combine: ``none`` (one kernel) or ``magnitude`` (sqrt of the sum of squares of two).
-        output: ``float`` or ``abs_uint8`` (the absolute value saturated to 0..255, as
-            ``cv2.convertScaleAbs``: the model's output step of the same name).
+        output: ``float``, ``abs_uint8`` (the absolute value saturated to 0..255, as
+            ``cv2.convertScaleAbs``: the model's output step of the same name) or ``jpeg``
+            (rounded and clipped to 8 bits and saved as a gray JPEG of ``quality``).
+        quality: the JPEG quality of ``output: jpeg``, else None.
         spec: the spec it was built from.
         then: a pointwise step after the kernel (``abs`` or ``gamma``), or None.
         structure: what the filter is, in words, and the ladder rung that should explain
@@ -62,6 +86,16 @@ class Filter:
     expected_rung: str = "linear"
     # The edge rule of the OpenCV call: BORDER_REFLECT_101, except cv2.medianBlur (replicate).
     border: str = "reflect101"
+    quality: int | None = None
+
+    @property
+    def model_output(self) -> str:
+        """The output step of this filter's model (:data:`img2kernel.models.base.OUTPUTS`)."""
+        return MODEL_OUTPUT.get(self.output, self.output)
+
+    def jpeg_facts(self) -> dict | None:
+        """The JPEG facts of this filter's targets (one quality, one table for every image), or None."""
+        return save_as_jpeg(np.zeros((8, 8)), self.quality)[1] if self.output == "jpeg" else None
 
     def model_of(self, kernels: np.ndarray):
         """The model (:mod:`img2kernel.models`) with this filter's structure holding (n, K, K)
@@ -70,8 +104,8 @@ class Filter:
 
         kernels = np.asarray(kernels, dtype=np.float64)
         if self.combine == "magnitude":
-            return MagnitudeModel(kernels[:, None], self.output)
-        return AffineKernel(kernels[:1, None], None, self.output)
+            return MagnitudeModel(kernels[:, None], self.model_output)
+        return AffineKernel(kernels[:1, None], None, self.model_output)
 
     @property
     def reference_kernels(self) -> np.ndarray | None:
@@ -95,6 +129,8 @@ class Filter:
             result = pointwise(result, self.then)
         if self.output == "abs_uint8":
             result = cv2.convertScaleAbs(result)
+        elif self.output == "jpeg":
+            result, _ = save_as_jpeg(result, self.quality)
         return result.astype(np.float32, copy=False)
 
 
@@ -306,11 +342,13 @@ def build_filter(spec: dict) -> Filter:
             raise FilterSpecError("then", f"a `then` step follows one kernel; kind {kind!r} has none")
         then = {"step": "abs"} if then == "abs" else {"step": "gamma", "gamma": float(then["gamma"])}
     output = filter_output(spec)
+    if "quality" in spec and output != "jpeg":
+        raise FilterSpecError("quality", f"a JPEG quality applies to `output: jpeg`; this entry's output is {output!r}")
     if kind in RANK_KINDS:
         expected = "rank"
-    elif combine == "magnitude" or then == {"step": "abs"} and output == "float":  # |y| = sqrt(y^2), one kernel
+    elif combine == "magnitude" or then == {"step": "abs"} and output in ("float", "jpeg"):  # |y| = sqrt(y^2), one kernel
         expected = "magnitude"
-    elif then is not None or output != "float":
+    elif then is not None or output not in ("float", "jpeg"):  # a JPEG of one kernel is linear within its compression
         expected = "curve"
     else:
         expected = "linear"
@@ -326,6 +364,7 @@ def build_filter(spec: dict) -> Filter:
         then=then,
         expected_rung=expected,
         border="replicate" if kind == "median" else "reflect101",
+        quality=int(spec.get("quality", JPEG_QUALITY)) if output == "jpeg" else None,
     )
 
 
