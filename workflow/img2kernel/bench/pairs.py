@@ -35,8 +35,7 @@ from img2kernel.sources.downloads import sample_image_paths
 from img2kernel.sources.filters import deriv_kernel
 from img2kernel.fit.lstsq import normal_equations
 from img2kernel.fit.pairs import Pairs, fit_pairs, to_fit_pairs
-from img2kernel.evaluate.identify import identify
-from img2kernel.evaluate.pairs import verdict
+from img2kernel.evaluate.pairs import identification_of, verdict
 from img2kernel.sources.pairs import list_pairs
 from img2kernel.sources.pairs_store import read_pairs
 
@@ -280,8 +279,9 @@ def bench_pairs(count: int = 6, side: int = 256) -> list[dict]:
                 _save(folder / "out", f"p{i}", case.make(photo), case.suffix, case.jpeg)
             pairs, result, _, seconds = _fit_folder(folder, case.max_ksize)
             model = result.model
-            identification = identify(model, noise_floor=result.noise_floor)
-            said = verdict(result.summary(), identification)
+            summary = result.summary()
+            identification = identification_of(model, summary)  # as `img2kernel fit` and the workflow say it
+            said = verdict(summary, identification)
             row = {"case": case.name, "tool": case.tool, "found": f"{model.c_out}x{model.c_in}x{result.ksize}x{result.ksize}",
                    "linear": result.linear, "border": result.border["rule"], "identification": identification["text"],
                    "fit_s": seconds, "verdict": said.split(":")[0]}
