@@ -81,6 +81,17 @@ def test_linear_tools_saved_as_jpeg_are_linear_and_exact_to_two_percent(tmp_path
     assert kernel_error(plain.model, kernel) > 2 * kernel_error(result.model, kernel)
 
 
+def test_a_smooth_kernel_from_one_jpeg_pair_is_its_separable_part(tmp_path):
+    """One pair, a Gaussian, q90: the full kernel's finest detail is what the quantizer zeroed;
+    its separable part, held to the intervals, explains the file as well and is the one kept."""
+    pairs, _ = jpeg_pairs(tmp_path, GAUSS5, 90, "pillow", 1)
+    result = fit_pairs(pairs, max_ksize=7)
+    chosen = next(s for s in result.structures if s["chosen"])
+    assert result.linear and result.ksize == 5 and chosen["structure"].startswith("separable") and chosen["parameters"] == 10
+    assert kernel_error(result.model, GAUSS5) <= 0.02
+    assert np.linalg.matrix_rank(result.model.kernel[0, 0], tol=1e-9) == 1
+
+
 def test_jpeg_on_both_sides(tmp_path):
     pairs, _ = jpeg_pairs(tmp_path, SHARPEN, 90, "pillow", 3, input_jpeg=True)
     result = fit_pairs(pairs, max_ksize=7)

@@ -692,6 +692,33 @@ def test_the_size_keeps_a_gaussians_small_outer_taps(tmp_path):
     assert np.abs(found - gauss).max() <= 2 * np.abs(at_truth - gauss).max()
 
 
+@pytest.mark.parametrize("name, tool, separable", [
+    ("gaussian 7x7", lambda p: uint8(cv2.filter2D(p.astype(np.float64), -1, cv2.getGaussianKernel(7, 1.2) @ cv2.getGaussianKernel(7, 1.2).T)), True),
+    ("sobel_x", lambda p: cv2.filter2D(p.astype(np.float32), -1, SOBEL_X.astype(np.float32)), True),
+    ("Pillow EMBOSS", lambda p: np.asarray(Image.fromarray(p).filter(ImageFilter.EMBOSS)), False),
+])
+def test_a_separable_kernel_is_fitted_as_two_1d_kernels_and_only_then(tmp_path, name, tool, separable):
+    photos = gray_photos(4)
+    outputs = [tool(p) for p in photos]
+    suffix = ".tif" if outputs[0].dtype == np.float32 else ".png"
+    result, found, _ = fit_spec(write_pairs(tmp_path, photos, outputs, suffix), max_ksize=9)
+    chosen = next(s for s in result.structures if s["chosen"])
+    assert result.linear and chosen["structure"].startswith("separable") == separable, (name, result.structures)
+    if name == "sobel_x":  # exact: the separable solve is the same least squares
+        np.testing.assert_allclose(result.model.kernel[0, 0], SOBEL_X, atol=1e-6)
+    if name == "gaussian 7x7":  # 13 free taps instead of 49: closer to the truth than the full kernel
+        gauss = cv2.getGaussianKernel(7, 1.2) @ cv2.getGaussianKernel(7, 1.2).T
+        full_kernel, _ = full_equations_solution(tmp_path, 7)
+        assert np.abs(result.model.kernel[0, 0] - gauss).max() < np.abs(full_kernel[0, 0] - gauss).max()
+
+
+def full_equations_solution(folder: Path, ksize: int):
+    """The full (unstructured) least-squares kernel and bias of a written pairs folder."""
+    spec = {"name": "mine", "kind": "pairs", "inputs": str(folder / "in"), "outputs": str(folder / "out")}
+    pairs = to_fit_pairs(*read_pairs(spec, list_pairs(spec)))
+    return normal_equations(pairs.samples("train"), ksize, input_storage="uint8", output_storage="uint8").solve(ksize)
+
+
 def test_noise_buys_no_taps(tmp_path):
     """A 3x3 sharpen with noise of 2 levels added before saving: far above the 8-bit floor,
     and still 3x3."""

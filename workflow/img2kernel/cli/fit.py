@@ -58,7 +58,7 @@ def fit_files(files: list[str], model_path: str | Path, *, ksize: int | None = N
     lines.append(f"kernel size: {result.ksize}x{result.ksize}; RMS residual per size{per_channel} (larger of train and held-out): "
                  + ", ".join(f"{s['ksize']}: {s['residual_rms']:.3g}" for s in result.sizes))
     if len(result.structures) > 1:
-        lines.append("channels: " + ", ".join(f"{s['structure']}{' (chosen)' if s['chosen'] else ''} {s['residual_rms']:.3g}"
+        lines.append("structure: " + ", ".join(f"{s['structure']}{' (chosen)' if s['chosen'] else ''} {s['residual_rms']:.3g}"
                                                for s in result.structures))
     if len(ladder["ladder"]) > 1:
         lines.append("ladder (held-out residual in noise floors):")

@@ -150,6 +150,39 @@ class NormalEquations:
             raise ValueError(f"unknown channel structure {structure!r}")
         return kernel, centred_bias + self.y_offset - np.einsum("oikl,i->o", kernel, self.x_offset)
 
+    def solve_separable(self, ksize: int, start: np.ndarray, rounds: int = 12) -> tuple[np.ndarray, np.ndarray]:
+        """The least-squares separable kernel u v^T (1, 1, K, K) and its bias, gray only: alternating
+        solves for u with v held and for v with u held, each from these sums, from the rank-1 part of
+        ``start`` (K, K)."""
+        if self.c_in != 1 or self.c_out != 1:
+            raise ValueError("a separable kernel is solved for one input and one output channel")
+        self._check_rows()
+        gram, rhs = self._system(ksize)
+        f = ksize * ksize
+        left, singular, right = np.linalg.svd(np.asarray(start, dtype=np.float64).reshape(ksize, ksize))
+        u, v = left[:, 0] * singular[0], right[0]
+        theta = np.zeros(f + 1)
+        for _ in range(rounds):
+            for rows in (True, False):  # solve u (rows) with v held, then v with u held
+                held = v if rows else u
+                lift = np.zeros((f + 1, ksize + 1))  # theta = lift @ (free factor, centred bias)
+                for i in range(ksize):
+                    for j in range(ksize):
+                        lift[i * ksize + j, i if rows else j] = held[j] if rows else held[i]
+                lift[f, ksize] = 1.0
+                free = solve_normal(lift.T @ gram @ lift, lift.T @ rhs[:, 0])
+                theta = lift @ free
+                u, v = (free[:ksize], v) if rows else (u, free[:ksize])
+        kernel = theta[:f].reshape(1, 1, ksize, ksize)
+        return kernel, theta[f] + self.y_offset - np.einsum("oikl,i->o", kernel, self.x_offset)
+
+    def bias_for(self, ksize: int, kernel: np.ndarray) -> np.ndarray:
+        """(C_out,) the least-squares bias of a given (C_out, C_in, K, K) kernel, in stored units."""
+        self._check_rows()
+        x1 = self.x1[self._index(ksize)]
+        centred = (self.y1 - kernel.reshape(self.c_out, -1) @ x1) / self.ones_weight
+        return centred + self.y_offset - np.einsum("oikl,i->o", kernel, self.x_offset)
+
     def within(self, inputs: np.ndarray, outputs: np.ndarray | None = None) -> "NormalEquations":
         """The sums of the same pixels seen through colour matrices, s = inputs @ x (C_s, C_in) and
         t = outputs @ y (C_t, C_out; default: y itself): a tool working in gray or YCbCr

@@ -318,6 +318,8 @@ def fit_pairs(pairs: Pairs, *, max_ksize: int = 15, ksize: int | None = None, se
             model = AffineKernel(kernel, bias)
             train, held = heldout_rms(model, pairs, "train", halo), heldout_rms(model, pairs, held_out, halo)
             chosen = {**chosen, "train_rms": train, "heldout_rms": held, "residual_rms": max(train, held)}
+            if model.c_in == model.c_out == 1 and model.ksize > 1:
+                model, chosen = separable_in_intervals(model, chosen, equations, pairs, held_out, halo, floor, structures)
             timings["intervals"] = time.perf_counter() - step
     step = time.perf_counter()
     border = detect_border(model, pairs)
@@ -355,6 +357,7 @@ def fit_pairs(pairs: Pairs, *, max_ksize: int = 15, ksize: int | None = None, se
 
 
 CHANNEL_WISE = ("shared", "per-channel")  # structures whose output channel reads its own input channel only
+SEPARABLE = "separable (a column kernel times a row kernel)"
 
 
 def fit_shared_from_luma(pairs: Pairs, luma: Pairs, max_ksize: int, ksize: int | None, seed: int, started: float) -> PairsFit:
@@ -391,11 +394,30 @@ def fit_shared_from_luma(pairs: Pairs, luma: Pairs, max_ksize: int, ksize: int |
         seconds=time.perf_counter() - started, timings={**found.timings, "channels": check.seconds}, compression=compression)
 
 
+def separable_in_intervals(model: AffineKernel, chosen: dict, equations, pairs: Pairs, split: str, halo: int,
+                           floor: float, structures: list[dict]) -> tuple[AffineKernel, dict]:
+    """A JPEG fit's kernel held to its intervals, or its separable part when that explains the files
+    as well (the structures' tolerance): a smooth kernel's finest detail is what the quantizer
+    zeroes, and one column and one row kernel leave it no room. ``structures`` gains its row."""
+    left, singular, right = np.linalg.svd(model.kernel[0, 0])
+    kernel = (singular[0] * np.outer(left[:, 0], right[0]))[None, None]
+    separable = AffineKernel(kernel, equations.bias_for(model.ksize, kernel))
+    train, held = heldout_rms(separable, pairs, "train", halo), heldout_rms(separable, pairs, split, halo)
+    row = {"structure": f"{SEPARABLE}, held to the intervals", "parameters": 2 * model.ksize, "train_rms": train,
+           "heldout_rms": held, "residual_rms": max(train, held)}
+    taken = as_good(row["residual_rms"], chosen["residual_rms"], floor)
+    for other in structures:
+        other["chosen"] = other["chosen"] and not taken
+    structures.insert(0, {**row, "chosen": taken})
+    return (separable, {**chosen, **row}) if taken else (model, chosen)
+
+
 def choose_structure(equations, ksize: int, full: AffineKernel, full_row: dict, pairs: Pairs, split: str, halo: int,
                      floor: float, space: Space | None = None) -> tuple[AffineKernel, list[dict]]:
     """The simplest channel structure whose held-out residual is within the noise of the full model's.
 
-    Candidates, fewest parameters first: one kernel shared by every channel, a kernel per
+    Candidates, fewest parameters first: a separable kernel (gray: a column kernel times a row
+    kernel, as Gaussians, boxes and Sobels are), one kernel shared by every channel, a kernel per
     channel (both solved exactly from the same sums), a channel matrix times one kernel
     (the rank-1 part of the full fit: RGB to gray then a kernel, gray to RGB with gains),
     and the full cross-channel kernel; with a ``space`` the tool works in (fit.roundings), a
@@ -416,6 +438,10 @@ def choose_structure(equations, ksize: int, full: AffineKernel, full_row: dict, 
         inverse = np.linalg.inv(space.matrix)
         candidates.append((f"per-channel in {space.name}", AffineKernel(
             np.einsum("ao,oikl,ic->ackl", inverse, within, space.matrix), inverse @ bias)))
+    if full.c_in == full.c_out == 1 and ksize > 1 and not jpeg.grids_of(pairs):  # a Gaussian, a box, a Sobel: two 1-D kernels
+        # (JPEG fits: from the kernel held to its intervals, separable_in_intervals)
+        kernel, bias = equations.solve_separable(ksize, full.kernel[0, 0])
+        candidates.append((SEPARABLE, AffineKernel(kernel, bias)))
     if full.c_in * full.c_out > 1:
         c_out, c_in, k, _ = full.kernel.shape
         u, sv, vt = np.linalg.svd(full.kernel.reshape(c_out * c_in, k * k), full_matrices=False)
@@ -424,7 +450,8 @@ def choose_structure(equations, ksize: int, full: AffineKernel, full_row: dict, 
     rows = []
     for name, m in candidates:
         train, held = equations.rms_residual(ksize, m.kernel, m.bias), heldout_rms(m, pairs, split, halo)
-        rows.append({"structure": name, "parameters": m.n_parameters, "train_rms": train, "heldout_rms": held,
+        free = 2 * ksize if name == SEPARABLE else m.n_parameters  # u and v, less one scale, and the bias
+        rows.append({"structure": name, "parameters": free, "train_rms": train, "heldout_rms": held,
                      "residual_rms": max(train, held), "model": m})
     rows.append({"structure": "full", "parameters": full.n_parameters, "train_rms": full_row["train_rms"],
                  "heldout_rms": full_row["heldout_rms"], "residual_rms": full_row["residual_rms"], "model": full})
