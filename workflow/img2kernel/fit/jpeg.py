@@ -35,10 +35,11 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.lib.stride_tricks import as_strided
 from scipy.fft import dct
 
 from img2kernel.colour import JFIF_LUMA  # the encoder's Y from R, G, B (JFIF, ITU-R BT.601)
-from img2kernel.fit.lstsq import FitSample, NormalEquations, centring, interior, solve_normal, window_columns
+from img2kernel.fit.lstsq import FitSample, NormalEquations, centring, interior, solve_normal
 
 DCT = dct(np.eye(8), norm="ortho", axis=0)  # DCT @ v is the codec's orthonormal DCT-II of v
 ROUNDINGS = 2  # the tool's 8-bit rounding before encoding and the decoder's after, in units of 1/12
@@ -147,11 +148,9 @@ def usable_blocks(sample: FitSample, grid: JpegGrid, halo: int) -> np.ndarray:
     if rows <= 0 or cols <= 0:
         return np.zeros((0, 0), dtype=bool)
     area = (slice(grid.row, grid.row + 8 * rows), slice(grid.col, grid.col + 8 * cols))
-    ok = use[area].reshape(rows, 8, cols, 8).all(axis=(1, 3))
-    y = np.where(use[area], sample.y[area][..., 0], 128.0).reshape(rows, 8, cols, 8)
-    margin = grid.clip_margin
-    ok &= (y.min(axis=(1, 3)) > margin) & (y.max(axis=(1, 3)) < 255 - margin)
-    return ok
+    values, margin = sample.y[area][..., 0], grid.clip_margin
+    bad = ~use[area] | (values <= margin) | (values >= 255 - margin)  # NaN (unknown) is not usable
+    return ~bad.reshape(rows, 8, cols, 8).any(axis=3).any(axis=1)  # the contiguous axis first: fast
 
 
 def dct_blocks(values: np.ndarray) -> np.ndarray:
@@ -164,14 +163,38 @@ def dct_blocks(values: np.ndarray) -> np.ndarray:
 def block_mask(ok_row: np.ndarray, grid: JpegGrid, width: int, halo: int) -> np.ndarray:
     """(8, width - 2 halo) bool: the pixels of one block row's usable blocks, in valid-mode columns."""
     mask = np.zeros((8, width - 2 * halo), dtype=bool)
-    for j in np.flatnonzero(ok_row):
-        mask[:, grid.col + 8 * j - halo : grid.col + 8 * j + 8 - halo] = True
+    starts = grid.col + 8 * np.flatnonzero(ok_row) - halo
+    mask[:, (starts[:, None] + np.arange(8)).ravel()] = True
     return mask
+
+
+def dct_windows(band: np.ndarray, col: int, blocks: np.ndarray, ksize: int) -> np.ndarray:
+    """(F, n*64) DCT coefficients of every window feature over the ``blocks`` of one block row.
+
+    Feature (c, dy, dx), as :func:`img2kernel.fit.lstsq.window_columns`, of block j's pixel (r, x) is
+    ``band[r + dy, col - K//2 + 8 j + x + dx, c]``: for each (c, dy) the eight band rows are
+    transformed once (the DCT over r), and every dx and block are then a strided view of that,
+    transformed over x; no window is copied before its transform.
+    """
+    channels = band.shape[2]
+    first = int(blocks[0])
+    count = int(blocks[-1]) - first + 1  # the blocks from the first usable to the last are transformed
+    start = col - ksize // 2 + 8 * first  # the first one's first window column, inside the band
+    out = np.empty((channels, ksize, ksize, len(blocks), 8, 8))
+    for c in range(channels):
+        for dy in range(ksize):
+            rows = np.ascontiguousarray(DCT @ band[dy : dy + 8, start:, c])  # (8u, columns)
+            step = rows.strides[1]
+            view = as_strided(rows, shape=(ksize, 8, count, 8), strides=(step, rows.strides[0], 8 * step, step))
+            coefficients = view @ DCT.T  # (dx, u, block, v)
+            out[c, dy] = coefficients[:, :, blocks - first].transpose(0, 2, 1, 3)
+    return out.reshape(channels * ksize * ksize, -1)
 
 
 def band_rows(sample: FitSample, grid: JpegGrid, ok: np.ndarray, ksize: int, x_offset, y_offset):
     """Per block row of the grid holding usable blocks: (features (F, n*64), targets (n*64, C_out),
-    steps (n*64,)) in the DCT domain, not weighted; feature (c, dy, dx) as :func:`window_columns`."""
+    steps (n*64,)) in the DCT domain, not weighted; feature (c, dy, dx) as :func:`img2kernel.fit.lstsq.window_columns`,
+    coefficients in (block, u, v) order."""
     h = ksize // 2
     width = sample.y.shape[1]
     for i in np.flatnonzero(ok.any(axis=1)):
@@ -179,11 +202,10 @@ def band_rows(sample: FitSample, grid: JpegGrid, ok: np.ndarray, ksize: int, x_o
         blocks = np.flatnonzero(ok[i])
         mask = block_mask(ok[i], grid, width, h)
         band = np.asarray(sample.x[r0 - h : r0 + 8 + h], dtype=np.float64) - x_offset
-        columns = window_columns(band, mask, ksize).reshape(-1, 8, len(blocks), 8)
         target = np.asarray(sample.y[r0 : r0 + 8, h : width - h][mask], dtype=np.float64) - y_offset
         target = np.moveaxis(target.reshape(8, len(blocks), 8, -1), 3, 0)
         steps = np.broadcast_to(grid.steps, (len(blocks), 8, 8)).reshape(-1)
-        yield (dct_blocks(columns).reshape(columns.shape[0], -1), dct_blocks(target).reshape(target.shape[0], -1).T, steps)
+        yield dct_windows(band, grid.col, blocks, ksize), dct_blocks(target).reshape(target.shape[0], -1).T, steps
 
 
 def constant_rows(steps: np.ndarray) -> np.ndarray:
@@ -268,17 +290,20 @@ def refine_in_intervals(kernel: np.ndarray, bias: np.ndarray, samples: list[FitS
     total = sum(int(ok.sum()) for ok in blocks_ok)
     keep = min(1.0, REFINE_BUDGET / max(total * 64 * (f + 1), 1))
     rng = np.random.default_rng(seed)
-    designs, targets, half_widths = [], [], []
-    for sample, grid, ok in zip(samples, grids, blocks_ok):
-        if keep < 1.0:
-            ok = ok & (rng.random(ok.shape) < keep)
-        for features, target, steps in band_rows(sample, grid, ok, ksize, x_offset, y_offset):
-            designs.append(np.vstack([features, constant_rows(steps)[None]]).T)
-            targets.append(target[:, 0])
-            half_widths.append(np.maximum(steps / 2 - INTERVAL_SLACK, 0.0))
-    if not designs:
+    if keep < 1.0:
+        blocks_ok = [ok & (rng.random(ok.shape) < keep) for ok in blocks_ok]
+    count = 64 * sum(int(ok.sum()) for ok in blocks_ok)
+    if count == 0:
         return kernel, bias, {"newton_steps": 0, "blocks": 0}
-    design, target, half = np.vstack(designs), np.concatenate(targets), np.concatenate(half_widths)
+    # Rows written in place: (coefficient, feature + constant), their targets and half-widths.
+    design, target, half = np.empty((count, f + 1)), np.empty(count), np.empty(count)
+    at = 0
+    for sample, grid, ok in zip(samples, grids, blocks_ok):
+        for features, band_target, steps in band_rows(sample, grid, ok, ksize, x_offset, y_offset):
+            end = at + len(steps)
+            design[at:end, :f], design[at:end, f] = features.T, constant_rows(steps)
+            target[at:end], half[at:end] = band_target[:, 0], np.maximum(steps / 2 - INTERVAL_SLACK, 0.0)
+            at = end
     low, high = target - half, target + half
     theta = np.append(kernel.reshape(-1), bias[0] - y_offset[0] + x_offset[0] * kernel.sum())
     gram = design.T @ design
