@@ -56,7 +56,9 @@ def fit_files(files: list[str], model_path: str | Path, *, ksize: int | None = N
              f"{manifest['input_storage']} -> {manifest['output_storage']}, channels {model.c_in} -> {model.c_out}"]
     per_channel = " of a kernel per channel" if result.sizes[0]["structure"] == "per-channel" else ""
     lines.append(f"kernel size: {result.ksize}x{result.ksize}; RMS residual per size{per_channel} (larger of train and held-out): "
-                 + ", ".join(f"{s['ksize']}: {s['residual_rms']:.3g}" for s in result.sizes))
+                 + ", ".join(f"{s['ksize']}: {s['residual_rms']:.3g}" for s in result.sizes)
+                 + (f" (larger sizes, up to {result.size_window['max_ksize']}, not needed: {result.size_window['searched']}x"
+                    f"{result.size_window['searched']} does not beat {result.ksize}x{result.ksize})" if result.size_window else ""))
     if len(result.structures) > 1:
         lines.append("structure: " + ", ".join(f"{s['structure']}{' (chosen)' if s['chosen'] else ''} {s['residual_rms']:.3g}"
                                                for s in result.structures))

@@ -190,6 +190,8 @@ class PairsFit:
     compression: dict | None = None  # what the output files went through, when the fit models it (fit.jpeg)
     # The outputs' value step (fit.pairs.Pairs.output_step) and a rounding inside the tool (fit.roundings).
     precision: dict = field(default_factory=lambda: {"output_step": 1, "intermediate": None})
+    # Sizes searched up to ``searched`` of ``max_ksize`` (fit_pairs: the larger ones did not need trying).
+    size_window: dict | None = None
 
     def summary(self) -> dict:
         return {
@@ -215,6 +217,7 @@ class PairsFit:
             "timings": self.timings,
             "compression": self.compression,
             "precision": self.precision,
+            "size_window": self.size_window,
         }
 
 
@@ -236,6 +239,20 @@ def fit_pairs(pairs: Pairs, *, max_ksize: int = 15, ksize: int | None = None, se
             f"a {largest}x{largest} kernel does not fit in the smallest image ({smallest_side} pixels); "
             "set a smaller ksize or max_ksize"
         )
+    if ksize is None and max_ksize > FIRST_WINDOW:
+        # Sizes up to FIRST_WINDOW first (their sums cost a twentieth of 15x15's); the larger ones
+        # only when the largest of those still gains by the evidence.
+        first = _fit_up_to(pairs, FIRST_WINDOW, None, seed, floor, space, started)
+        if first.ksize < FIRST_WINDOW:
+            first.size_window = {"searched": FIRST_WINDOW, "max_ksize": max_ksize}
+            return first
+    return _fit_up_to(pairs, largest, ksize, seed, floor, space, started)
+
+
+def _fit_up_to(pairs: Pairs, largest: int, ksize: int | None, seed: int, floor: float | None, space: Space | None,
+               started: float) -> PairsFit:
+    """:func:`fit_pairs` with sizes searched up to ``largest`` (``ksize``: that size alone)."""
+    max_ksize = largest
     luma = jpeg.luma_pairs(pairs)
     if luma is not None:
         found = fit_shared_from_luma(pairs, luma, max_ksize, ksize, seed, started)
@@ -357,6 +374,9 @@ def fit_pairs(pairs: Pairs, *, max_ksize: int = 15, ksize: int | None = None, se
 
 
 CHANNEL_WISE = ("shared", "per-channel")  # structures whose output channel reads its own input channel only
+# Sizes are searched up to this first; larger ones only when this one still beats the smaller by the
+# evidence (a kernel with taps beyond 7x7 and none at its edge is not one tools use).
+FIRST_WINDOW = 7
 SEPARABLE = "separable (a column kernel times a row kernel)"
 
 
