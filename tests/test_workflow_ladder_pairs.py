@@ -12,7 +12,7 @@ import pytest
 import skimage.filters
 from PIL import Image, ImageFilter
 
-from img2kernel.bench.pairs import ffmpeg_unsharp, gray_first, truncated
+from img2kernel.bench.pairs import ffmpeg_unsharp, gray_first
 from img2kernel.cli.main import main
 from img2kernel.models import load_model
 from conftest import snakemake, write_workdir
@@ -50,12 +50,10 @@ CASES = {
     # What the files went through besides one rounding (bench.pairs emulates the tools not installed here).
     "ffmpeg_yuv": ("rgb", lambda c, i: ffmpeg_unsharp(c), ".png", None),
     "gray_first": ("rgb", lambda c, i: gray_first(c), ".tif", None),
-    "truncating": ("gray", lambda g, i: truncated(cv2.filter2D(g.astype(np.float64), -1, GAUSS5)), ".png", None),
     "x257": ("gray", lambda g, i: cv2.filter2D(g, -1, GAUSS5).astype(np.uint16) * 257, ".png", None),
 }
 SAID = {"ffmpeg_yuv": "linear up to an intermediate 8-bit rounding (the tool filters in 8-bit YCbCr, BT.601 limited range (ffmpeg's yuv444p)",
         "gray_first": "linear up to an intermediate 8-bit rounding (the tool rounds to 8-bit gray with Rec. 601 weights",
-        "truncating": "the tool truncates to integers instead of rounding",
         "x257": "linear, 8-bit values stored in a 16-bit file (x257): gaussian sigma 1 (5x5) x 257"}
 
 
@@ -106,9 +104,10 @@ def test_jpeg_outputs_are_judged_through_their_compression(built):
 
 
 def test_what_the_files_went_through_is_said_and_apply_reproduces_the_tool(built, tmp_path):
-    """Truncation, a rounding to 8-bit YCbCr or gray inside the tool, 8-bit values in 16-bit files:
-    linear, said in the verdict and the report; `img2kernel apply` on a photo the fit never saw
-    gives the tool's pixels (up to the rounding inside the tool, which the model does not do)."""
+    """A rounding to 8-bit YCbCr or gray inside the tool, 8-bit values in 16-bit files: linear,
+    said in the verdict and the report; `img2kernel apply` on a photo the fit never saw gives the
+    tool's pixels (up to the rounding inside the tool, which the model does not do). Truncation
+    takes the same path as any linear tool; test_pairs runs it through fit and apply."""
     results = built / "results"
     html = (results / "report.html").read_text()
     fresh = {"gray": gray_photos(5, (64, 80))[4], "rgb": rgb_photos(5, (64, 80))[4]}
@@ -122,8 +121,8 @@ def test_what_the_files_went_through_is_said_and_apply_reproduces_the_tool(built
         ours, truth = np.asarray(Image.open(out)), np.asarray(tool(fresh[kind], 4))
         assert ours.dtype == truth.dtype and ours.shape == truth.shape, name
         difference = ours.astype(np.float64) - truth
-        if name in ("truncating", "x257"):  # the model writes the tool's own steps
-            assert np.mean(difference == 0) > 0.97 and np.all(ours % (257 if name == "x257" else 1) == 0), name
+        if name == "x257":  # the model writes the tool's own steps
+            assert np.mean(difference == 0) > 0.97 and np.all(ours % 257 == 0), name
         else:  # the rounding inside the tool is left out: about its RMS
             assert np.sqrt(np.mean(difference**2)) < 1.5 * evaluation["noise_floor"], name
     for name in ("ffmpeg_yuv", "gray_first"):
