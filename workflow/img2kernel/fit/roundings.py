@@ -26,7 +26,7 @@ from img2kernel.colour import SPACES, Space
 from img2kernel.models import AffineKernel
 from img2kernel.thresholds import LINEAR_FACTOR, ROUNDING_CONVENTIONS, ROUNDING_WEIGHT_TOLERANCE
 
-MAX_VALUES = 4_000_000  # output values scored per space: a few images are evidence enough
+MAX_VALUES = 1_000_000  # output values scored: one or two weights need few, and memory stays small
 
 
 def terms(model: AffineKernel, space: Space, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
@@ -54,25 +54,30 @@ def intermediate_rounding(model: AffineKernel, pairs, floor: float) -> dict | No
     (inputs other than 8-bit RGB)."""
     if pairs.input_storage != "uint8" or pairs.c_in != 3:
         return None
+    h = model.halo
+    columns = {space.name: [] for space in SPACES}
+    residuals, counted = [], 0
+    for i, (x, y) in enumerate(zip(pairs.inputs, pairs.outputs)):
+        if counted >= MAX_VALUES:
+            break
+        # A band of rows across the middle: memory stays a few times MAX_VALUES, whatever the image.
+        valid_rows, width = y.shape[0] - 2 * h, y.shape[1] - 2 * h
+        rows = min(valid_rows, max(1, (MAX_VALUES - counted) // max(width * model.c_out, 1)))
+        r0 = (valid_rows - rows) // 2
+        use = pairs.usable(i, None)[r0 + h : r0 + h + rows, h : h + width]
+        if not use.any():
+            continue
+        band = np.asarray(x[r0 : r0 + rows + 2 * h], dtype=np.float64)
+        residuals.append((np.asarray(y[r0 + h : r0 + h + rows, h : h + width], dtype=np.float64) - _valid(model, band))[use].ravel())
+        counted += residuals[-1].size
+        for space in SPACES:
+            columns[space.name].append([t[use].ravel() for t in terms(model, space, band) if t is not None])
+    if not residuals:
+        return None
+    residual = np.concatenate(residuals)
     found = None
     for space in SPACES:
-        columns, residual = [], []
-        counted = 0
-        for i, (x, y) in enumerate(zip(pairs.inputs, pairs.outputs)):
-            if counted >= MAX_VALUES:
-                break
-            h = model.halo
-            inner = (slice(h, y.shape[0] - h), slice(h, y.shape[1] - h))
-            use = pairs.usable(i, None)[inner]
-            if not use.any():
-                continue
-            first, second = terms(model, space, x)
-            columns.append([t[use].ravel() for t in (first, second) if t is not None])
-            residual.append((np.asarray(y[inner], dtype=np.float64) - _valid(model, x))[use].ravel())
-            counted += residual[-1].size
-        if not residual:
-            return None
-        found = _best(found, _explain(space, np.concatenate(residual), [np.concatenate(c) for c in zip(*columns)], floor))
+        found = _best(found, _explain(space, residual, [np.concatenate(c) for c in zip(*columns[space.name])], floor))
     return found
 
 
