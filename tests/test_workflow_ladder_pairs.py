@@ -152,7 +152,9 @@ def test_the_report_says_what_each_filter_is_and_fits_a_laptop_screen(built):
     assert widths["summary_right"] <= widths["window"] and widths["page"] <= widths["window"], widths
 
 
-@pytest.mark.parametrize("name", ["pillow_median", "skimage_sobel", "rgb_noisy_blur", "ffmpeg_yuv"])
+# Gray ladder rungs and a colour linear fit through a working space; a colour CNN climb takes the
+# same function (fit.pairs_job.fit_and_climb) at 35 s more, so it is left to the pipeline run above.
+@pytest.mark.parametrize("name", ["pillow_median", "skimage_sobel", "ffmpeg_yuv"])
 def test_img2kernel_fit_gives_the_pipelines_model(built, tmp_path, name, capsys):
     files = []
     for i in range(4):
