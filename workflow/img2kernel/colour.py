@@ -36,6 +36,11 @@ class Space:
         within = np.einsum("ao,oikl,ic->ackl", self.matrix, kernel, inverse)
         return within, self.matrix @ bias + self.offset - within.sum(axis=(2, 3)) @ self.offset
 
+    def kernel_to_rgb(self, within: np.ndarray) -> np.ndarray:
+        """The (3, 3, K, K) RGB kernel M^-1 K_s M of a kernel K_s between this (three-channel) space's
+        channels (offsets aside: the inverse of :meth:`kernel_within`'s kernel)."""
+        return np.einsum("ao,oikl,ic->ackl", np.linalg.inv(self.matrix), within, self.matrix)
+
     def of(self, rgb: np.ndarray) -> np.ndarray:
         """(H, W, C_s) float64 values of (H, W, 3) ``rgb`` in this space, before any rounding."""
         return np.asarray(rgb, dtype=np.float64) @ self.matrix.T + self.offset

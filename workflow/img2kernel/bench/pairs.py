@@ -101,7 +101,7 @@ def ffmpeg_unsharp_kernel(amount: float = 1.0) -> np.ndarray:
     in_space = np.zeros((3, 3, 5, 5))
     in_space[0, 0] = identity + amount * (identity - np.outer(binomial, binomial))
     in_space[1, 1] = in_space[2, 2] = identity
-    return np.einsum("os,stkl,ti->oikl", np.linalg.inv(space.matrix), in_space, space.matrix)
+    return space.kernel_to_rgb(in_space)
 
 
 def gray_first(rgb: np.ndarray) -> np.ndarray:

@@ -121,15 +121,18 @@ class Pairs:
                 inside = inside or bool(np.any((band > 0) & (band < STORAGE_RANGE["uint16"][1])))
         return WIDENED_8BIT_STEP if inside else 1
 
-    def noise_floor(self) -> float:
-        """The RMS error the outputs' storage alone implies (:func:`img2kernel.thresholds.noise_floor`)."""
-        return noise_floor(self.output_storage, self.output_rms(), self.output_step())
+    def noise_floor(self, step: int | None = None) -> float:
+        """The RMS error the outputs' storage alone implies (:func:`img2kernel.thresholds.noise_floor`);
+        ``step``: :meth:`output_step`, when already known."""
+        return noise_floor(self.output_storage, self.output_rms(), self.output_step() if step is None else step)
 
-    def model_output(self) -> str:
-        """The output step (:data:`img2kernel.models.base.OUTPUTS`) that writes values as these files store them."""
+    def model_output(self, step: int | None = None) -> str:
+        """The output step (:data:`img2kernel.models.base.OUTPUTS`) that writes values as these files store
+        them; ``step``: :meth:`output_step`, when already known."""
         if self.output_storage not in STORAGE_RANGE:
             return "float"
-        return "uint16_x257" if self.output_step() == WIDENED_8BIT_STEP else self.output_storage
+        step = self.output_step() if step is None else step
+        return "uint16_x257" if step == WIDENED_8BIT_STEP else self.output_storage
 
     def output_rms(self) -> float:
         total, count = 0.0, 0
@@ -252,16 +255,16 @@ def fit_pairs(pairs: Pairs, *, max_ksize: int = 15, ksize: int | None = None, se
 def _fit_up_to(pairs: Pairs, largest: int, ksize: int | None, seed: int, floor: float | None, space: Space | None,
                started: float) -> PairsFit:
     """:func:`fit_pairs` with sizes searched up to ``largest`` (``ksize``: that size alone)."""
-    max_ksize = largest
     luma = jpeg.luma_pairs(pairs)
     if luma is not None:
-        found = fit_shared_from_luma(pairs, luma, max_ksize, ksize, seed, started)
+        found = fit_shared_from_luma(pairs, luma, largest, ksize, seed, started)
         if found.linear:
             return found
     sizes_to_try = [ksize] if ksize else list(range(1, largest + 1, 2))
     held_out = next((s for s in ("val", "test") if any(pairs.usable(i, s).any() for i in range(len(pairs.keys)))), "train")
     judged_by = floor
-    floor = pairs.noise_floor() if floor is None else floor
+    value_step = pairs.output_step()  # one scan of the outputs serves the floor, the output step and the record
+    floor = pairs.noise_floor(value_step) if floor is None else floor
     halo = largest // 2  # every size is scored on the same pixels: those of the largest
     timings: dict = {}
     grids = jpeg.grids_of(pairs)  # JPEG outputs are fitted through their compression
@@ -341,7 +344,7 @@ def _fit_up_to(pairs: Pairs, largest: int, ksize: int | None, seed: int, floor: 
     step = time.perf_counter()
     border = detect_border(model, pairs)
     timings["border"] = time.perf_counter() - step
-    final = AffineKernel(model.kernel, model.bias, output=pairs.model_output())
+    final = AffineKernel(model.kernel, model.bias, output=pairs.model_output(value_step))
     fit = PairsFit(
         model=final,
         ksize=chosen["ksize"],
@@ -359,14 +362,14 @@ def _fit_up_to(pairs: Pairs, largest: int, ksize: int | None, seed: int, floor: 
         seconds=time.perf_counter() - started,
         timings=timings,
         compression=compression,
-        precision={"output_step": pairs.output_step(), "intermediate": None},
+        precision={"output_step": value_step, "intermediate": None},
     )
     if fit.linear or judged_by is not None or grids or luma is not None:
         return fit
     inside = roundings.intermediate_rounding(model, pairs, floor)
     if inside is None:
         return fit
-    again = fit_pairs(pairs, max_ksize=max_ksize, ksize=ksize, seed=seed, floor=inside["floor"],
+    again = fit_pairs(pairs, max_ksize=largest, ksize=ksize, seed=seed, floor=inside["floor"],
                       space=space_named(inside["space"]))
     again.precision["intermediate"] = inside
     again.seconds = time.perf_counter() - started
@@ -378,6 +381,11 @@ CHANNEL_WISE = ("shared", "per-channel")  # structures whose output channel read
 # evidence (a kernel with taps beyond 7x7 and none at its edge is not one tools use).
 FIRST_WINDOW = 7
 SEPARABLE = "separable (a column kernel times a row kernel)"
+
+
+def separable_parameters(ksize: int) -> int:
+    """Free parameters of a separable K x K kernel and its bias: u and v, less one shared scale, and the bias."""
+    return 2 * ksize
 
 
 def fit_shared_from_luma(pairs: Pairs, luma: Pairs, max_ksize: int, ksize: int | None, seed: int, started: float) -> PairsFit:
@@ -407,7 +415,7 @@ def fit_shared_from_luma(pairs: Pairs, luma: Pairs, max_ksize: int, ksize: int |
     compression = {**found.compression, "plane": "luma of colour files", "channels_as_luma": bool(channels_as_luma)}
     border = detect_border(model, pairs) if linear else found.border
     return PairsFit(
-        model=AffineKernel(model.kernel, model.bias, output=pairs.output_storage),
+        model=AffineKernel(model.kernel, model.bias, output=pairs.model_output()),
         ksize=found.ksize, sizes=found.sizes, structures=structures, noise_floor=found.noise_floor,
         residual_rms=found.residual_rms, residual_split=found.residual_split, linear=linear, border=border,
         rows=found.rows, eligible_rows=found.eligible_rows, exact_sums=False, saturated_pixels=pairs.saturated_pixels(),
@@ -423,7 +431,7 @@ def separable_in_intervals(model: AffineKernel, chosen: dict, equations, pairs: 
     kernel = (singular[0] * np.outer(left[:, 0], right[0]))[None, None]
     separable = AffineKernel(kernel, equations.bias_for(model.ksize, kernel))
     train, held = heldout_rms(separable, pairs, "train", halo), heldout_rms(separable, pairs, split, halo)
-    row = {"structure": f"{SEPARABLE}, held to the intervals", "parameters": 2 * model.ksize, "train_rms": train,
+    row = {"structure": f"{SEPARABLE}, held to the intervals", "parameters": separable_parameters(model.ksize), "train_rms": train,
            "heldout_rms": held, "residual_rms": max(train, held)}
     taken = as_good(row["residual_rms"], chosen["residual_rms"], floor)
     for other in structures:
@@ -455,9 +463,8 @@ def choose_structure(equations, ksize: int, full: AffineKernel, full_row: dict, 
         candidates.append((f"{space.name}, then one kernel", AffineKernel(within * space.matrix[0][None, :, None, None], bias)))
     elif space is not None and equations.cross_channel and full.c_out == space.channels:
         within, bias = equations.within(space.matrix, space.matrix).solve_structured(ksize, "per-channel")
-        inverse = np.linalg.inv(space.matrix)
-        candidates.append((f"per-channel in {space.name}", AffineKernel(
-            np.einsum("ao,oikl,ic->ackl", inverse, within, space.matrix), inverse @ bias)))
+        candidates.append((f"per-channel in {space.name}",
+                           AffineKernel(space.kernel_to_rgb(within), np.linalg.inv(space.matrix) @ bias)))
     if full.c_in == full.c_out == 1 and ksize > 1 and not jpeg.grids_of(pairs):  # a Gaussian, a box, a Sobel: two 1-D kernels
         # (JPEG fits: from the kernel held to its intervals, separable_in_intervals)
         kernel, bias = equations.solve_separable(ksize, full.kernel[0, 0])
@@ -470,7 +477,7 @@ def choose_structure(equations, ksize: int, full: AffineKernel, full_row: dict, 
     rows = []
     for name, m in candidates:
         train, held = equations.rms_residual(ksize, m.kernel, m.bias), heldout_rms(m, pairs, split, halo)
-        free = 2 * ksize if name == SEPARABLE else m.n_parameters  # u and v, less one scale, and the bias
+        free = separable_parameters(ksize) if name == SEPARABLE else m.n_parameters
         rows.append({"structure": name, "parameters": free, "train_rms": train, "heldout_rms": held,
                      "residual_rms": max(train, held), "model": m})
     rows.append({"structure": "full", "parameters": full.n_parameters, "train_rms": full_row["train_rms"],

@@ -29,16 +29,17 @@ from img2kernel.thresholds import LINEAR_FACTOR, ROUNDING_CONVENTIONS, ROUNDING_
 MAX_VALUES = 1_000_000  # output values scored: one or two weights need few, and memory stays small
 
 
-def terms(model: AffineKernel, space: Space, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-    """The rounding's two terms on the valid region of one (H, W, 3) 8-bit input: (H-2h, W-2h, C_out)
-    each; the second is None where the tool does not come back from the space (gray)."""
+def terms(model: AffineKernel, space: Space, x: np.ndarray, prediction: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """The rounding's two terms on the valid region of one (H, W, 3) 8-bit input, whose ``prediction``
+    by ``model`` is given: (H-2h, W-2h, C_out) each; the second is None where the tool does not come
+    back from the space (gray)."""
     s = space.of(x)
     inward = np.rint(s) - s
     through = np.einsum("oikl,is->oskl", model.kernel, np.linalg.pinv(space.matrix))  # K M^+
     first = _valid(AffineKernel(through), inward)
     if space.channels != 3 or model.c_out != 3:
         return first, None
-    back = space.of(_valid(model, x) + first)
+    back = space.of(prediction + first)
     return first, (np.rint(back) - back) @ np.linalg.inv(space.matrix).T
 
 
@@ -68,10 +69,11 @@ def intermediate_rounding(model: AffineKernel, pairs, floor: float) -> dict | No
         if not use.any():
             continue
         band = np.asarray(x[r0 : r0 + rows + 2 * h], dtype=np.float64)
-        residuals.append((np.asarray(y[r0 + h : r0 + h + rows, h : h + width], dtype=np.float64) - _valid(model, band))[use].ravel())
+        prediction = _valid(model, band)
+        residuals.append((np.asarray(y[r0 + h : r0 + h + rows, h : h + width], dtype=np.float64) - prediction)[use].ravel())
         counted += residuals[-1].size
         for space in SPACES:
-            columns[space.name].append([t[use].ravel() for t in terms(model, space, band) if t is not None])
+            columns[space.name].append([t[use].ravel() for t in terms(model, space, band, prediction) if t is not None])
     if not residuals:
         return None
     residual = np.concatenate(residuals)
