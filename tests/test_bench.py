@@ -102,3 +102,13 @@ def test_memory_benchmark_prints_each_peak_against_its_target(capsys):
     assert re.search(r"img2kernel fit +[\d.]+ s +[\d,]+ MB  met", out)
     for name in ("apply", "fit", "config check"):  # each refuses the bomb, naming it, in its own words
         assert result["bombs"][name]["status"] != 0 and "a.png: its header claims 32000x32000" in result["bombs"][name]["said"]
+
+
+def test_jpeg_speed_benchmark_times_the_same_pixels_saved_both_ways():
+    from img2kernel.bench.pairs import JPEG_SPEED_TARGET, bench_jpeg_speed
+
+    rows = bench_jpeg_speed(count=2, side=128, runs=1)
+    assert [r["tool"] for r in rows] == ["cv2.filter2D sharpen (4-neighbour)", "cv2.filter2D gaussian 5x5 sigma 1"]
+    for row in rows:
+        assert row["ratio"] == row["jpeg_q85_fit_s"] / row["lossless_fit_s"] > 0
+        assert row["met"] == (row["ratio"] <= JPEG_SPEED_TARGET)

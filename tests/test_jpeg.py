@@ -108,9 +108,9 @@ def test_the_weighted_sums_are_least_squares_on_the_dct_rows(tmp_path):
     ok = jpeg.usable_blocks(sample, grids[0], 1)
     rows, targets, weights = [], [], []
     for features, target, steps in jpeg.band_rows(sample, grids[0], ok, 3, np.full(1, 128.0), np.full(1, 128.0)):
-        rows.append(np.vstack([features, jpeg.constant_rows(steps)[None]]).T)
+        rows.append(np.vstack([features, jpeg.constant_rows(len(steps) // 64)[None]]).T)
         targets.append(target[:, 0])
-        weights.append(np.tile(grids[0].scale.reshape(-1), len(steps) // 64))
+        weights.append(1 / np.sqrt(np.square(steps) + grids[0].roundings))
     a, b, w = np.vstack(rows), np.concatenate(targets), np.concatenate(weights)
     theta = np.linalg.lstsq(a * w[:, None], b * w, rcond=None)[0]
     assert np.allclose(kernel.reshape(-1), theta[:9], atol=1e-9)

@@ -17,7 +17,8 @@ filter, and compares what was found with the truth:
   8-bit YCbCr or gray rounding inside the tool (ffmpeg's yuv444p, a gray conversion first), 8-bit
   values in a 16-bit file; the tools not installed here emulated (:func:`ffmpeg_unsharp`);
 - nonlinear tools judged not linear;
-- the time of a 15x15 fit on about 5 megapixels of 8-bit pairs (target: 10 s).
+- the time of a 15x15 fit on about 5 megapixels of 8-bit pairs (target: 10 s);
+- the time of a JPEG fit against the lossless fit of the same pixels (target: at most 3 times).
 """
 
 from __future__ import annotations
@@ -311,6 +312,35 @@ def bench_pairs(count: int = 6, side: int = 256) -> list[dict]:
                                     and (case.says is None or case.says in said)),
                 )
             rows.append(row)
+    return rows
+
+
+# A JPEG fit (the DCT rows, the interval refinement) against the lossless fit of the same pixels.
+JPEG_SPEED_TARGET = 3.0
+
+
+def bench_jpeg_speed(count: int = 6, side: int = 512, quality: int = 85, runs: int = 3) -> list[dict]:
+    """The fit of ``count`` gray photos' outputs saved as Pillow JPEG q``quality``, against the fit of
+    the same outputs saved as PNG (best of ``runs`` each), for a sharp and a smooth kernel."""
+    gauss5 = cv2.getGaussianKernel(5, 1.0) @ cv2.getGaussianKernel(5, 1.0).T
+    sharpen = np.array([[0, -1, 0], [-1, 5, -1], [0, -1, 0]], dtype=np.float64)
+    shots = [_gray(p) for p in photos(count, side)]
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="img2kernel-bench-pairs-") as root:
+        for name, kernel in (("sharpen (4-neighbour)", sharpen), ("gaussian 5x5 sigma 1", gauss5)):
+            seconds = {}
+            for saved, jpeg in (("lossless", None), ("jpeg", ("pillow", quality))):
+                folder = Path(root) / f"{len(rows)}-{saved}"
+                (folder / "in").mkdir(parents=True)
+                (folder / "out").mkdir()
+                for i, photo in enumerate(shots):
+                    _save(folder / "in", f"p{i}", photo, ".png")
+                    _save(folder / "out", f"p{i}", cv2.filter2D(photo, -1, kernel), ".png", jpeg)
+                seconds[saved] = min(_fit_folder(folder, 9)[3] for _ in range(runs))
+            ratio = seconds["jpeg"] / seconds["lossless"]
+            rows.append({"tool": f"cv2.filter2D {name}", "pairs": f"{len(shots)} gray {side}x{side}",
+                         "lossless_fit_s": seconds["lossless"], f"jpeg_q{quality}_fit_s": seconds["jpeg"],
+                         "ratio": ratio, "target": f"<= {JPEG_SPEED_TARGET:g}x", "met": ratio <= JPEG_SPEED_TARGET})
     return rows
 
 

@@ -63,7 +63,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         )
         _print_table(result["rows"])
     if "pairs" in args.what:
-        from img2kernel.bench.pairs import bench_large_fit, bench_pairs
+        from img2kernel.bench.pairs import JPEG_SPEED_TARGET, bench_jpeg_speed, bench_large_fit, bench_pairs
 
         print("\npairs made by other libraries from 6 sample photos (256x256; 512x512 for JPEG), fitted as a `pairs` "
               "filter; kernel errors are max-abs / largest true tap, lstsq64 an independent float64 least squares on "
@@ -77,6 +77,9 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
               f"the files {large['read_s']:.2f} s more), size found {large['ksize_found']}, kernel error "
               f"{large['kernel_error']:.2g} (float64 least squares on the same pixels: {large['lstsq64_error']:.2g}), "
               f"linear {large['linear']}")
+        print(f"\nJPEG fits against the lossless fit of the same pixels (best of 3 each; target: at most "
+              f"{JPEG_SPEED_TARGET:g} times):")
+        _print_table(bench_jpeg_speed())
     if "ladder" in args.what:
         from img2kernel.bench.ladder import bench_ladder
 

@@ -40,6 +40,7 @@ from scipy.fft import dct
 
 from img2kernel.colour import JFIF_LUMA  # the encoder's Y from R, G, B (JFIF, ITU-R BT.601)
 from img2kernel.fit.lstsq import FitSample, NormalEquations, centring, interior, solve_normal
+from img2kernel.models.affine import AffineKernel
 
 DCT = dct(np.eye(8), norm="ortho", axis=0)  # DCT @ v is the codec's orthonormal DCT-II of v
 ROUNDINGS = 2  # the tool's 8-bit rounding before encoding and the decoder's after, in units of 1/12
@@ -50,6 +51,10 @@ CLIP_DEVIATIONS = 3.0  # blocks with a pixel this many compression-error RMS fro
 INTERVAL_SLACK = 0.5  # the intervals are narrowed by this (levels): the pixel roundings' part of the error
 NEWTON_STEPS = 30
 REFINE_BUDGET = 3e7  # rows x features held for the interval refinement (240 MB of float64)
+# Coefficients held for the refinement: those within this many levels of leaving their interval,
+# and rounds of adding those that came within it.
+WORKING_MARGIN = 1.0
+WORKING_ROUNDS = 4
 
 
 @dataclass(frozen=True)
@@ -153,66 +158,71 @@ def usable_blocks(sample: FitSample, grid: JpegGrid, halo: int) -> np.ndarray:
     return ~bad.reshape(rows, 8, cols, 8).any(axis=3).any(axis=1)  # the contiguous axis first: fast
 
 
-def dct_blocks(values: np.ndarray) -> np.ndarray:
-    """(..., 8, n, 8) pixel blocks (rows, block, columns) -> (..., n, 8, 8) DCT coefficients."""
-    out = np.tensordot(values, DCT, axes=([-3], [1]))  # (..., n, 8c, 8u)
-    out = np.tensordot(out, DCT, axes=([-2], [1]))  # (..., n, 8u, 8v)
-    return out
-
-
-def block_mask(ok_row: np.ndarray, grid: JpegGrid, width: int, halo: int) -> np.ndarray:
-    """(8, width - 2 halo) bool: the pixels of one block row's usable blocks, in valid-mode columns."""
-    mask = np.zeros((8, width - 2 * halo), dtype=bool)
-    starts = grid.col + 8 * np.flatnonzero(ok_row) - halo
-    mask[:, (starts[:, None] + np.arange(8)).ravel()] = True
-    return mask
-
-
 def dct_windows(band: np.ndarray, col: int, blocks: np.ndarray, ksize: int) -> np.ndarray:
-    """(F, n*64) DCT coefficients of every window feature over the ``blocks`` of one block row.
+    """(F, 8 * n * 8) DCT coefficients of every window feature over the ``blocks`` of one block
+    row, in :func:`band_rows` order.
 
     Feature (c, dy, dx), as :func:`img2kernel.fit.lstsq.window_columns`, of block j's pixel (r, x) is
     ``band[r + dy, col - K//2 + 8 j + x + dx, c]``: for each (c, dy) the eight band rows are
     transformed once (the DCT over r), and every dx and block are then a strided view of that,
-    transformed over x; no window is copied before its transform.
+    transformed over x straight into place; no window is copied before its transform.
     """
     channels = band.shape[2]
     first = int(blocks[0])
     count = int(blocks[-1]) - first + 1  # the blocks from the first usable to the last are transformed
     start = col - ksize // 2 + 8 * first  # the first one's first window column, inside the band
-    out = np.empty((channels, ksize, ksize, len(blocks), 8, 8))
+    out = np.empty((channels, ksize, ksize, 8, len(blocks), 8))
+    breaks = list(np.flatnonzero(np.diff(blocks) > 1) + 1)
+    runs = list(zip([0] + breaks, breaks + [len(blocks)]))  # consecutive blocks
     for c in range(channels):
         for dy in range(ksize):
-            rows = np.ascontiguousarray(DCT @ band[dy : dy + 8, start:, c])  # (8u, columns)
+            rows = DCT @ band[dy : dy + 8, start:, c]  # (8u, columns)
             step = rows.strides[1]
             view = as_strided(rows, shape=(ksize, 8, count, 8), strides=(step, rows.strides[0], 8 * step, step))
-            coefficients = view @ DCT.T  # (dx, u, block, v)
-            out[c, dy] = coefficients[:, :, blocks - first].transpose(0, 2, 1, 3)
+            for a, b in runs:
+                at = int(blocks[a]) - first
+                np.matmul(view[:, :, at : at + b - a], DCT.T, out=out[c, dy, :, :, a:b])  # (dx, u, block, v)
     return out.reshape(channels * ksize * ksize, -1)
+
+
+def band_order(per_coefficient: np.ndarray, blocks: int) -> np.ndarray:
+    """(8, 8) values, one per coefficient of a block -> (8 * blocks * 8,) for ``blocks`` blocks in
+    :func:`band_rows` order."""
+    return np.broadcast_to(per_coefficient[:, None, :], (8, blocks, 8)).reshape(-1)
+
+
+def to_band_order(coefficients: np.ndarray, ok: np.ndarray) -> np.ndarray:
+    """(n, 8, 8) coefficients of the ``ok`` blocks (row-major, :func:`file_blocks`) -> (n * 64,) in
+    :func:`band_rows` order."""
+    counts = ok.sum(axis=1)
+    rows = np.split(coefficients, np.cumsum(counts[counts > 0])[:-1])
+    return np.concatenate([row.transpose(1, 0, 2).reshape(-1) for row in rows])
 
 
 def band_rows(sample: FitSample, grid: JpegGrid, ok: np.ndarray, ksize: int, x_offset, y_offset):
     """Per block row of the grid holding usable blocks: (features (F, n*64), targets (n*64, C_out),
     steps (n*64,)) in the DCT domain, not weighted; feature (c, dy, dx) as :func:`img2kernel.fit.lstsq.window_columns`,
-    coefficients in (block, u, v) order."""
+    coefficients in (u, block, v) order (the order the features are transformed in)."""
     h = ksize // 2
-    width = sample.y.shape[1]
     for i in np.flatnonzero(ok.any(axis=1)):
         r0 = grid.row + 8 * i
         blocks = np.flatnonzero(ok[i])
-        mask = block_mask(ok[i], grid, width, h)
         band = np.asarray(sample.x[r0 - h : r0 + 8 + h], dtype=np.float64) - x_offset
-        target = np.asarray(sample.y[r0 : r0 + 8, h : width - h][mask], dtype=np.float64) - y_offset
-        target = np.moveaxis(target.reshape(8, len(blocks), 8, -1), 3, 0)
-        steps = np.broadcast_to(grid.steps, (len(blocks), 8, 8)).reshape(-1)
-        yield dct_windows(band, grid.col, blocks, ksize), dct_blocks(target).reshape(target.shape[0], -1).T, steps
+        first, last = grid.col + 8 * int(blocks[0]), grid.col + 8 * int(blocks[-1]) + 8
+        target = np.asarray(sample.y[r0 : r0 + 8, first:last], dtype=np.float64) - y_offset
+        target = np.moveaxis(target.reshape(8, -1, 8, target.shape[2])[:, blocks - blocks[0]], 3, 0)  # (C, rows, block, columns)
+        coefficients = DCT @ (target @ DCT.T).reshape(target.shape[0], 8, -1)  # (C, u, block * v)
+        yield dct_windows(band, grid.col, blocks, ksize), coefficients.reshape(target.shape[0], -1).T, band_order(
+            grid.steps, len(blocks))
 
 
-def constant_rows(steps: np.ndarray) -> np.ndarray:
-    """The DCT of a constant 1 over the blocks of ``steps``: 8 at each block's DC coefficient."""
-    ones = np.zeros(steps.shape)
-    ones[::64] = 8.0
-    return ones
+DC = np.zeros((8, 8))
+DC[0, 0] = 8.0  # the DCT of a constant 1 over a block
+
+
+def constant_rows(blocks: int) -> np.ndarray:
+    """The DCT of a constant 1 over ``blocks`` blocks, in :func:`band_rows` order."""
+    return band_order(DC, blocks)
 
 
 def jpeg_normal_equations(samples: list[FitSample], grids: list[JpegGrid], ksize: int, *, input_storage: str = "uint8",
@@ -231,12 +241,11 @@ def jpeg_normal_equations(samples: list[FitSample], grids: list[JpegGrid], ksize
     for sample, grid in zip(samples, grids):
         ok = usable_blocks(sample, grid, ksize // 2)
         eligible += int(interior(sample.use, ksize // 2).sum())
-        scale = grid.scale.reshape(-1)
         for features, target, steps in band_rows(sample, grid, ok, ksize, x_offset, y_offset):
-            weight = np.tile(scale, len(steps) // 64)
+            weight = band_order(grid.scale, len(steps) // 64)
             features *= weight
             target *= weight[:, None]
-            constant = constant_rows(steps) * weight
+            constant = constant_rows(len(steps) // 64) * weight
             for g in groups:
                 xx[g, g] += features[g] @ features[g].T
             x1 += features @ constant
@@ -249,82 +258,133 @@ def jpeg_normal_equations(samples: list[FitSample], grids: list[JpegGrid], ksize
                            cross_channel or c_in == 1, ones)
 
 
+def file_blocks(values: np.ndarray, grid: JpegGrid, ok: np.ndarray) -> np.ndarray:
+    """(H, W, C) values in the output's frame -> (C, n, 8, 8) DCT coefficients of the ``ok`` blocks
+    (:func:`usable_blocks`) of the file's grid."""
+    rows, cols = ok.shape
+    area = values[grid.row : grid.row + 8 * rows, grid.col : grid.col + 8 * cols]
+    blocks = area.reshape(rows, 8, cols, 8, -1).transpose(4, 0, 2, 1, 3)[:, ok]  # (C, n, 8 rows, 8 columns)
+    return DCT @ blocks @ DCT.T
+
+
 def jpeg_residual(model, pairs, grids: list[JpegGrid], split: str | None, halo: int) -> float:
     """RMS of the weighted DCT residual (prediction - output) over ``split``'s usable blocks at
     least ``halo`` inside: the same units and floor as a lossless file's pixel RMS."""
     total, count = 0.0, 0
     h = model.halo
     for index, grid in enumerate(grids):
-        sample = FitSample(pairs.inputs[index], pairs.outputs[index], pairs.usable(index, split))
-        ok = usable_blocks(sample, grid, halo)
-        width = sample.y.shape[1]
-        for i in np.flatnonzero(ok.any(axis=1)):
-            r0 = grid.row + 8 * i
-            prediction = model.predict_valid(np.asarray(sample.x[r0 - h : r0 + 8 + h], dtype=np.float64), output="float")
-            mask = block_mask(ok[i], grid, width, h)
-            blocks = int(ok[i].sum())
-            difference = prediction.reshape(8, width - 2 * h, -1)[mask] - sample.y[r0 : r0 + 8, h : width - h][mask]
-            coefficients = dct_blocks(np.moveaxis(difference.reshape(8, blocks, 8, -1), 3, 0)) * grid.scale
-            total += float(np.sum(np.square(coefficients)))
-            count += coefficients.size
+        x, y = pairs.inputs[index], pairs.outputs[index]
+        ok = usable_blocks(FitSample(x, y, pairs.usable(index, split)), grid, halo)
+        if not ok.any():
+            continue
+        difference = np.zeros(y.shape)  # the prediction is defined h inside, where every usable block is
+        inner = (slice(h, y.shape[0] - h), slice(h, y.shape[1] - h))
+        difference[inner] = model.predict_valid(np.asarray(x, dtype=np.float64), output="float").reshape(
+            difference[inner].shape) - y[inner]
+        coefficients = file_blocks(difference, grid, ok) * grid.scale
+        total += float(np.sum(np.square(coefficients)))
+        count += coefficients.size
     return math.sqrt(total / count) if count else math.inf
+
+
+def interval_margins(kernel: np.ndarray, bias: np.ndarray, samples: list[FitSample], grids: list[JpegGrid],
+                     blocks_ok: list[np.ndarray]) -> np.ndarray:
+    """(rows,) how far inside its quantization interval (narrowed by INTERVAL_SLACK) the affine
+    kernel's predicted coefficient lies, for every coefficient of the ``blocks_ok`` blocks in
+    :func:`band_rows` order; negative outside. From whole-image predictions: no features."""
+    model = AffineKernel(kernel, bias)
+    h = model.halo
+    margins = []
+    for sample, grid, ok in zip(samples, grids, blocks_ok):
+        if not ok.any():
+            continue
+        difference = np.zeros(sample.y.shape[:2] + (1,))
+        inner = (slice(h, difference.shape[0] - h), slice(h, difference.shape[1] - h))
+        prediction = model.predict_valid(np.asarray(sample.x, dtype=np.float64), output="float")
+        difference[inner] = prediction.reshape(difference[inner].shape) - sample.y[inner][..., :1]
+        half = np.maximum(grid.steps / 2 - INTERVAL_SLACK, 0.0)
+        margins.append(to_band_order(half - np.abs(file_blocks(difference, grid, ok)[0]), ok))
+    return np.concatenate(margins) if margins else np.zeros(0)
 
 
 def refine_in_intervals(kernel: np.ndarray, bias: np.ndarray, samples: list[FitSample], grids: list[JpegGrid],
                         seed: int = 0) -> tuple[np.ndarray, np.ndarray, dict]:
     """The kernel whose predicted coefficients lie nearest their quantization intervals, from the
-    least-squares one (the module doc); a seeded subset of blocks when they exceed REFINE_BUDGET.
+    least-squares one (the module doc).
+
+    Only coefficients within WORKING_MARGIN of leaving their interval can move the solution
+    (a coefficient well inside has no gradient), so the Newton steps run on those rows alone
+    (a seeded subset when they exceed REFINE_BUDGET); every coefficient is then checked again
+    from whole-image predictions, and the rows that came within the margin are added until
+    none outside was left out.
 
     Args:
         kernel: (1, C_in, K, K), bias: (1,), the weighted least-squares solution.
 
     Returns:
-        (kernel, bias, {"newton_steps", "blocks", "outside_before", "outside_after"}), the last
-        two the RMS distance of the coefficients to their intervals (levels).
+        (kernel, bias, {"newton_steps", "blocks", "rows_held", "outside_before", "outside_after"}),
+        the last two the RMS distance of every coefficient to its interval (levels).
     """
     ksize = kernel.shape[-1]
     c_in = kernel.shape[1]
     f = c_in * ksize * ksize
     x_offset, y_offset = np.full(c_in, 128.0), np.full(1, 128.0)
     blocks_ok = [usable_blocks(s, g, ksize // 2) for s, g in zip(samples, grids)]
-    total = sum(int(ok.sum()) for ok in blocks_ok)
-    keep = min(1.0, REFINE_BUDGET / max(total * 64 * (f + 1), 1))
-    rng = np.random.default_rng(seed)
-    if keep < 1.0:
-        blocks_ok = [ok & (rng.random(ok.shape) < keep) for ok in blocks_ok]
-    count = 64 * sum(int(ok.sum()) for ok in blocks_ok)
-    if count == 0:
+    margins = interval_margins(kernel, bias, samples, grids, blocks_ok)
+    if not len(margins):
         return kernel, bias, {"newton_steps": 0, "blocks": 0}
-    # Rows written in place: (coefficient, feature + constant), their targets and half-widths.
-    design, target, half = np.empty((count, f + 1)), np.empty(count), np.empty(count)
-    at = 0
+    outside_before = math.sqrt(float(np.mean(np.square(np.minimum(margins, 0.0)))))
+    held = margins < WORKING_MARGIN
+    rng = np.random.default_rng(seed)
+    theta = np.append(kernel.reshape(-1), bias[0] - y_offset[0] + x_offset[0] * kernel.sum())
+    steps = rounds = 0
+    for rounds in range(1, WORKING_ROUNDS + 1):
+        rows = held & (rng.random(held.shape) < min(1.0, REFINE_BUDGET / max(int(held.sum()) * (f + 1), 1)))
+        design, low, high = _held_rows(samples, grids, blocks_ok, rows, ksize, x_offset, y_offset)
+        theta, taken = _newton_in_intervals(theta, design, low, high)
+        steps += taken
+        kernel = theta[:f].reshape(kernel.shape)
+        bias = np.array([theta[f] + y_offset[0] - x_offset[0] * kernel.sum()])
+        margins = interval_margins(kernel, bias, samples, grids, blocks_ok)
+        if not np.any((margins < 0) & ~rows) or rows.sum() < held.sum():  # a subset stands for the rest
+            break
+        held = held | (margins < WORKING_MARGIN)
+    outside_after = math.sqrt(float(np.mean(np.square(np.minimum(margins, 0.0)))))
+    return kernel, bias, {"newton_steps": steps, "blocks": len(margins) // 64, "rows_held": int(rows.sum()),
+                          "outside_before": outside_before, "outside_after": outside_after}
+
+
+def _held_rows(samples, grids, blocks_ok, rows: np.ndarray, ksize: int, x_offset, y_offset):
+    """The ``rows`` (bool over every coefficient, :func:`band_rows` order): their design
+    (features + constant, rows), feature-major as band_rows makes them, and interval bounds."""
+    f = len(x_offset) * ksize * ksize
+    count = int(rows.sum())
+    design, target, half = np.empty((f + 1, count)), np.empty(count), np.empty(count)
+    at = seen = 0
     for sample, grid, ok in zip(samples, grids, blocks_ok):
         for features, band_target, steps in band_rows(sample, grid, ok, ksize, x_offset, y_offset):
-            end = at + len(steps)
-            design[at:end, :f], design[at:end, f] = features.T, constant_rows(steps)
-            target[at:end], half[at:end] = band_target[:, 0], np.maximum(steps / 2 - INTERVAL_SLACK, 0.0)
+            take = rows[seen : seen + len(steps)]
+            seen += len(steps)
+            end = at + int(take.sum())
+            design[:f, at:end], design[f, at:end] = features[:, take], constant_rows(len(steps) // 64)[take]
+            target[at:end], half[at:end] = band_target[take, 0], np.maximum(steps[take] / 2 - INTERVAL_SLACK, 0.0)
             at = end
-    low, high = target - half, target + half
-    theta = np.append(kernel.reshape(-1), bias[0] - y_offset[0] + x_offset[0] * kernel.sum())
-    gram = design.T @ design
-    outside_before = None
+    return design, target - half, target + half
+
+
+def _newton_in_intervals(theta: np.ndarray, design: np.ndarray, low: np.ndarray, high: np.ndarray) -> tuple[np.ndarray, int]:
+    """Damped Gauss-Newton on the squared distance of ``theta @ design`` to [low, high]."""
+    gram = design @ design.T
     steps = 0
     for steps in range(1, NEWTON_STEPS + 1):
-        prediction = design @ theta
+        prediction = theta @ design
         nearest = np.clip(prediction, low, high)
         outside = prediction != nearest
-        if outside_before is None:
-            outside_before = math.sqrt(float(np.mean(np.square(prediction - nearest))))
-        active = design[outside]
-        # The active rows' Gauss-Newton step, damped by a trace of every row so that it is
+        active = design[:, outside]
+        # The active rows' Gauss-Newton step, damped by a trace of every held row so that it is
         # defined when few coefficients leave their intervals.
-        step = solve_normal(active.T @ active + 1e-4 * gram, active.T @ (prediction[outside] - nearest[outside]))
+        step = solve_normal(active @ active.T + 1e-4 * gram, active @ (prediction[outside] - nearest[outside]))
         theta = theta - step
         if np.max(np.abs(step)) < 1e-9 * max(1.0, float(np.max(np.abs(theta)))):
             break
-    prediction = design @ theta
-    outside_after = math.sqrt(float(np.mean(np.square(prediction - np.clip(prediction, low, high)))))
-    refined = theta[:f].reshape(kernel.shape)
-    refined_bias = np.array([theta[f] + y_offset[0] - x_offset[0] * refined.sum()])
-    return refined, refined_bias, {"newton_steps": steps, "blocks": len(target) // 64,
-                                   "outside_before": outside_before, "outside_after": outside_after}
+    return theta, steps

@@ -336,7 +336,7 @@ def _fit_up_to(pairs: Pairs, largest: int, ksize: int | None, seed: int, floor: 
             kernel, bias, compression["refinement"] = jpeg.refine_in_intervals(
                 model.kernel, model.bias, pairs.samples("train"), grids, seed)
             model = AffineKernel(kernel, bias)
-            train, held = heldout_rms(model, pairs, "train", halo), heldout_rms(model, pairs, held_out, halo)
+            train, held = equations.rms_residual(model.ksize, kernel, bias), heldout_rms(model, pairs, held_out, halo)
             chosen = {**chosen, "train_rms": train, "heldout_rms": held, "residual_rms": max(train, held)}
             if model.c_in == model.c_out == 1 and model.ksize > 1:
                 model, chosen = separable_in_intervals(model, chosen, equations, pairs, held_out, halo, floor, structures)
@@ -430,7 +430,7 @@ def separable_in_intervals(model: AffineKernel, chosen: dict, equations, pairs: 
     left, singular, right = np.linalg.svd(model.kernel[0, 0])
     kernel = (singular[0] * np.outer(left[:, 0], right[0]))[None, None]
     separable = AffineKernel(kernel, equations.bias_for(model.ksize, kernel))
-    train, held = heldout_rms(separable, pairs, "train", halo), heldout_rms(separable, pairs, split, halo)
+    train, held = equations.rms_residual(model.ksize, kernel, separable.bias), heldout_rms(separable, pairs, split, halo)
     row = {"structure": f"{SEPARABLE}, held to the intervals", "parameters": separable_parameters(model.ksize), "train_rms": train,
            "heldout_rms": held, "residual_rms": max(train, held)}
     taken = as_good(row["residual_rms"], chosen["residual_rms"], floor)
