@@ -188,7 +188,7 @@ def test_large_images_are_reduced_for_the_figure_and_ssim_takes_the_central_wind
 def test_kernel_csv_has_one_row_per_tap_centred_for_every_kernel_set(tmp_path):
     import pandas as pd
 
-    from img2kernel.report.summary import write_kernels_csv
+    from img2kernel.evaluate.kernels import write_kernels_csv
 
     true = np.arange(9.0).reshape(1, 3, 3)
     learned = np.pad(true, ((0, 0), (1, 1), (1, 1))) + 1e-9  # a 5x5 model around a 3x3 kernel

@@ -3,7 +3,7 @@ import json
 
 from img2kernel.pipeline.logs import log_to
 from img2kernel.sources import GENERATED, PAIRS, source_of
-from img2kernel.report.summary import write_kernels_csv
+from img2kernel.evaluate.kernels import write_kernels_csv
 
 
 def evaluate_generated():

@@ -79,3 +79,48 @@ def compare(learned: np.ndarray, true: np.ndarray | None, combine: str, output: 
     size = max(learned.shape[-1], true.shape[-1])
     learned, true = center(learned, size), center(true, size)
     return kernel_errors(align(learned, true, combine, output), true)
+
+
+# Per-filter kernel tables: the evaluation's kernels, one row per tap (for any size; the
+# report prints numbers only up to 7x7 and links here for the rest).
+KERNEL_FIELDS = {"true": "true_kernels", "learned": "learned_kernels", "least_squares": "oracle_kernels"}
+
+
+def kernels_table(evaluation: dict) -> tuple[list[str], list[list]]:
+    """Long table of a filter's kernels, (columns, rows): kernel (or c_out, c_in), dy, dx (from
+    the centre) and one column per kernel set (true, learned, least_squares; a pairs model:
+    learned only)."""
+    if evaluation.get("source") == "pairs":
+        columns = ["c_out", "c_in", "dy", "dx", "learned"]
+        if evaluation.get("kernel") is None:  # a ladder model without an affine kernel (a median)
+            return columns, []
+        kernel = np.asarray(evaluation["kernel"], dtype=np.float64)  # (C_out, C_in, K, K)
+        stacks = {"learned": kernel.reshape(-1, *kernel.shape[-2:])}
+        leading = [(o, i) for o in range(kernel.shape[0]) for i in range(kernel.shape[1])]
+    else:
+        loaded = {name: np.asarray(evaluation[field], dtype=np.float64)
+                  for name, field in KERNEL_FIELDS.items() if evaluation.get(field) is not None}
+        size = max(s.shape[-1] for s in loaded.values())
+        stacks = {name: center(s, size) for name, s in loaded.items()}
+        columns = ["kernel", "dy", "dx", *stacks]
+        leading = [(n,) for n in range(next(iter(stacks.values())).shape[0])]
+    size = next(iter(stacks.values())).shape[-1]
+    half = size // 2
+    rows = [[*lead, dy - half, dx - half, *(float(s[n, dy, dx]) for s in stacks.values())]
+            for n, lead in enumerate(leading) for dy in range(size) for dx in range(size)]
+    return columns, rows
+
+
+def write_kernels_csv(evaluation: dict, path) -> None:
+    """:func:`kernels_table` as CSV, every value at full precision, written whole."""
+    import csv
+    from pathlib import Path
+
+    from img2kernel.pipeline.files import written_whole
+
+    columns, rows = kernels_table(evaluation)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with written_whole(path) as partial, open(partial, "w", newline="") as out:
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows([v if isinstance(v, int) else "" if np.isnan(v) else f"{v:.17g}" for v in row] for row in rows)

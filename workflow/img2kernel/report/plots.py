@@ -12,7 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-if TYPE_CHECKING:  # pandas costs 0.3 s to import; only the training curve and the summary use it
+if TYPE_CHECKING:  # pandas costs 0.3 s to import; only the summary uses it
     import pandas as pd
 
 DPI = 110
@@ -71,15 +71,15 @@ def kernels_figure(evaluation: dict, path: str | Path) -> None:
 
 def training_figure(history_csv: str | Path, name: str, path: str | Path) -> None:
     """Train and val loss and kernel error against steps and seconds, log scale."""
-    import pandas as pd  # only here: an evaluation of pairs draws no training curve
+    from img2kernel.fit.history import read_history
 
-    history = pd.read_csv(history_csv)
+    history = read_history(history_csv)
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     for ax, x in zip(axes, ("step", "seconds")):
         for column, label in (("train_loss", "train loss"), ("val_loss", "val loss"), ("kernel_max_abs_rel", "kernel max-abs error / largest tap")):
-            shown = history[history[column] > 0]  # NaN (not measured at that step) and exact zeros left out
-            if len(shown):
-                ax.plot(shown[x], shown[column], marker=".", markersize=4, label=label)
+            shown = history[column] > 0  # NaN (not measured at that step) and exact zeros left out
+            if shown.any():
+                ax.plot(history[x][shown], history[column][shown], marker=".", markersize=4, label=label)
         ax.set_yscale("log")
         ax.set_xlabel(x)
         ax.grid(True, which="both", alpha=0.3)
