@@ -39,7 +39,7 @@ def rules_with_scripts() -> list[tuple[str, str, str]]:
 
 def test_the_rule_files_were_parsed():
     names = {name for name, _, _ in rules_with_scripts()}
-    assert names == {"url_list", "download", "inputs_store", "targets", "pairs_store", "train", "evaluate", "summary", "report"}
+    assert names == {"url_list", "download", "inputs_store", "targets", "pairs_store", "train", "evaluate", "report"}
 
 
 @pytest.mark.parametrize("rule, script, listed", rules_with_scripts(), ids=lambda v: v)

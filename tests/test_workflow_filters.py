@@ -21,7 +21,7 @@ pytestmark = pytest.mark.workflow
 
 # Rules that run once per filter, and those that run once over all filters.
 PER_FILTER_RULES = {"targets", "train", "evaluate"}
-AGGREGATE_RULES = {"summary", "report"}
+AGGREGATE_RULES = {"report"}
 
 FILTERS = [
     {"name": "sobel_x", "kind": "sobel", "dx": 1, "dy": 0, "ksize": 3},
@@ -138,10 +138,10 @@ def test_nothing_changed_means_nothing_to_do(built):
     assert planned_jobs(built) == {}
 
 
-def test_removing_a_filter_reruns_only_summary_and_report(built, tmp_path):
+def test_removing_a_filter_reruns_only_the_report(built, tmp_path):
     workdir = clone_workdir(built, tmp_path / "w")
     edit_filters(workdir, lambda f: f.pop(1))
-    assert set(planned_jobs(workdir)) == {("summary", None), ("report", None)}
+    assert set(planned_jobs(workdir)) == {("report", None)}
     snakemake(workdir)
     report = (workdir / "results" / "report.html").read_text()
     assert "random_3" not in report and "sobel_x" in report
@@ -152,20 +152,20 @@ def test_a_training_default_reruns_every_train_and_evaluate_job_only(built, tmp_
     workdir = clone_workdir(built, tmp_path / "w")
     edit_config(workdir, lambda c: c["train"].update(crops=6))
     expected = {(rule, spec["name"]) for rule in ("train", "evaluate") for spec in FILTERS}
-    assert set(planned_jobs(workdir)) == expected | {("summary", None), ("report", None)}
+    assert set(planned_jobs(workdir)) == expected | {("report", None)}
 
 
 def test_the_evaluation_cap_reruns_every_evaluate_job_only(built, tmp_path):
     workdir = clone_workdir(built, tmp_path / "w")
     edit_config(workdir, lambda c: c.setdefault("eval", {}).update(max_images=1))
     expected = {("evaluate", spec["name"]) for spec in FILTERS}
-    assert set(planned_jobs(workdir)) == expected | {("summary", None), ("report", None)}
+    assert set(planned_jobs(workdir)) == expected | {("report", None)}
 
 
 def test_a_per_filter_training_override_reruns_that_filter_only(built, tmp_path):
     workdir = clone_workdir(built, tmp_path / "w")
     edit_filters(workdir, lambda f: f[0].update(train={"crops": 6}))
-    assert set(planned_jobs(workdir)) == {("train", "sobel_x"), ("evaluate", "sobel_x"), ("summary", None), ("report", None)}
+    assert set(planned_jobs(workdir)) == {("train", "sobel_x"), ("evaluate", "sobel_x"), ("report", None)}
 
 
 def test_a_new_data_source_reruns_everything(built, tmp_path):
@@ -175,7 +175,7 @@ def test_a_new_data_source_reruns_everything(built, tmp_path):
     edit_config(workdir, lambda c: c["data"].update(urls="other_urls.txt"))
     jobs = planned_jobs(workdir)
     per_filter = {(rule, spec["name"]) for rule in PER_FILTER_RULES for spec in FILTERS}
-    assert set(jobs) == per_filter | {("url_list", None), ("download", None), ("inputs_store", None), ("summary", None), ("report", None)}
+    assert set(jobs) == per_filter | {("url_list", None), ("download", None), ("inputs_store", None), ("report", None)}
 
 
 def test_a_corrupted_shard_fails_the_next_job_naming_it(built, tmp_path):
@@ -218,9 +218,9 @@ def test_code_edits_rerun_exactly_the_stages_that_run_that_code(built, tmp_path)
             os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
 
     with edited("workflow/img2kernel/report/plots.py"):
-        assert set(planned_jobs(workdir)) == per_filter("evaluate") | {("summary", None), ("report", None)}
+        assert set(planned_jobs(workdir)) == per_filter("evaluate") | {("report", None)}
     with edited("workflow/scripts/train.py"):
-        assert set(planned_jobs(workdir)) == per_filter("train", "evaluate") | {("summary", None), ("report", None)}
+        assert set(planned_jobs(workdir)) == per_filter("train", "evaluate") | {("report", None)}
     assert planned_jobs(workdir) == {}
 
 
@@ -240,7 +240,7 @@ def test_a_deleted_output_is_rebuilt_with_only_what_depends_on_it(built, tmp_pat
     workdir = clone_workdir(built, tmp_path / "w")
     path = workdir / deleted
     shutil.rmtree(path) if path.is_dir() else path.unlink()
-    assert set(planned_jobs(workdir)) == expected | {("summary", None), ("report", None)}
+    assert set(planned_jobs(workdir)) == expected | {("report", None)}
     snakemake(workdir)
     assert path.exists() and planned_jobs(workdir) == {}
 

@@ -1,5 +1,5 @@
 """Pairs made by other libraries that land on every rung of the ladder, through the workflow
-(train, evaluate, summary, report) and ``img2kernel fit``: no job fails, several nonlinear
+(train, evaluate, report) and ``img2kernel fit``: no job fails, several nonlinear
 filters share one report, and the command line gives the pipeline's model."""
 
 from __future__ import annotations

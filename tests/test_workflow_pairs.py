@@ -88,7 +88,7 @@ def test_editing_adding_and_removing_pairs_reruns_that_filter_only(built, tmp_pa
     jobs = planned_jobs(workdir)
     assert {rule for rule, name in jobs if name == "pillow_sharpen"} == set()
     assert {rule for rule, name in jobs if name == "scipy_edges"} == {"pairs_store", "train", "evaluate"}
-    assert {rule for rule, name in jobs if name is None} == {"summary", "report"}
+    assert {rule for rule, name in jobs if name is None} == {"report"}
     time.sleep(1.1)  # a new mtime
     edited = np.asarray(Image.open(workdir / "sharpened" / "c0.png")).copy()
     edited[0, 0] ^= 1
@@ -108,7 +108,7 @@ def test_deleted_outputs_are_rebuilt_with_what_depends_on_them(built, tmp_path):
     workdir = clone_workdir(built, tmp_path / "w")
     (workdir / "results" / "models" / "scipy_edges.safetensors").unlink()
     jobs = planned_jobs(workdir)
-    assert set(jobs) == {("train", "scipy_edges"), ("evaluate", "scipy_edges"), ("summary", None), ("report", None)}
+    assert set(jobs) == {("train", "scipy_edges"), ("evaluate", "scipy_edges"), ("report", None)}
 
 
 def test_bad_pairs_stop_before_any_job_and_keep_what_was_built(built, tmp_path):

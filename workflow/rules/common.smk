@@ -211,7 +211,7 @@ def benchmark_files():
         files += expand("results/benchmarks/targets/{filter}.tsv", filter=filter_names(GENERATED))
     files += expand("results/benchmarks/pairs/{filter}.tsv", filter=filter_names(PAIRS))
     files += expand("results/benchmarks/{stage}/{filter}.tsv", stage=["train", "eval"], filter=FILTERS)
-    return files + ["results/benchmarks/summary.tsv"]
+    return files
 
 
 def data_summaries():

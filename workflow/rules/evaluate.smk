@@ -1,4 +1,4 @@
-# Evaluation stage: one job per filter on the test split, then one summary over all filters.
+# Evaluation stage: one job per filter on the test split (the summary over all filters is the report's).
 
 
 rule evaluate:
@@ -43,20 +43,3 @@ rule evaluate:
     script:
         "../scripts/evaluate.py"
 
-
-rule summary:
-    input:
-        evaluations=expand("results/eval/{filter}.json", filter=FILTERS),
-        code=code("summary.py"),
-    output:
-        csv=report("results/tables/kernels.csv", caption="../report/table.rst", category="Summary"),
-        markdown="results/tables/kernels.md",
-        plot=report("results/plots/summary.png", caption="../report/summary.rst", category="Summary"),
-    log:
-        "results/logs/summary.log",
-    benchmark:
-        "results/benchmarks/summary.tsv"
-    conda:
-        "../../envs/img2kernel.yaml"
-    script:
-        "../scripts/summary.py"

@@ -29,7 +29,7 @@ from img2kernel.report.page import stage_of
 
 REPO = Path(__file__).resolve().parents[3]
 # Stages in the order the pipeline runs them (the benchmark folders' names).
-STAGE_ORDER = ["urls", "images", "store", "pairs", "targets", "train", "eval", "summary", "report"]
+STAGE_ORDER = ["urls", "images", "store", "pairs", "targets", "train", "eval", "report"]
 _TIMING = re.compile(TIMING + r" start-up ([\d.]+) s, work ([\d.]+) s, of which imports ([\d.]+) s")
 
 # Large linear kernels trained on the run's own inputs store: two smooth, two that are not.
