@@ -69,6 +69,9 @@ class Pairs:
     output_storage: str = "float32"
     output_jpeg: list = field(default_factory=list)
     margins: list = field(default_factory=list)
+    # Per pair, its known and unsaturated output pixels of any split: a fit asks for them at
+    # every size and structure, and the saturation scan is a pass over the output.
+    _usable: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def c_in(self) -> int:
@@ -98,8 +101,12 @@ class Pairs:
         return mask
 
     def usable(self, index: int, split: str | None) -> np.ndarray:
-        """(H, W) bool: known, unsaturated output pixels of ``split`` (None: any split)."""
-        return self.known(index, split) & ~self.saturated(index)
+        """(H, W) bool: known, unsaturated output pixels of ``split`` (None: any split); a new array."""
+        if index not in self._usable:
+            self._usable[index] = self.known(index, None) & ~self.saturated(index)
+        if split is None:
+            return self._usable[index].copy()
+        return self._usable[index] & (self.splits[index] == SPLIT_CODES[split])
 
     def samples(self, split: str | None) -> list[FitSample]:
         return [FitSample(x, y, self.usable(i, split)) for i, (x, y) in enumerate(zip(self.inputs, self.outputs))]
