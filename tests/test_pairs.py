@@ -728,3 +728,21 @@ def test_noise_buys_no_taps(tmp_path):
     outputs = [uint8(cv2.filter2D(p.astype(np.float64), -1, sharpen) + rng.normal(0, 2, p.shape)) for p in photos]
     result, _, _ = fit_spec(write_pairs(tmp_path, photos, outputs))
     assert not result.linear and result.ksize == 3
+
+
+def test_a_tool_no_kernel_explains_is_not_named_after_its_closest_kernel(tmp_path):
+    """A rotated output (the user's mistake) is best fitted by a faint 1x1 kernel; naming it
+    "identity x 0.01" would read as an identification: the closest kernel is said as such."""
+    photos = gray_photos(4, (96, 96))
+    result, _, _ = fit_spec(write_pairs(tmp_path, photos, [np.ascontiguousarray(np.rot90(p, -1)) for p in photos]),
+                            max_ksize=5)
+    summary = result.summary()
+    found = identification_of(result.model, summary)
+    assert not result.linear and not found["identified"]
+    assert found["text"].startswith("no kernel explains it (the closest: ")
+    assert verdict(summary, found).startswith("not a linear filter")
+    sharpened = [uint8(cv2.filter2D(p.astype(np.float32), -1, np.array([[0, -1, 0], [-1, 5, -1], [0, -1, 0]], np.float32)))
+                 for p in photos]
+    linear, _, _ = fit_spec(write_pairs(tmp_path / "sharpen", photos, sharpened), max_ksize=5)
+    named = identification_of(linear.model, linear.summary())
+    assert linear.linear and named["identified"] and named["text"].startswith("sharpen")

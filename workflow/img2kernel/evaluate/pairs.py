@@ -155,8 +155,12 @@ def identification_of(model: Model, info: dict, catalogue: dict | None = None) -
             space = space_named(inside["space"])
             found = identify(AffineKernel(*space.kernel_within(model.kernel, model.bias)), catalogue_of(catalogue or {}),
                              info["noise_floor"], space.channel_names)
-            return {**found, "text": f"in {space.name}: {found['text']}"}
-        return identify(model, catalogue_of(catalogue or {}), info["noise_floor"])
+            found = {**found, "text": f"in {space.name}: {found['text']}"}
+        else:
+            found = identify(model, catalogue_of(catalogue or {}), info["noise_floor"])
+        if not info.get("linear", True):  # the closest kernel of a tool no kernel explains: a name would mislead
+            return {**found, "identified": False, "text": f"no kernel explains it (the closest: {found['text']})"}
+        return found
     return {"text": model.describe(), "identified": model.identifies}
 
 
