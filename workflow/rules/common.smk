@@ -44,9 +44,10 @@ FILTER_NAME = "[a-z][a-z0-9_]{0,63}"
 USABLE_CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 if workflow.local_exec and "cpu_slots" not in workflow.global_resources:
     workflow.register_resource("cpu_slots", USABLE_CPUS)
-# Threads of a pairs fit: its BLAS scales to about four; no more than this machine has
-# (`--cores 8` on two CPUs would oversubscribe them).
-PAIRS_FIT_THREADS = min(4, USABLE_CPUS) if workflow.local_exec else 4
+# Threads of the jobs that scale to about four: a pairs fit (its BLAS) and the report (its
+# figures encoded side by side); no more than this machine has (`--cores 8` on two CPUs would
+# oversubscribe them).
+WIDE_JOB_THREADS = min(4, USABLE_CPUS) if workflow.local_exec else 4
 # Locally, training jobs that ask for gpu=1 take the one GPU in turn. Not on a cluster: there
 # the scheduler places them (the SLURM profile turns gpu=1 into --gpus=1), and a global cap
 # would serialise them. Registered here, not in profiles/default, because a workflow profile
@@ -188,7 +189,7 @@ def train_threads(wildcards):
     """A pairs fit is BLAS-bound (its normal equations) and scales with threads; a generated
     filter trains on small crops, where one thread a job is the better use of the cores.
     Snakemake lowers the figure to --cores."""
-    return PAIRS_FIT_THREADS if source_of(FILTERS[wildcards.filter]) == PAIRS else 1
+    return WIDE_JOB_THREADS if source_of(FILTERS[wildcards.filter]) == PAIRS else 1
 
 
 def training_gpus():

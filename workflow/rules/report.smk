@@ -15,6 +15,7 @@ rule report:
         table=report("results/tables/kernels.csv", caption="../report/table.rst", category="Summary"),
         markdown="results/tables/kernels.md",
         summary_plot=report("results/plots/summary.png", caption="../report/summary.rst", category="Summary"),
+    threads: WIDE_JOB_THREADS
     log:
         "results/logs/report.log",
     benchmark:

@@ -22,5 +22,6 @@ if __name__ == "__main__":
             snakemake.output.report,
             url_counts=snakemake.input.urls if downloaded else None,
             pairs_manifests=[Path(folder) / "manifest.json" for folder in snakemake.input.pairs_manifests],
+            workers=snakemake.threads,
         )
         log.info("report written to %s", snakemake.output.report)

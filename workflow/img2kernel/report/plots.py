@@ -12,10 +12,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from img2kernel.report import SHOWN_WIDTH  # noqa: E402
+
 if TYPE_CHECKING:  # pandas costs 0.3 s to import; only the summary uses it
     import pandas as pd
 
-DPI = 110
+DPI = 110  # figures are drawn at most SHOWN_WIDTH pixels wide, as the page shows them
 # zlib level 1: these PNGs are intermediate (the report re-encodes them as WebP), and
 # level 6 (the default) spends a third of an evaluation job's figure time compressing.
 PNG_COMPRESS_LEVEL = 1
@@ -155,7 +157,7 @@ def _gray(array: np.ndarray) -> np.ndarray:
 
 def images_figure(rows: list[ImagePreview], name: str, path: str | Path) -> None:
     """Per test image: input, target, prediction, absolute error (see :func:`image_preview`)."""
-    fig, axes = plt.subplots(len(rows), 4, figsize=(12, 3 * len(rows)), squeeze=False)
+    fig, axes = plt.subplots(len(rows), 4, figsize=(SHOWN_WIDTH / DPI, 3 * len(rows)), squeeze=False)
     for r, row in enumerate(rows):
         low, high = float(np.min(row.target)), float(np.max(row.target))
         scale = "" if row.factor == 1 else f", shown 1/{row.factor}"
@@ -260,7 +262,7 @@ def summary_figure(table: pd.DataFrame, path: str | Path) -> None:
     pairs = table[table["residual_in_floors"].notna()] if "residual_in_floors" in table else table.iloc[:0]
     panels = [p for p in (("ours", ours), ("pairs", pairs)) if len(p[1])] or [("ours", ours)]
     widths = [max(4.0, 0.7 * len(rows) + 2) for _, rows in panels]
-    fig, axes = plt.subplots(1, len(panels), figsize=(sum(widths), 4), squeeze=False,
+    fig, axes = plt.subplots(1, len(panels), figsize=(min(sum(widths), SHOWN_WIDTH / DPI), 4), squeeze=False,
                              gridspec_kw={"width_ratios": widths})
     floor = 1e-16  # an exact zero has no place on a log axis
     for ax, (kind, rows) in zip(axes[0], panels):
