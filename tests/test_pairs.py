@@ -746,3 +746,25 @@ def test_a_tool_no_kernel_explains_is_not_named_after_its_closest_kernel(tmp_pat
     linear, _, _ = fit_spec(write_pairs(tmp_path / "sharpen", photos, sharpened), max_ksize=5)
     named = identification_of(linear.model, linear.summary())
     assert linear.linear and named["identified"] and named["text"].startswith("sharpen")
+
+
+@pytest.mark.parametrize("side, make, says", [
+    (128, lambda p: cv2.resize(p, (p.shape[1] // 2, p.shape[0] // 2), interpolation=cv2.INTER_AREA),
+     "the output is 0.5 times the input's size in both directions (a resize)"),
+    (96, lambda p: np.ascontiguousarray(p.T), "the output's width and height are the input's swapped (rotated 90 degrees or transposed)"),
+    (128, lambda p: p[5:-1, 3:], "the output is 3 columns and 6 rows smaller (a crop"),
+])
+def test_outputs_off_the_inputs_grid_are_refused_saying_what_they_look_like(tmp_path, side, make, says):
+    """A resize of a square photo once passed for a valid-mode output 64 pixels smaller on
+    every side; it is refused before any work, in the geometry it suggests, by the config check
+    (naming the entry and field) and by `img2kernel fit` alike."""
+    from img2kernel.cli.main import main
+
+    photos = gray_photos(2, (side, 128))
+    spec = write_pairs(tmp_path, photos, [make(p) for p in photos])
+    message = error_of({"filters": [spec]})
+    assert "field 'outputs'" in message and "sizes differ: input" in message and says in message
+    assert "smaller by one margin of at most 7 pixels on every side" in message
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", *[str(tmp_path / d / "photo 0.png") for d in ("in", "out")], "-o", str(tmp_path / "m.safetensors")])
+    assert exit_info.value.code != 0 and not (tmp_path / "m.safetensors").exists()

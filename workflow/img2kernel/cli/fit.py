@@ -39,7 +39,7 @@ def fit_files(files: list[str], model_path: str | Path, *, ksize: int | None = N
                              "choose another output path (-o)")
     used: set[str] = set()
     refs = [PairRef(pair_key(Path(files[i]).stem, used), files[i], files[i + 1]) for i in range(0, len(files), 2)]
-    spec = {"name": "fit", "kind": "pairs", "holdout": holdout,
+    spec = {"name": "fit", "kind": "pairs", "holdout": holdout, "ksize": ksize, "max_ksize": max_ksize,
             "channels": {k: v for k, v in (channels or {}).items() if v}}
     loaded, manifest = read_pairs(spec, refs, seed=seed)
     pairs = to_fit_pairs(loaded, manifest)

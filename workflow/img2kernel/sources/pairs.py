@@ -169,13 +169,36 @@ def mixed_storage(role: str, files: dict[str, str]) -> str:
     return f"{role} files mix storage types ({kinds}); a kernel maps one file type's values, convert them to one type"
 
 
-def valid_margin(input_shape: tuple[int, int], output_shape: tuple[int, int]) -> int | None:
-    """0 for same-size pairs; m when the output is smaller by m on every side (a valid-mode
-    filter's output); None when the sizes do not match either way."""
+def valid_margin(input_shape: tuple[int, int], output_shape: tuple[int, int], max_margin: int) -> int | None:
+    """0 for same-size pairs; m when the output is smaller by m <= ``max_margin`` on every side
+    (a valid-mode filter's output, of a kernel up to 2 max_margin + 1); None otherwise."""
     dy, dx = input_shape[0] - output_shape[0], input_shape[1] - output_shape[1]
-    if dy == dx and dy >= 0 and dy % 2 == 0:
+    if dy == dx and 0 <= dy <= 2 * max_margin and dy % 2 == 0:
         return dy // 2
     return None
+
+
+def size_mismatch(input_ref: str, input_shape: tuple[int, int], output_ref: str, output_shape: tuple[int, int],
+                  max_margin: int) -> str:
+    """Why a pair's sizes are refused, in the geometry they suggest (shapes are (height, width))."""
+    (h, w), (oh, ow) = input_shape, output_shape
+    said = f"sizes differ: input {input_ref} is {w}x{h}, output {output_ref} is {ow}x{oh} (width x height)"
+    if (oh, ow) == (w, h):
+        geometry = "the output's width and height are the input's swapped (rotated 90 degrees or transposed)"
+    elif abs(ow / w - oh / h) * max(w, h) <= 1 and (ow, oh) != (w, h):  # one factor both ways, to a pixel's rounding
+        geometry = f"the output is {ow / w:.3g} times the input's size in both directions (a resize)"
+    elif oh <= h and ow <= w:
+        geometry = f"the output is {w - ow} columns and {h - oh} rows smaller (a crop, or a valid-mode filter larger than {2 * max_margin + 1}x{2 * max_margin + 1})"
+    else:
+        geometry = f"the output is {ow - w} columns and {oh - h} rows larger (padding)"
+    return (f"{said}: {geometry}; img2kernel fits outputs on the input's own pixel grid, the same size or smaller "
+            f"by one margin of at most {max_margin} pixels on every side (a valid-mode filter of up to "
+            f"{2 * max_margin + 1}x{2 * max_margin + 1}, max_ksize)")
+
+
+def largest_margin(spec: dict) -> int:
+    """The widest valid-mode margin a ``pairs`` entry's kernel sizes allow: half its largest size."""
+    return int(spec.get("ksize") or spec.get("max_ksize") or 15) // 2
 
 
 def check_pairs(spec: dict) -> dict:
@@ -218,12 +241,8 @@ def check_pairs(spec: dict) -> dict:
             local += 1
             shape_in = (headers["input"].height, headers["input"].width)
             shape_out = (headers["output"].height, headers["output"].width)
-            if valid_margin(shape_in, shape_out) is None:
-                raise FilterSpecError(
-                    field_out, f"sizes differ: input {ref.input} is {shape_in[1]}x{shape_in[0]}, output {ref.output} is "
-                               f"{shape_out[1]}x{shape_out[0]} (width x height); an output may only be smaller by the same "
-                               "even margin on every side (a valid-mode filter)"
-                )
+            if valid_margin(shape_in, shape_out, largest_margin(spec)) is None:
+                raise FilterSpecError(field_out, size_mismatch(ref.input, shape_in, ref.output, shape_out, largest_margin(spec)))
     field, size = ("ksize", spec["ksize"]) if spec.get("ksize") else ("max_ksize", spec.get("max_ksize", 15))
     if smallest is not None and size > smallest[0]:  # the fit would stop on it, after the store was built
         raise FilterSpecError(field, f"a {size}x{size} kernel is larger than {smallest[1]}, whose shorter side is "

@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from img2kernel.images import IMAGE_SUFFIXES, ImageReadError, jpeg_facts, read_pixels
-from img2kernel.sources.pairs import SPLIT_CODES, PairRef, list_pairs, mixed_storage, valid_margin
+from img2kernel.sources.pairs import (SPLIT_CODES, PairRef, largest_margin, list_pairs, mixed_storage, size_mismatch,
+                                      valid_margin)
 from img2kernel.thresholds import STORAGE_RANGE
 
 REC601 = np.array([0.299, 0.587, 0.114])
@@ -211,10 +212,9 @@ def read_pairs(spec: dict, refs: list[PairRef], fetched: dict[tuple[str, str], P
                     storage[role] = "float32" if storage[role] != "float64" else "float64"
                     if role == "output":
                         compression = None  # no longer the file's planes
-        margin = valid_margin(x.shape[:2], y.shape[:2])
+        margin = valid_margin(x.shape[:2], y.shape[:2], largest_margin(spec))
         if margin is None:
-            raise ValueError(f"{name}: sizes differ: input {ref.input} is {x.shape[1]}x{x.shape[0]}, "
-                             f"output {ref.output} is {y.shape[1]}x{y.shape[0]}")
+            raise ValueError(f"{name}: {size_mismatch(ref.input, x.shape[:2], ref.output, y.shape[:2], largest_margin(spec))}")
         if margin:
             full = np.full(x.shape[:2] + (y.shape[2],), np.nan)
             full[margin : margin + y.shape[0], margin : margin + y.shape[1]] = y
