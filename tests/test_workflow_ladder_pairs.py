@@ -46,7 +46,6 @@ CASES = {
     "rgb_noisy_blur": ("rgb", _noisy_blur, ".png", None),
     # A colour blur saved as a paletted PNG (64 colours): the reader turns the palette back into RGB.
     "rgb_paletted": ("rgb", lambda c, i: Image.fromarray(cv2.GaussianBlur(c, (3, 3), 0.8)).quantize(64), ".png", None),
-    "half_size": ("square", lambda g, i: np.asarray(Image.fromarray(g).resize((32, 32), Image.BILINEAR)), ".png", None),
     # What the files went through besides one rounding (bench.pairs emulates the tools not installed here).
     "ffmpeg_yuv": ("rgb", lambda c, i: ffmpeg_unsharp(c), ".png", None),
     "gray_first": ("rgb", lambda c, i: gray_first(c), ".tif", None),
@@ -60,7 +59,7 @@ SAID = {"ffmpeg_yuv": "linear up to an intermediate 8-bit rounding (the tool fil
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("ladder_pairs")
-    photos = {"gray": gray_photos(4, (64, 80)), "rgb": rgb_photos(4, (64, 80)), "square": gray_photos(4, (64, 64))}
+    photos = {"gray": gray_photos(4, (64, 80)), "rgb": rgb_photos(4, (64, 80))}
     filters = []
     for name, (kind, tool, suffix, _) in CASES.items():
         (workdir / name / "in").mkdir(parents=True)
