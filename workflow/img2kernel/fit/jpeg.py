@@ -267,21 +267,32 @@ def file_blocks(values: np.ndarray, grid: JpegGrid, ok: np.ndarray) -> np.ndarra
     return DCT @ blocks @ DCT.T
 
 
+def residual_coefficients(model, x: np.ndarray, y: np.ndarray, grid: JpegGrid, ok: np.ndarray) -> np.ndarray:
+    """(C, n, 8, 8) DCT coefficients of (prediction - output) over the ``ok`` blocks (:func:`file_blocks`),
+    from one whole-image prediction (defined ``model.halo`` inside, where every usable block is)."""
+    h = model.halo
+    difference = np.zeros(y.shape)
+    inner = (slice(h, y.shape[0] - h), slice(h, y.shape[1] - h))
+    difference[inner] = model.predict_valid(np.asarray(x, dtype=np.float64), output="float").reshape(
+        difference[inner].shape) - y[inner]
+    return file_blocks(difference, grid, ok)
+
+
+def half_widths(steps: np.ndarray) -> np.ndarray:
+    """Half the quantization intervals of coefficients of these ``steps``, narrowed by INTERVAL_SLACK."""
+    return np.maximum(steps / 2 - INTERVAL_SLACK, 0.0)
+
+
 def jpeg_residual(model, pairs, grids: list[JpegGrid], split: str | None, halo: int) -> float:
     """RMS of the weighted DCT residual (prediction - output) over ``split``'s usable blocks at
     least ``halo`` inside: the same units and floor as a lossless file's pixel RMS."""
     total, count = 0.0, 0
-    h = model.halo
     for index, grid in enumerate(grids):
         x, y = pairs.inputs[index], pairs.outputs[index]
         ok = usable_blocks(FitSample(x, y, pairs.usable(index, split)), grid, halo)
         if not ok.any():
             continue
-        difference = np.zeros(y.shape)  # the prediction is defined h inside, where every usable block is
-        inner = (slice(h, y.shape[0] - h), slice(h, y.shape[1] - h))
-        difference[inner] = model.predict_valid(np.asarray(x, dtype=np.float64), output="float").reshape(
-            difference[inner].shape) - y[inner]
-        coefficients = file_blocks(difference, grid, ok) * grid.scale
+        coefficients = residual_coefficients(model, x, y, grid, ok) * grid.scale
         total += float(np.sum(np.square(coefficients)))
         count += coefficients.size
     return math.sqrt(total / count) if count else math.inf
@@ -293,17 +304,8 @@ def interval_margins(kernel: np.ndarray, bias: np.ndarray, samples: list[FitSamp
     kernel's predicted coefficient lies, for every coefficient of the ``blocks_ok`` blocks in
     :func:`band_rows` order; negative outside. From whole-image predictions: no features."""
     model = AffineKernel(kernel, bias)
-    h = model.halo
-    margins = []
-    for sample, grid, ok in zip(samples, grids, blocks_ok):
-        if not ok.any():
-            continue
-        difference = np.zeros(sample.y.shape[:2] + (1,))
-        inner = (slice(h, difference.shape[0] - h), slice(h, difference.shape[1] - h))
-        prediction = model.predict_valid(np.asarray(sample.x, dtype=np.float64), output="float")
-        difference[inner] = prediction.reshape(difference[inner].shape) - sample.y[inner][..., :1]
-        half = np.maximum(grid.steps / 2 - INTERVAL_SLACK, 0.0)
-        margins.append(to_band_order(half - np.abs(file_blocks(difference, grid, ok)[0]), ok))
+    margins = [to_band_order(half_widths(grid.steps) - np.abs(residual_coefficients(model, sample.x, sample.y, grid, ok)[0]), ok)
+               for sample, grid, ok in zip(samples, grids, blocks_ok) if ok.any()]
     return np.concatenate(margins) if margins else np.zeros(0)
 
 
@@ -337,8 +339,8 @@ def refine_in_intervals(kernel: np.ndarray, bias: np.ndarray, samples: list[FitS
     held = margins < WORKING_MARGIN
     rng = np.random.default_rng(seed)
     theta = np.append(kernel.reshape(-1), bias[0] - y_offset[0] + x_offset[0] * kernel.sum())
-    steps = rounds = 0
-    for rounds in range(1, WORKING_ROUNDS + 1):
+    steps = 0
+    for _ in range(WORKING_ROUNDS):
         rows = held & (rng.random(held.shape) < min(1.0, REFINE_BUDGET / max(int(held.sum()) * (f + 1), 1)))
         design, low, high = _held_rows(samples, grids, blocks_ok, rows, ksize, x_offset, y_offset)
         theta, taken = _newton_in_intervals(theta, design, low, high)
@@ -367,7 +369,7 @@ def _held_rows(samples, grids, blocks_ok, rows: np.ndarray, ksize: int, x_offset
             seen += len(steps)
             end = at + int(take.sum())
             design[:f, at:end], design[f, at:end] = features[:, take], constant_rows(len(steps) // 64)[take]
-            target[at:end], half[at:end] = band_target[take, 0], np.maximum(steps[take] / 2 - INTERVAL_SLACK, 0.0)
+            target[at:end], half[at:end] = band_target[take, 0], half_widths(steps[take])
             at = end
     return design, target - half, target + half
 
