@@ -44,7 +44,7 @@ def fit_files(files: list[str], model_path: str | Path, *, ksize: int | None = N
     loaded, manifest = read_pairs(spec, refs, seed=seed)
     pairs = to_fit_pairs(loaded, manifest)
     # The train job's fit and ladder (fit.pairs_job.fit_and_climb), so the same pairs give the same model.
-    result, ladder = fit_and_climb(pairs, {"ksize": ksize, "max_ksize": max_ksize}, seed)
+    result, ladder = fit_and_climb(pairs, spec, seed)
     summary = {**result.summary(), **ladder}
     info = {"filter": {**spec, "files": files}, "source": "pairs", **summary, "input_storage": manifest["input_storage"],
             "output_storage": manifest["output_storage"]}

@@ -185,7 +185,7 @@ def size_mismatch(input_ref: str, input_shape: tuple[int, int], output_ref: str,
     said = f"sizes differ: input {input_ref} is {w}x{h}, output {output_ref} is {ow}x{oh} (width x height)"
     if (oh, ow) == (w, h):
         geometry = "the output's width and height are the input's swapped (rotated 90 degrees or transposed)"
-    elif abs(ow / w - oh / h) * max(w, h) <= 1 and (ow, oh) != (w, h):  # one factor both ways, to a pixel's rounding
+    elif abs(ow / w - oh / h) * max(w, h) <= 1:  # one factor both ways, to a pixel's rounding
         geometry = f"the output is {ow / w:.3g} times the input's size in both directions (a resize)"
     elif oh <= h and ow <= w:
         geometry = f"the output is {w - ow} columns and {h - oh} rows smaller (a crop, or a valid-mode filter larger than {2 * max_margin + 1}x{2 * max_margin + 1})"
@@ -196,9 +196,10 @@ def size_mismatch(input_ref: str, input_shape: tuple[int, int], output_ref: str,
             f"{2 * max_margin + 1}x{2 * max_margin + 1}, max_ksize)")
 
 
-def largest_margin(spec: dict) -> int:
-    """The widest valid-mode margin a ``pairs`` entry's kernel sizes allow: half its largest size."""
-    return int(spec.get("ksize") or spec.get("max_ksize") or 15) // 2
+def largest_ksize(spec: dict) -> tuple[str, int]:
+    """The field that bounds a ``pairs`` entry's kernel size and that largest size: its ``ksize``
+    when set, else its ``max_ksize`` (default 15). Half of it is the widest valid-mode margin."""
+    return ("ksize", int(spec["ksize"])) if spec.get("ksize") else ("max_ksize", int(spec.get("max_ksize") or 15))
 
 
 def check_pairs(spec: dict) -> dict:
@@ -208,6 +209,7 @@ def check_pairs(spec: dict) -> dict:
     """
     refs = list_pairs(spec)
     field_in, field_out = ("table", "table") if "table" in spec else ("inputs", "outputs")
+    size_field, size = largest_ksize(spec)
     channels: dict[str, tuple[int, str]] = {}
     storages: dict[str, tuple[str, str]] = {}  # the first file's sample type, per role
     local = 0
@@ -241,11 +243,10 @@ def check_pairs(spec: dict) -> dict:
             local += 1
             shape_in = (headers["input"].height, headers["input"].width)
             shape_out = (headers["output"].height, headers["output"].width)
-            if valid_margin(shape_in, shape_out, largest_margin(spec)) is None:
-                raise FilterSpecError(field_out, size_mismatch(ref.input, shape_in, ref.output, shape_out, largest_margin(spec)))
-    field, size = ("ksize", spec["ksize"]) if spec.get("ksize") else ("max_ksize", spec.get("max_ksize", 15))
+            if valid_margin(shape_in, shape_out, size // 2) is None:
+                raise FilterSpecError(field_out, size_mismatch(ref.input, shape_in, ref.output, shape_out, size // 2))
     if smallest is not None and size > smallest[0]:  # the fit would stop on it, after the store was built
-        raise FilterSpecError(field, f"a {size}x{size} kernel is larger than {smallest[1]}, whose shorter side is "
-                                     f"{smallest[0]} pixels; no output pixel of it has a whole window (set a smaller "
-                                     f"{field}, or leave that pair out)")
+        raise FilterSpecError(size_field, f"a {size}x{size} kernel is larger than {smallest[1]}, whose shorter side is "
+                                          f"{smallest[0]} pixels; no output pixel of it has a whole window (set a smaller "
+                                          f"{size_field}, or leave that pair out)")
     return {"pairs": len(refs), "checked_locally": local, "urls": len(refs) - local}

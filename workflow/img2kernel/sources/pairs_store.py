@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from img2kernel.images import IMAGE_SUFFIXES, ImageReadError, jpeg_facts, read_pixels
-from img2kernel.sources.pairs import (SPLIT_CODES, PairRef, largest_margin, list_pairs, mixed_storage, size_mismatch,
+from img2kernel.sources.pairs import (SPLIT_CODES, PairRef, largest_ksize, list_pairs, mixed_storage, size_mismatch,
                                       valid_margin)
 from img2kernel.thresholds import STORAGE_RANGE
 
@@ -202,6 +202,7 @@ def read_pairs(spec: dict, refs: list[PairRef], fetched: dict[tuple[str, str], P
         channels[role] = int(wanted.get(role) or (1 if all(gray) else 3))
     split = split_for_pairs([item[0].key for item in raw], holdout, seed)
     loaded = []
+    max_margin = largest_ksize(spec)[1] // 2  # a valid-mode output's widest margin
     for ref, x, y, compression in raw:
         x, note_in = as_channels(x, channels["input"])
         y, note_out = as_channels(y, channels["output"])
@@ -212,9 +213,9 @@ def read_pairs(spec: dict, refs: list[PairRef], fetched: dict[tuple[str, str], P
                     storage[role] = "float32" if storage[role] != "float64" else "float64"
                     if role == "output":
                         compression = None  # no longer the file's planes
-        margin = valid_margin(x.shape[:2], y.shape[:2], largest_margin(spec))
+        margin = valid_margin(x.shape[:2], y.shape[:2], max_margin)
         if margin is None:
-            raise ValueError(f"{name}: {size_mismatch(ref.input, x.shape[:2], ref.output, y.shape[:2], largest_margin(spec))}")
+            raise ValueError(f"{name}: {size_mismatch(ref.input, x.shape[:2], ref.output, y.shape[:2], max_margin)}")
         if margin:
             full = np.full(x.shape[:2] + (y.shape[2],), np.nan)
             full[margin : margin + y.shape[0], margin : margin + y.shape[1]] = y
