@@ -112,15 +112,7 @@ def kernels_table(evaluation: dict) -> tuple[list[str], list[list]]:
 
 
 def write_kernels_csv(evaluation: dict, path) -> None:
-    """:func:`kernels_table` as CSV, every value at full precision, written whole."""
-    import csv
-    from pathlib import Path
+    """:func:`kernels_table` as CSV, every value at full precision (17 digits), written whole."""
+    from img2kernel.pipeline.files import write_csv
 
-    from img2kernel.pipeline.files import written_whole
-
-    columns, rows = kernels_table(evaluation)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with written_whole(path) as partial, open(partial, "w", newline="") as out:
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(columns)
-        writer.writerows([v if isinstance(v, int) else "" if np.isnan(v) else f"{v:.17g}" for v in row] for row in rows)
+    write_csv(path, *kernels_table(evaluation), float_format="%.17g")

@@ -9,12 +9,11 @@ size``: RMS residuals in the output's units). A column a stage does not measure 
 from __future__ import annotations
 
 import csv
-import math
 from pathlib import Path
 
 import numpy as np
 
-from img2kernel.pipeline.files import written_whole
+from img2kernel.pipeline.files import write_csv
 
 COLUMNS = [
     "stage", "step", "seconds", "ksize", "parameters",
@@ -29,19 +28,13 @@ def write_history(rows: list[dict], stage: str, path: str | Path, **constant) ->
     """Write ``rows`` (dicts of :data:`COLUMNS` fields) as the training table, each tagged with
     ``stage`` and the ``constant`` fields, written whole; a field outside the schema is refused.
 
-    The csv module, not pandas: a training job that draws no table does not pay pandas' import.
-    Empty (None or NaN) fields are written empty, as pandas writes them.
+    A field a row lacks, None or NaN is written empty.
     """
     table = [{"stage": stage, **constant, **row} for row in rows]
     unknown = sorted({key for row in table for key in row} - set(COLUMNS))
     if unknown:
         raise ValueError(f"training table fields {unknown} are not in its schema")
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with written_whole(path) as partial, open(partial, "w", newline="") as out:
-        writer = csv.DictWriter(out, COLUMNS, restval="", lineterminator="\n")
-        writer.writeheader()
-        writer.writerows({k: "" if v is None or (isinstance(v, float) and math.isnan(v)) else v for k, v in row.items()}
-                         for row in table)
+    write_csv(path, COLUMNS, ([row.get(name) for name in COLUMNS] for row in table))
 
 
 def read_history(path: str | Path) -> dict[str, np.ndarray]:

@@ -56,3 +56,22 @@ def written_whole(path: str | os.PathLike) -> Iterator[Path]:
         raise
     finally:
         partial.unlink(missing_ok=True)
+
+
+def write_csv(path: str | os.PathLike, columns: list[str], rows, float_format: str | None = None) -> None:
+    """``rows`` (sequences in ``columns`` order) as CSV, written whole; None and NaN fields empty,
+    as pandas writes them; floats by ``float_format`` (None: their shortest exact form). The csv
+    module, not pandas: a job that draws no table does not pay pandas' import."""
+    import csv
+    import math
+
+    def field(value):
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return ""
+        return float_format % value if float_format and isinstance(value, float) else value
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with written_whole(path) as partial, open(partial, "w", newline="") as out:
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows([field(v) for v in row] for row in rows)
