@@ -202,6 +202,7 @@ def test_a_valid_mode_jpeg_output_has_its_grid_at_the_margin(tmp_path, colour):
     spec = {"name": "jpeg", "kind": "pairs", "inputs": str(tmp_path / "in"), "outputs": str(tmp_path / "out")}
     loaded, manifest = read_pairs(spec, list_pairs(spec))
     result = fit_pairs(to_fit_pairs(loaded, manifest), max_ksize=7)
-    assert manifest["keys"]["p0"]["margin"] == 2 and result.border["rule"] == "valid-mode output"
+    assert manifest["keys"]["p0"]["placement"] == {"transform": "none", "origin": [2, 2], "stride": [1, 1], "end": [2, 2]}
+    assert result.border["rule"] == "valid-mode output"
     assert result.linear and result.ksize == 5 and result.compression["kind"] == "jpeg"
     assert kernel_error(result.model, GAUSS5) <= 0.05

@@ -400,9 +400,9 @@ def test_unmatched_files_are_listed_with_counts(tmp_path):
 
 def test_pairs_of_different_sizes_name_both_shapes(tmp_path):
     photos = gray_photos(2)
-    spec = write_pairs(tmp_path, photos, [photos[0], photos[1][:90]])
+    spec = write_pairs(tmp_path, photos, [photos[0], np.pad(photos[1], ((0, 4), (0, 0)))])
     message = error_of({"filters": [spec]})
-    assert "sizes differ: input" in message and "is 128x96" in message and "is 128x90" in message
+    assert "sizes differ: input" in message and "is 128x96" in message and "is 128x100" in message
 
 
 def test_channel_counts_that_differ_between_pairs(tmp_path):
@@ -731,10 +731,10 @@ def test_noise_buys_no_taps(tmp_path):
 
 
 def test_a_tool_no_kernel_explains_is_not_named_after_its_closest_kernel(tmp_path):
-    """A rotated output (the user's mistake) is best fitted by a faint 1x1 kernel; naming it
-    "identity x 0.01" would read as an identification: the closest kernel is said as such."""
+    """A tool no kernel explains (a gamma curve) is still best fitted by some kernel; naming it
+    "identity x 1.2" would read as an identification: the closest kernel is said as such."""
     photos = gray_photos(4, (96, 96))
-    result, _, _ = fit_spec(write_pairs(tmp_path, photos, [np.ascontiguousarray(np.rot90(p, -1)) for p in photos]),
+    result, _, _ = fit_spec(write_pairs(tmp_path, photos, [uint8(255 * (p / 255.0) ** 2.2) for p in photos]),
                             max_ksize=5)
     summary = result.summary()
     found = identification_of(result.model, summary)
@@ -749,22 +749,22 @@ def test_a_tool_no_kernel_explains_is_not_named_after_its_closest_kernel(tmp_pat
 
 
 @pytest.mark.parametrize("side, make, says", [
-    (128, lambda p: cv2.resize(p, (p.shape[1] // 2, p.shape[0] // 2), interpolation=cv2.INTER_AREA),
-     "the output is 0.5 times the input's size in both directions (a resize)"),
-    (96, lambda p: np.ascontiguousarray(p.T), "the output's width and height are the input's swapped (rotated 90 degrees or transposed)"),
-    (128, lambda p: p[5:-1, 3:], "the output is 3 columns and 6 rows smaller (a crop"),
+    (256, lambda p: cv2.resize(p, (85, 170), interpolation=cv2.INTER_AREA),
+     "the output is 0.664 times the input's size (a resize by 1.506, not an integer factor"),
+    (128, lambda p: np.pad(p, 2), "the output is larger than the input"),
+    (128, lambda p: p[70:, :], "the output is 0 columns and 70 rows smaller (a crop wider than 64 pixels)"),
 ])
 def test_outputs_off_the_inputs_grid_are_refused_saying_what_they_look_like(tmp_path, side, make, says):
-    """A resize of a square photo once passed for a valid-mode output 64 pixels smaller on
-    every side; it is refused before any work, in the geometry it suggests, by the config check
-    (naming the entry and field) and by `img2kernel fit` alike."""
+    """Sizes no placement on the input's grid explains (a resize by a ratio that is not an
+    integer, padding, a crop wider than the search) are refused before any work, in the geometry
+    they suggest, by the config check (naming the entry and field) and by `img2kernel fit` alike."""
     from img2kernel.cli.main import main
 
     photos = gray_photos(2, (side, 128))
     spec = write_pairs(tmp_path, photos, [make(p) for p in photos])
     message = error_of({"filters": [spec]})
     assert "field 'outputs'" in message and "sizes differ: input" in message and says in message
-    assert "smaller by one margin of at most 7 pixels on every side" in message
+    assert "cropped by at most 64 pixels on each axis, or resized by an integer factor" in message
     with pytest.raises(SystemExit) as exit_info:
         main(["fit", *[str(tmp_path / d / "photo 0.png") for d in ("in", "out")], "-o", str(tmp_path / "m.safetensors")])
     assert exit_info.value.code != 0 and not (tmp_path / "m.safetensors").exists()

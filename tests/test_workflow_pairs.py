@@ -130,3 +130,54 @@ def test_bad_pairs_stop_before_any_job_and_keep_what_was_built(built, tmp_path):
         assert "Traceback" not in result.stderr
     after = {p: p.stat().st_mtime_ns for p in (workdir / "results").rglob("*") if p.is_file()}
     assert after == before
+
+
+@pytest.fixture(scope="module")
+def placed(tmp_path_factory):
+    """Outputs off their inputs' grid through the rules: a Pillow half-size resize, an asymmetric
+    crop after a 3x3 kernel (OpenCV), an output rotated 90 degrees (numpy)."""
+    import cv2
+
+    workdir = tmp_path_factory.mktemp("placed")
+    blur = np.array([[0, 1, 0], [1, 4, 1], [0, 1, 0]], np.float32) / 8
+    makers = {
+        "halved": lambda p: np.asarray(Image.fromarray(p).resize((p.shape[1] // 2, p.shape[0] // 2), Image.LANCZOS)),
+        "cropped": lambda p: np.rint(cv2.filter2D(p.astype(np.float32), -1, blur)).astype(np.uint8)[5:-1, 3:-1],
+        "rotated": lambda p: np.rot90(np.rint(cv2.filter2D(p.astype(np.float32), -1, blur)).astype(np.uint8), -1),
+    }
+    (workdir / "before").mkdir()
+    photos = gray_photos(3, (96, 128))
+    for name, make in makers.items():
+        (workdir / name).mkdir()
+        for i, photo in enumerate(photos):
+            Image.fromarray(photo).save(workdir / "before" / f"p{i}.png")
+            Image.fromarray(np.ascontiguousarray(make(photo))).save(workdir / name / f"p{i}.png")
+    write_workdir(workdir, [{"name": name, "kind": "pairs", "inputs": "before", "outputs": name} for name in makers], "sample")
+    snakemake(workdir)
+    return workdir
+
+
+@pytest.mark.parametrize("name, says", [
+    ("halved", ["Lanczos 3, antialiased", "then resized by 1/2"]),
+    ("cropped", ["then cropped: 3 columns off the left, 1 off the right, 5 rows off the top, 1 off the bottom"]),
+    ("rotated", ["then rotated 90 degrees clockwise"]),
+])
+def test_outputs_off_the_grid_are_placed_fitted_reported_and_reproduced(placed, tmp_path, name, says):
+    evaluation = json.loads((placed / "results" / "eval" / f"{name}.json").read_text())
+    text = evaluation["identification"]["text"]
+    assert evaluation["linear"] and evaluation["test_psnr"] > 50 and all(s in text for s in says), text
+    html = (placed / "results" / "report.html").read_text()
+    assert says[-1] in html
+    model = placed / "results" / "models" / f"{name}.safetensors"
+    unseen = gray_photos(4, (72, 100))[3]
+    Image.fromarray(unseen).save(tmp_path / "unseen.png")
+    assert main(["apply", str(model), str(tmp_path / "unseen.png"), str(tmp_path / "ours.png")]) == 0
+    ours = np.asarray(Image.open(tmp_path / "ours.png")).astype(np.float64)
+    import cv2
+
+    blur = np.array([[0, 1, 0], [1, 4, 1], [0, 1, 0]], np.float32) / 8
+    blurred = np.rint(cv2.filter2D(unseen.astype(np.float32), -1, blur))
+    tool = {"halved": lambda: np.asarray(Image.fromarray(unseen).resize((50, 36), Image.LANCZOS)),
+            "cropped": lambda: blurred[5:-1, 3:-1], "rotated": lambda: np.rot90(blurred, -1)}[name]()
+    assert ours.shape == tool.shape
+    assert 10 * np.log10(255**2 / np.mean(np.square(ours - tool))) >= 50

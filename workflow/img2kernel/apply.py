@@ -19,6 +19,7 @@ from tqdm import tqdm
 from img2kernel import borders
 from img2kernel.models import Model
 from img2kernel.models.base import stored_as
+from img2kernel.sources.geometry import Placement
 
 
 def usable_cpus() -> int:
@@ -206,6 +207,8 @@ def apply_to_file(
     model of our own filters reads 16-bit files on the 8-bit scale (divided by 256). Either
     kind, when it takes one channel and the file is in colour, converts colour to gray
     (``colour="gray"``, as its store did) or filters each colour plane (``colour="per-channel"``).
+    A model fitted on outputs cropped, resized or turned from their inputs' grid writes the
+    tool's size and orientation (its placement, :mod:`img2kernel.sources.geometry`).
     The output is written beside ``destination``
     and moved into place when complete; a ``.npy`` destination is filled through a memory map.
     """
@@ -223,21 +226,24 @@ def apply_to_file(
     per_plane = model.c_in == 1 and channels > 1
     if not per_plane and channels != model.c_in:
         raise ValueError(f"{source}: has {channels} channel(s), the model {model_path} takes {model.c_in}")
-    shape = pixels.shape[:2] + ((channels,) if per_plane else (model.c_out,) if model.c_out > 1 else ())
+    full_shape = pixels.shape[:2] + ((channels,) if per_plane else (model.c_out,) if model.c_out > 1 else ())
+    placement = Placement.from_dict(metadata.get("placement"))  # the tool's crop, resize or turn
+    shape = placement.file_shape(full_shape) + full_shape[2:]
     storage = stored_as(model.output)
     to_npy = Path(destination).suffix.lower() == ".npy"
+    mapped = to_npy and storage == "float" and placement.plain
     with written_whole(destination) as partial:
-        if to_npy and storage == "float":
+        if mapped:
             result = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float32, shape=shape)
         else:
-            result = np.empty(shape, dtype=np.float32)
+            result = np.empty(full_shape, dtype=np.float32)
         if per_plane:
             for c in range(channels):
                 result[..., c] = apply_tiled(pixels[..., c], model, border, tile, progress=progress, workers=workers)
         else:
             apply_tiled(pixels, model, border, tile, progress=progress, workers=workers, out=result)
-        if to_npy and storage == "float":
+        if mapped:
             del result  # unmapped; no msync: the page cache writes it back (as for store shards)
         else:
-            write_image(partial, result, storage)
+            write_image(partial, np.ascontiguousarray(placement.sample(result)), storage)
     return shape

@@ -5,15 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-KNOWN = ["store", "targets", "stream", "train", "apply", "pairs", "pipeline", "ladder", "memory"]
+KNOWN = ["store", "targets", "stream", "train", "apply", "pairs", "geometry", "pipeline", "ladder", "memory"]
 
 
 def add_parser(sub) -> None:
     bench = sub.add_parser(
         "bench",
-        help="print speed figures: store (crop rate), targets (MP/s), train (ours vs public recipe; needs `snakemake` run first), apply (huge image), pairs, pipeline (first run, the README's pairs example, fit, no-op rerun against a trivial workflow, each three times; stages, 15x15 and 31x31 kernels), memory (a large colour pair through fit and the workflow; the decompression bomb)",
+        help="print speed figures: store (crop rate), targets (MP/s), train (ours vs public recipe; needs `snakemake` run first), apply (huge image), pairs, geometry (outputs cropped, resized or turned), pipeline (first run, the README's pairs example, fit, no-op rerun against a trivial workflow, each three times; stages, 15x15 and 31x31 kernels), memory (a large colour pair through fit and the workflow; the decompression bomb)",
     )
-    bench.add_argument("what", nargs="*", help="store, stream, targets, train, apply, pairs, pipeline, ladder, memory (default: store, stream, targets)")
+    bench.add_argument("what", nargs="*", help="store, stream, targets, train, apply, pairs, geometry, pipeline, ladder, memory (default: store, stream, targets)")
     bench.add_argument("--store", default="results/store/inputs", help="inputs store (default: built from the sample photos if absent)")
     bench.add_argument("--filters", default="config/filters.yaml")
     bench.add_argument("--crop", type=int, default=128)
@@ -80,6 +80,14 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         print(f"\nJPEG fits against the lossless fit of the same pixels (best of 3 each; target: at most "
               f"{JPEG_SPEED_TARGET:g} times):")
         _print_table(bench_jpeg_speed())
+    if "geometry" in args.what:
+        from img2kernel.bench.geometry import PSNR_TARGET, bench_geometry
+
+        print("\noutputs off their inputs' grid, made by other libraries from the sample photos (4 pairs, or one, "
+              "256 px), fitted as a `pairs` filter; target: judged linear, held-out PSNR against the tool's file >= "
+              f"{PSNR_TARGET:g} dB, the geometry and the resampler said; the crop's kernel within 2x of float64 least "
+              "squares at the true placement (lstsq64):")
+        _print_table(bench_geometry())
     if "ladder" in args.what:
         from img2kernel.bench.ladder import bench_ladder
 

@@ -249,14 +249,21 @@ def _describe_channels(matrix: np.ndarray) -> tuple[str, float]:
 
 
 def identify(model, extra: dict[str, np.ndarray] | None = None, noise_floor: float = 0.0,
-             channel_names: tuple[str, ...] | None = None) -> dict:
+             channel_names: tuple[str, ...] | None = None, placement=None) -> dict:
     """Identification of an affine model: channel structure, spatial kernel, offset; with ``text``.
 
     Example text: ``sobel_x (ksize 3) x 0.25, rotated 180 degrees (the tool convolves), offset +127.5``.
     An offset is stated when one exceeds half the output's ``noise_floor`` (a fit's offset
     on rounded outputs is not exactly zero). ``channel_names`` label the channels of a kernel
-    that differs per channel (default: their numbers).
+    that differs per channel (default: their numbers). ``placement``: where the outputs sit on
+    the inputs' grid (:class:`img2kernel.sources.geometry.Placement`); a resize's kernel is named
+    against the resamplers (:mod:`img2kernel.evaluate.resamplers`), a same-size kernel that no
+    catalogue kernel explains is tried as a sub-pixel shift, and the geometry is said last.
     """
+    from img2kernel.evaluate.resamplers import describe_resampler, match_resampler
+    from img2kernel.sources.geometry import Placement
+
+    placement = placement or Placement()
     kernel, bias = model.kernel, model.bias
     matrix, spatial, ratio = channel_structure(kernel)
     result: dict = {"separable_channels": matrix is not None, "channel_singular_ratio": ratio}
@@ -271,7 +278,15 @@ def identify(model, extra: dict[str, np.ndarray] | None = None, noise_floor: flo
         text = "different kernels per channel: " + "; ".join(f"{k}: {v}" for k, v in blocks.items())
     else:
         channels, gain = _describe_channels(matrix)
-        found = identify_spatial(spatial * gain, extra)
+        if placement.stride != (1, 1):  # a resize: the kernel is its resampler
+            found = match_resampler(spatial * gain, placement.stride)
+            found["text"] = describe_resampler(found, placement.stride, placement.origin)
+        else:
+            found = identify_spatial(spatial * gain, extra)
+            if not found["identified"] and spatial.shape[0] > 1:
+                shift = match_resampler(spatial * gain, (1, 1))
+                if shift["identified"] and max(abs(c) for c in shift["centre"]) > 0.05:
+                    found = {**shift, "text": describe_resampler(shift, (1, 1), (0, 0))}
         result.update(channels=channels, kernel=found)
         text = (channels + ", then " if channels else "") + found["text"]
     offsets = [b for b in bias if abs(b) > max(0.5 * noise_floor, 1e-6 * (1 + np.max(np.abs(kernel))))]
@@ -281,6 +296,8 @@ def identify(model, extra: dict[str, np.ndarray] | None = None, noise_floor: flo
     elif offsets:
         text += ", offset " + ", ".join(f"{b:+.4g}" for b in bias)
     result["offset"] = bias.tolist()
+    if not placement.plain:
+        text += ", then " + placement.describe()
     result["text"] = text
     result["identified"] = bool(matrix is not None and result["kernel"]["identified"])
     return result

@@ -22,6 +22,7 @@ from img2kernel.evaluate.record import Evaluation
 from img2kernel.models import AffineKernel, Model, load_model
 from img2kernel.models.base import stored_as
 from img2kernel.thresholds import LINEAR_FACTOR, STORAGE_RANGE, WIDENED_8BIT_STEP
+from img2kernel.sources.geometry import Placement
 from img2kernel.sources.pairs import SPLIT_CODES
 
 
@@ -142,7 +143,8 @@ def reproduction(model: Model, metadata: dict, info: dict, model_path) -> dict[s
 
     if not is_linear(info):
         return {}
-    return snippets(model, metadata.get("border", borders.DEFAULT), str(model_path), info["output_storage"])
+    return snippets(model, metadata.get("border", borders.DEFAULT), str(model_path), info["output_storage"],
+                    Placement.from_dict((info.get("geometry") or {}).get("placement")))
 
 
 def identification_of(model: Model, info: dict, catalogue: dict | None = None) -> dict:
@@ -151,17 +153,19 @@ def identification_of(model: Model, info: dict, catalogue: dict | None = None) -
     not an identification)."""
     if isinstance(model, AffineKernel):
         inside = (info.get("precision") or {}).get("intermediate")
+        placement = Placement.from_dict((info.get("geometry") or {}).get("placement"))
         if inside and inside["rounds_back"]:  # the tool filtered in that space: say what it did there
             space = space_named(inside["space"])
             found = identify(AffineKernel(*space.kernel_within(model.kernel, model.bias)), catalogue_of(catalogue or {}),
-                             info["noise_floor"], space.channel_names)
+                             info["noise_floor"], space.channel_names, placement)
             found = {**found, "text": f"in {space.name}: {found['text']}"}
         else:
-            found = identify(model, catalogue_of(catalogue or {}), info["noise_floor"])
+            found = identify(model, catalogue_of(catalogue or {}), info["noise_floor"], placement=placement)
         if not info.get("linear", True):  # the closest kernel of a tool no kernel explains: a name would mislead
             return {**found, "identified": False, "text": f"no kernel explains it (the closest: {found['text']})"}
         return found
-    return {"text": model.describe(), "identified": model.identifies}
+    geometry = (info.get("geometry") or {}).get("text")
+    return {"text": model.describe() + (f", then {geometry}" if geometry else ""), "identified": model.identifies}
 
 
 def evaluate_pairs(inputs_folder, outputs_folder, model: Model, metadata: dict, info_path, catalogue: dict | None = None,
@@ -186,7 +190,11 @@ def evaluate_pairs(inputs_folder, outputs_folder, model: Model, metadata: dict, 
         if examples is not None and len(examples) < max_examples:
             from img2kernel.report import plots  # matplotlib only where a figure is drawn
 
-            examples.append(plots.image_preview(key, pairs.inputs[index], pairs.outputs[index], prediction))
+            target = pairs.outputs[index]
+            placement = pairs.placements[index] if pairs.placements else Placement()
+            if placement.stride != (1, 1):  # a resize: each output pixel shown over its cell, and the prediction alike
+                target, prediction = placement.nearest_sample(target), placement.nearest_sample(prediction)
+            examples.append(plots.image_preview(key, pairs.inputs[index], target, prediction))
 
     reproduce = reproduction(model, metadata, info, model_path) if model_path is not None else {}
     return Evaluation(

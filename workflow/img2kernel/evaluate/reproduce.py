@@ -98,9 +98,11 @@ def torch(model, border: str, path: str, output_storage: str) -> str:
 LIBRARIES = {"opencv": opencv, "scipy": scipy, "torch": torch}
 
 
-def snippets(model, border: str, path: str, output_storage: str) -> dict[str, str]:
-    """{library: code} for an affine kernel model (anything else: {})."""
+def snippets(model, border: str, path: str, output_storage: str, placement=None) -> dict[str, str]:
+    """{library: code} for an affine kernel model (anything else: {}); ``placement``
+    (:class:`img2kernel.sources.geometry.Placement`): the crop, resize or turn that follows."""
     if getattr(model, "kernel", None) is None or getattr(model, "bias", None) is None:
         return {}
     ring = _unfiltered(model.halo) if border == "unfiltered" and model.halo else ""
+    ring += placement.numpy_code() if placement is not None else ""
     return {name: write(model, border, str(path), output_storage) + ring for name, write in LIBRARIES.items()}

@@ -7,8 +7,8 @@ comparing pixels treats every coefficient the compression zeroed as a true zero,
 block where the tool clipped (its ringing moved off 0 and 255 by the compression) as
 linear. Here the fit runs in the file's DCT domain instead:
 
-- **rows** are the coefficients of whole blocks of the file's grid (a valid-mode output's
-  grid starts at its margin), blocks with a pixel within ``clip_margin`` of the range left
+- **rows** are the coefficients of whole blocks of the file's grid (a cropped or valid-mode
+  output's grid starts at its placement's origin), blocks with a pixel within ``clip_margin`` of the range left
   out (the compression error reaches a few of its RMS; a clipped block would pass 0 or 255
   by less);
 - **weights**: each coefficient is divided by sqrt(q^2 + 2), its error's deviation (a
@@ -41,6 +41,7 @@ from scipy.fft import dct
 from img2kernel.colour import JFIF_LUMA  # the encoder's Y from R, G, B (JFIF, ITU-R BT.601)
 from img2kernel.fit.lstsq import FitSample, NormalEquations, centring, interior, solve_normal
 from img2kernel.models.affine import AffineKernel
+from img2kernel.sources.geometry import Placement
 
 DCT = dct(np.eye(8), norm="ortho", axis=0)  # DCT @ v is the codec's orthonormal DCT-II of v
 ROUNDINGS = 2  # the tool's 8-bit rounding before encoding and the decoder's after, in units of 1/12
@@ -64,6 +65,7 @@ class JpegGrid:
     Attributes:
         steps: (8, 8) quantization steps of its (luma) plane, natural order.
         row, col: where the file's pixel (0, 0) sits in the output array.
+        row_step, col_step: the spacing of the file's pixels there (a resize's stride; 1 otherwise).
         quality, quality_estimate: the IJG quality of its table (None: not an IJG table), the nearest one.
     """
 
@@ -73,6 +75,13 @@ class JpegGrid:
     quality: int | None
     quality_estimate: int
     roundings: float = ROUNDINGS  # 8-bit roundings besides the quantization, in units of 1/12
+    row_step: int = 1
+    col_step: int = 1
+
+    def area(self, rows: int, cols: int) -> tuple[slice, slice]:
+        """The output array's pixels of the file's first ``rows`` x ``cols`` blocks."""
+        return (slice(self.row, self.row + 8 * rows * self.row_step, self.row_step),
+                slice(self.col, self.col + 8 * cols * self.col_step, self.col_step))
 
     @property
     def scale(self) -> np.ndarray:
@@ -92,10 +101,13 @@ class JpegGrid:
         return f"q{self.quality}" if self.quality is not None else f"q~{self.quality_estimate}"
 
 
-def _grids(facts: list, margins: list) -> list[JpegGrid]:
-    return [JpegGrid(np.asarray(f["luma_table"], dtype=np.float64).reshape(8, 8), m, m, f.get("quality"),
-                     f["quality_estimate"], ROUNDINGS if f["components"] == 1 else COLOUR_ROUNDINGS)
-            for f, m in zip(facts, margins or [0] * len(facts))]
+def _grids(facts: list, placements: list) -> list[JpegGrid]:
+    """The grid of each file, from its placement's origin and stride (the pairs store keeps no
+    JPEG facts for a file turned off its input's grid: its blocks would be turned too)."""
+    placements = placements or [Placement()] * len(facts)
+    return [JpegGrid(np.asarray(f["luma_table"], dtype=np.float64).reshape(8, 8), p.origin[0], p.origin[1], f.get("quality"),
+                     f["quality_estimate"], ROUNDINGS if f["components"] == 1 else COLOUR_ROUNDINGS, *p.stride)
+            for f, p in zip(facts, placements)]
 
 
 def _all_jpeg(pairs) -> bool:
@@ -109,7 +121,7 @@ def grids_of(pairs) -> list[JpegGrid] | None:
     files, or :func:`luma_pairs` of colour ones; else None."""
     if pairs.c_out != 1 or not _all_jpeg(pairs):
         return None
-    return _grids(pairs.output_jpeg, pairs.margins)
+    return _grids(pairs.output_jpeg, pairs.placements)
 
 
 def luma_pairs(pairs):
@@ -119,7 +131,7 @@ def luma_pairs(pairs):
     if not (pairs.c_in == pairs.c_out == 3 and _all_jpeg(pairs) and all(f["components"] == 3 for f in pairs.output_jpeg)):
         return None
     outputs = []
-    for y, grid in zip(pairs.outputs, _grids(pairs.output_jpeg, pairs.margins)):
+    for y, grid in zip(pairs.outputs, _grids(pairs.output_jpeg, pairs.placements)):
         y = np.asarray(y, dtype=np.float64)
         luma = y @ JFIF_LUMA
         filled = np.nan_to_num(y, nan=0.0)  # unknown pixels: NaN luma anyway
@@ -127,14 +139,14 @@ def luma_pairs(pairs):
         luma[~((low > grid.clip_margin) & (high < 255 - grid.clip_margin))] = np.nan
         outputs.append(luma[..., None])
     return type(pairs)(pairs.keys, pairs.inputs, outputs, pairs.splits, pairs.input_storage, "uint8",
-                       pairs.output_jpeg, pairs.margins)
+                       pairs.output_jpeg, pairs.placements)
 
 
 def gray_of(luma):
     """:func:`luma_pairs` with each input's JFIF luma in place of its RGB (float64): a tool that
     applies one kernel to every channel maps the input's luma to the output's with it."""
     inputs = [(np.asarray(x, dtype=np.float64) @ JFIF_LUMA)[..., None] for x in luma.inputs]
-    return type(luma)(luma.keys, inputs, luma.outputs, luma.splits, "float64", "uint8", luma.output_jpeg, luma.margins)
+    return type(luma)(luma.keys, inputs, luma.outputs, luma.splits, "float64", "uint8", luma.output_jpeg, luma.placements)
 
 
 def describe(grids: list[JpegGrid], plane: str = "luma") -> dict:
@@ -149,36 +161,40 @@ def usable_blocks(sample: FitSample, grid: JpegGrid, halo: int) -> np.ndarray:
     the image, none within the grid's clip margin of 0 or 255."""
     use = interior(sample.use, halo)
     height, width = use.shape
-    rows, cols = (height - grid.row) // 8, (width - grid.col) // 8
+    rows = -(-(height - grid.row) // grid.row_step) // 8  # whole blocks of the file's pixels
+    cols = -(-(width - grid.col) // grid.col_step) // 8
     if rows <= 0 or cols <= 0:
         return np.zeros((0, 0), dtype=bool)
-    area = (slice(grid.row, grid.row + 8 * rows), slice(grid.col, grid.col + 8 * cols))
+    area = grid.area(rows, cols)
     values, margin = sample.y[area][..., 0], grid.clip_margin
     bad = ~use[area] | (values <= margin) | (values >= 255 - margin)  # NaN (unknown) is not usable
     return ~bad.reshape(rows, 8, cols, 8).any(axis=3).any(axis=1)  # the contiguous axis first: fast
 
 
-def dct_windows(band: np.ndarray, col: int, blocks: np.ndarray, ksize: int) -> np.ndarray:
+def dct_windows(band: np.ndarray, col: int, blocks: np.ndarray, ksize: int, row_step: int = 1, col_step: int = 1) -> np.ndarray:
     """(F, 8 * n * 8) DCT coefficients of every window feature over the ``blocks`` of one block
     row, in :func:`band_rows` order.
 
     Feature (c, dy, dx), as :func:`img2kernel.fit.lstsq.window_columns`, of block j's pixel (r, x) is
-    ``band[r + dy, col - K//2 + 8 j + x + dx, c]``: for each (c, dy) the eight band rows are
+    ``band[sr r + dy, col - K//2 + sc (8 j + x) + dx, c]`` (``sr``, ``sc``: the steps; 1 unless
+    the file is a resize): for each (c, dy) the eight band rows are
     transformed once (the DCT over r), and every dx and block are then a strided view of that,
     transformed over x straight into place; no window is copied before its transform.
     """
     channels = band.shape[2]
     first = int(blocks[0])
     count = int(blocks[-1]) - first + 1  # the blocks from the first usable to the last are transformed
-    start = col - ksize // 2 + 8 * first  # the first one's first window column, inside the band
+    start = col - ksize // 2 + 8 * col_step * first  # the first one's first window column, inside the band
     out = np.empty((channels, ksize, ksize, 8, len(blocks), 8))
     breaks = list(np.flatnonzero(np.diff(blocks) > 1) + 1)
     runs = list(zip([0] + breaks, breaks + [len(blocks)]))  # consecutive blocks
     for c in range(channels):
         for dy in range(ksize):
-            rows = DCT @ band[dy : dy + 8, start:, c]  # (8u, columns)
+            rows = DCT @ band[dy : dy + 8 * row_step : row_step, start:, c]  # (8u, columns)
             step = rows.strides[1]
-            view = as_strided(rows, shape=(ksize, 8, count, 8), strides=(step, rows.strides[0], 8 * step, step))
+            # every index stays inside: a usable block's pixels are at least K // 2 inside the image
+            view = as_strided(rows, shape=(ksize, 8, count, 8),
+                              strides=(step, rows.strides[0], 8 * col_step * step, col_step * step))
             for a, b in runs:
                 at = int(blocks[a]) - first
                 np.matmul(view[:, :, at : at + b - a], DCT.T, out=out[c, dy, :, :, a:b])  # (dx, u, block, v)
@@ -205,14 +221,15 @@ def band_rows(sample: FitSample, grid: JpegGrid, ok: np.ndarray, ksize: int, x_o
     coefficients in (u, block, v) order (the order the features are transformed in)."""
     h = ksize // 2
     for i in np.flatnonzero(ok.any(axis=1)):
-        r0 = grid.row + 8 * i
+        sr, sc = grid.row_step, grid.col_step
+        r0 = grid.row + 8 * sr * i
         blocks = np.flatnonzero(ok[i])
-        band = np.asarray(sample.x[r0 - h : r0 + 8 + h], dtype=np.float64) - x_offset
-        first, last = grid.col + 8 * int(blocks[0]), grid.col + 8 * int(blocks[-1]) + 8
-        target = np.asarray(sample.y[r0 : r0 + 8, first:last], dtype=np.float64) - y_offset
+        band = np.asarray(sample.x[r0 - h : r0 + 8 * sr - sr + 1 + h], dtype=np.float64) - x_offset
+        first, last = grid.col + 8 * sc * int(blocks[0]), grid.col + 8 * sc * (int(blocks[-1]) + 1)
+        target = np.asarray(sample.y[r0 : r0 + 8 * sr : sr, first:last:sc], dtype=np.float64) - y_offset
         target = np.moveaxis(target.reshape(8, -1, 8, target.shape[2])[:, blocks - blocks[0]], 3, 0)  # (C, rows, block, columns)
         coefficients = DCT @ (target @ DCT.T).reshape(target.shape[0], 8, -1)  # (C, u, block * v)
-        yield dct_windows(band, grid.col, blocks, ksize), coefficients.reshape(target.shape[0], -1).T, band_order(
+        yield dct_windows(band, grid.col, blocks, ksize, sr, sc), coefficients.reshape(target.shape[0], -1).T, band_order(
             grid.steps, len(blocks))
 
 
@@ -262,7 +279,7 @@ def file_blocks(values: np.ndarray, grid: JpegGrid, ok: np.ndarray) -> np.ndarra
     """(H, W, C) values in the output's frame -> (C, n, 8, 8) DCT coefficients of the ``ok`` blocks
     (:func:`usable_blocks`) of the file's grid."""
     rows, cols = ok.shape
-    area = values[grid.row : grid.row + 8 * rows, grid.col : grid.col + 8 * cols]
+    area = values[grid.area(rows, cols)]
     blocks = area.reshape(rows, 8, cols, 8, -1).transpose(4, 0, 2, 1, 3)[:, ok]  # (C, n, 8 rows, 8 columns)
     return DCT @ blocks @ DCT.T
 

@@ -34,6 +34,7 @@ from img2kernel import borders
 from img2kernel.colour import Space, space_named
 from img2kernel.models import AffineKernel
 from img2kernel.thresholds import LINEAR_FACTOR, STORAGE_RANGE, WIDENED_8BIT_STEP, as_good, noise_floor, size_is_enough
+from img2kernel.sources.geometry import Placement, geometry_of
 from img2kernel.sources.pairs import SPLIT_CODES
 from img2kernel.sources.pairs_store import LoadedPair, split_codes
 from img2kernel.fit import jpeg, roundings
@@ -57,8 +58,9 @@ class Pairs:
         input_storage, output_storage: ``uint8``, ``uint16``, ``float32`` or ``float64``.
         output_jpeg: per pair, the output file's JPEG facts (:func:`img2kernel.images.jpeg_facts`)
             or None; empty when no output is a JPEG.
-        margins: per pair, where the output file's pixel (0, 0) sits in ``outputs`` (a valid-mode
-            output's margin); empty means 0 for all.
+        placements: per pair, how the output file sits on its input's grid
+            (:class:`img2kernel.sources.geometry.Placement`: a margin, a crop, a resize, a turn);
+            empty means the plain placement for all.
     """
 
     keys: list[str]
@@ -68,7 +70,7 @@ class Pairs:
     input_storage: str = "float32"
     output_storage: str = "float32"
     output_jpeg: list = field(default_factory=list)
-    margins: list = field(default_factory=list)
+    placements: list = field(default_factory=list)
     # Per pair, its known and unsaturated output pixels of any split: a fit asks for them at
     # every size and structure, and the saturation scan is a pass over the output.
     _usable: dict = field(default_factory=dict, init=False, repr=False, compare=False)
@@ -157,7 +159,7 @@ def to_fit_pairs(loaded: list[LoadedPair], manifest: dict) -> Pairs:
     codes = [split_codes(p.ref.key, p.x.shape, p.split, manifest) for p in loaded]
     return Pairs([p.ref.key for p in loaded], [p.x for p in loaded], [p.y for p in loaded], codes,
                  manifest["input_storage"], manifest["output_storage"], [p.output_jpeg for p in loaded],
-                 [p.margin for p in loaded])
+                 [p.placement for p in loaded])
 
 
 def load_pairs(inputs_folder: str | Path, outputs_folder: str | Path) -> tuple[Pairs, dict]:
@@ -175,7 +177,7 @@ def load_pairs(inputs_folder: str | Path, outputs_folder: str | Path) -> tuple[P
         codes.append(split_codes(key, x.shape, inputs.split_of(key), manifest))
     stored = [manifest["keys"].get(key, {}) for key in keys]
     return Pairs(keys, xs, ys, codes, manifest["input_storage"], manifest["output_storage"],
-                 [s.get("output_jpeg") for s in stored], [s.get("margin", 0) for s in stored]), manifest
+                 [s.get("output_jpeg") for s in stored], [Placement.from_dict(s.get("placement")) for s in stored]), manifest
 
 
 @dataclass
@@ -202,6 +204,7 @@ class PairsFit:
     precision: dict = field(default_factory=lambda: {"output_step": 1, "intermediate": None})
     # Sizes searched up to ``searched`` of ``max_ksize`` (fit_pairs: the larger ones did not need trying).
     size_window: dict | None = None
+    geometry: dict | None = None  # where the outputs sit on the inputs' grid (sources.geometry.geometry_of)
 
     def summary(self) -> dict:
         return {
@@ -228,6 +231,7 @@ class PairsFit:
             "compression": self.compression,
             "precision": self.precision,
             "size_window": self.size_window,
+            "geometry": self.geometry,
         }
 
 
@@ -255,8 +259,11 @@ def fit_pairs(pairs: Pairs, *, max_ksize: int = 15, ksize: int | None = None, se
         first = _fit_up_to(pairs, FIRST_WINDOW, None, seed, floor, space, started)
         if first.ksize < FIRST_WINDOW:
             first.size_window = {"searched": FIRST_WINDOW, "max_ksize": max_ksize}
+            first.geometry = geometry_of(pairs.placements)
             return first
-    return _fit_up_to(pairs, largest, ksize, seed, floor, space, started)
+    fit = _fit_up_to(pairs, largest, ksize, seed, floor, space, started)
+    fit.geometry = geometry_of(pairs.placements)
+    return fit
 
 
 def _fit_up_to(pairs: Pairs, largest: int, ksize: int | None, seed: int, floor: float | None, space: Space | None,
@@ -522,7 +529,7 @@ def detect_border(model: AffineKernel, pairs: Pairs) -> dict:
 
     Returns ``{"rule": ..., "rms": {rule: value}, "ring_pixels": n}``; ``rule`` is
     ``"none needed"`` for a 1x1 kernel and ``"valid-mode output"`` when every output's
-    ring is unknown (outputs smaller than their inputs by the kernel's margin).
+    ring is unknown (outputs cropped inside their inputs by at least the kernel's margin).
     """
     h = model.halo
     if h == 0:
@@ -542,7 +549,7 @@ def detect_border(model: AffineKernel, pairs: Pairs) -> dict:
                 sums[rule] += float(np.sum(np.square(ring_prediction(model, x, rule, (r0, r1, c0, c1))[keep] - target)))
     if count == 0:
         return {"rule": "valid-mode output", "rms": {}, "ring_pixels": 0, "equivalent": [],
-                "note": "the outputs have no edge ring (they are smaller than the inputs by the kernel's margin)"}
+                "note": "the outputs have no edge ring: every output pixel's window lies inside its input (a valid-mode or cropped output)"}
     rms = {rule: math.sqrt(value / count) for rule, value in sums.items()}
     best = min(rms, key=rms.get)
     # A 3x3 kernel reads one pixel outside: reflect and replicate then give the same ring.

@@ -74,6 +74,8 @@ def save_pairs_fit(fit: PairsFit, info: dict, model_path, info_path, history_pat
         "output_storage": info["output_storage"],
         "layout": fit.model.layout,
         "description": fit.model.describe(),
+        # where the tool's output sits on the input's grid: apply writes the tool's size and turn
+        "placement": (info.get("geometry") or {}).get("placement") or {},
     }
     fit.model.save(model_path, metadata)
     with written_whole(info_path) as partial:

@@ -82,4 +82,11 @@ def load_model(path: str | os.PathLike) -> tuple[Model, dict]:
 
     if "border" in decoded and decoded["border"] not in borders.RULES:
         raise ValueError(f"{path}: metadata 'border' is {decoded['border']!r}, not one of {', '.join(borders.RULES)}")
+    if "placement" in decoded:
+        from img2kernel.sources.geometry import Placement
+
+        try:
+            Placement.from_dict(decoded["placement"])
+        except ValueError as err:
+            raise ValueError(f"{path}: metadata 'placement': {err}") from None
     return model, decoded

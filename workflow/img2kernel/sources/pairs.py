@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from img2kernel.errors import FilterSpecError
+from img2kernel.sources import geometry
 from img2kernel.images import IMAGE_SUFFIXES, ImageReadError, image_header
 
 SHOWN = 5  # names listed in an error before "and N more"
@@ -169,41 +170,17 @@ def mixed_storage(role: str, files: dict[str, str]) -> str:
     return f"{role} files mix storage types ({kinds}); a kernel maps one file type's values, convert them to one type"
 
 
-def valid_margin(input_shape: tuple[int, int], output_shape: tuple[int, int], max_margin: int) -> int | None:
-    """0 for same-size pairs; m when the output is smaller by m <= ``max_margin`` on every side
-    (a valid-mode filter's output, of a kernel up to 2 max_margin + 1); None otherwise."""
-    dy, dx = input_shape[0] - output_shape[0], input_shape[1] - output_shape[1]
-    if dy == dx and 0 <= dy <= 2 * max_margin and dy % 2 == 0:
-        return dy // 2
-    return None
-
-
-def size_mismatch(input_ref: str, input_shape: tuple[int, int], output_ref: str, output_shape: tuple[int, int],
-                  max_margin: int) -> str:
-    """Why a pair's sizes are refused, in the geometry they suggest (shapes are (height, width))."""
-    (h, w), (oh, ow) = input_shape, output_shape
-    said = f"sizes differ: input {input_ref} is {w}x{h}, output {output_ref} is {ow}x{oh} (width x height)"
-    if (oh, ow) == (w, h):
-        geometry = "the output's width and height are the input's swapped (rotated 90 degrees or transposed)"
-    elif abs(ow / w - oh / h) * max(w, h) <= 1:  # one factor both ways, to a pixel's rounding
-        geometry = f"the output is {ow / w:.3g} times the input's size in both directions (a resize)"
-    elif oh <= h and ow <= w:
-        geometry = f"the output is {w - ow} columns and {h - oh} rows smaller (a crop, or a valid-mode filter larger than {2 * max_margin + 1}x{2 * max_margin + 1})"
-    else:
-        geometry = f"the output is {ow - w} columns and {oh - h} rows larger (padding)"
-    return (f"{said}: {geometry}; img2kernel fits outputs on the input's own pixel grid, the same size or smaller "
-            f"by one margin of at most {max_margin} pixels on every side (a valid-mode filter of up to "
-            f"{2 * max_margin + 1}x{2 * max_margin + 1}, max_ksize)")
-
-
 def largest_ksize(spec: dict) -> tuple[str, int]:
     """The field that bounds a ``pairs`` entry's kernel size and that largest size: its ``ksize``
-    when set, else its ``max_ksize`` (default 15). Half of it is the widest valid-mode margin."""
+    when set, else its ``max_ksize`` (default 15)."""
     return ("ksize", int(spec["ksize"])) if spec.get("ksize") else ("max_ksize", int(spec.get("max_ksize") or 15))
 
 
 def check_pairs(spec: dict) -> dict:
     """Check a ``pairs`` entry from the files' headers, before any job; returns counts.
+
+    An output of another size must have a placement on its input's grid that the sizes allow
+    (:func:`img2kernel.sources.geometry.candidates`); the pairs store finds which from the pixels.
 
     Raises FilterSpecError (field ``inputs``, ``outputs`` or ``table``) naming the file.
     """
@@ -243,8 +220,8 @@ def check_pairs(spec: dict) -> dict:
             local += 1
             shape_in = (headers["input"].height, headers["input"].width)
             shape_out = (headers["output"].height, headers["output"].width)
-            if valid_margin(shape_in, shape_out, size // 2) is None:
-                raise FilterSpecError(field_out, size_mismatch(ref.input, shape_in, ref.output, shape_out, size // 2))
+            if not geometry.candidates(shape_in, shape_out):  # which one holds is for the pixels to say
+                raise FilterSpecError(field_out, geometry.size_mismatch(ref.input, shape_in, ref.output, shape_out))
     if smallest is not None and size > smallest[0]:  # the fit would stop on it, after the store was built
         raise FilterSpecError(size_field, f"a {size}x{size} kernel is larger than {smallest[1]}, whose shorter side is "
                                           f"{smallest[0]} pixels; no output pixel of it has a whole window (set a smaller "

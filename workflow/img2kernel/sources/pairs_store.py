@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from img2kernel.images import IMAGE_SUFFIXES, ImageReadError, jpeg_facts, read_pixels
-from img2kernel.sources.pairs import (SPLIT_CODES, PairRef, largest_ksize, list_pairs, mixed_storage, size_mismatch,
-                                      valid_margin)
+from img2kernel.sources.geometry import Placement, locate
+from img2kernel.sources.pairs import SPLIT_CODES, PairRef, list_pairs, mixed_storage
 from img2kernel.thresholds import STORAGE_RANGE
 
 REC601 = np.array([0.299, 0.587, 0.114])
@@ -136,14 +136,16 @@ def split_codes(key: str, shape: tuple[int, ...], label: str, manifest: dict) ->
 
 @dataclass
 class LoadedPair:
-    """One pair decoded, channels settled: (H, W, C_in) and (H, W, C_out), output ring NaN if valid-mode."""
+    """One pair decoded, channels settled: (H, W, C_in) and (H, W, C_out), the output on the
+    input's grid (NaN where the tool wrote nothing: a valid-mode ring, a crop, a resize's gaps)."""
 
     ref: PairRef
     x: np.ndarray
     y: np.ndarray
     split: str
-    margin: int
+    placement: Placement = Placement()
     output_jpeg: dict | None = None  # the output file's JPEG facts (images.jpeg_facts), None if not a JPEG
+    placement_evidence: dict | None = None  # what chose the placement (sources.geometry.locate)
 
 
 def read_pairs(spec: dict, refs: list[PairRef], fetched: dict[tuple[str, str], Path] | None = None,
@@ -202,7 +204,6 @@ def read_pairs(spec: dict, refs: list[PairRef], fetched: dict[tuple[str, str], P
         channels[role] = int(wanted.get(role) or (1 if all(gray) else 3))
     split = split_for_pairs([item[0].key for item in raw], holdout, seed)
     loaded = []
-    max_margin = largest_ksize(spec)[1] // 2  # a valid-mode output's widest margin
     for ref, x, y, compression in raw:
         x, note_in = as_channels(x, channels["input"])
         y, note_out = as_channels(y, channels["output"])
@@ -213,14 +214,21 @@ def read_pairs(spec: dict, refs: list[PairRef], fetched: dict[tuple[str, str], P
                     storage[role] = "float32" if storage[role] != "float64" else "float64"
                     if role == "output":
                         compression = None  # no longer the file's planes
-        margin = valid_margin(x.shape[:2], y.shape[:2], max_margin)
-        if margin is None:
-            raise ValueError(f"{name}: {size_mismatch(ref.input, x.shape[:2], ref.output, y.shape[:2], max_margin)}")
-        if margin:
-            full = np.full(x.shape[:2] + (y.shape[2],), np.nan)
-            full[margin : margin + y.shape[0], margin : margin + y.shape[1]] = y
-            y = full
-        loaded.append(LoadedPair(ref, x, y, split[ref.key], margin, compression))
+        try:
+            # one tool, one placement: a later pair keeps the first one's unless the pixels clearly say otherwise
+            placement, evidence = locate(x, y, ref.input, ref.output, loaded[0].placement if loaded else None)
+        except ValueError as err:
+            raise ValueError(f"{name}: {err}") from None
+        if not placement.plain:
+            y = placement.place(y, x.shape)
+            if compression is not None and placement.transform != "none":  # its 8x8 blocks are turned too
+                notes["output: a JPEG turned off its input's grid, fitted on its decoded pixels"] += 1
+                compression = None
+        loaded.append(LoadedPair(ref, x, y, split[ref.key], placement, compression, evidence))
+    turns = {(p.placement.transform, p.placement.stride): p.ref.output for p in loaded}
+    if len(turns) > 1:  # one model holds one geometry
+        raise ValueError(f"{name}: the outputs are placed on their inputs differently: " + "; ".join(
+            f"{output}: {Placement(t, stride=s).describe() or 'as stored'}" for (t, s), output in turns.items()))
     manifest = {
         "filter": name,
         "pairs": len(loaded),
@@ -234,9 +242,10 @@ def read_pairs(spec: dict, refs: list[PairRef], fetched: dict[tuple[str, str], P
         "channels": channels,
         "conversions": dict(notes),
         "skipped": dict(skipped),
-        "dtypes": {role: store_dtype(storage[role], role == "output" and any(p.margin for p in loaded))
+        "dtypes": {role: store_dtype(storage[role], role == "output" and any(not p.placement.plain for p in loaded))
                    for role in ("input", "output")},
-        "keys": {p.ref.key: {"input": p.ref.input, "output": p.ref.output, "shape": list(p.x.shape), "margin": p.margin,
+        "keys": {p.ref.key: {"input": p.ref.input, "output": p.ref.output, "shape": list(p.x.shape),
+                             "placement": p.placement.to_dict(), "placement_evidence": p.placement_evidence,
                              **({"output_jpeg": p.output_jpeg} if p.output_jpeg else {})}
                  for p in loaded},
     }
@@ -246,7 +255,7 @@ def read_pairs(spec: dict, refs: list[PairRef], fetched: dict[tuple[str, str], P
 def store_dtype(storage: str, unknown_pixels: bool) -> str:
     """The store's dtype for one side of the pairs: the files' own integers where they are
     integers (a 10000 x 10000 colour photo stays 300 MB, not 1.2 GB of float32), else float32,
-    or float64 for float64 files; float where a valid-mode output's unknown ring needs NaN."""
+    or float64 for float64 files; float where an output placed on its input's grid needs NaN."""
     if storage in STORAGE_RANGE and not unknown_pixels:
         return storage
     return "float64" if storage == "float64" else "float32"
@@ -258,8 +267,8 @@ def build_pairs_store(spec: dict, inputs_folder: str | Path, outputs_folder: str
 
     Every file is read before anything is written (an error names the file); arrays keep
     the files' values (in their own integer type, else float32 or float64; see
-    :func:`store_dtype`); a valid-mode
-    output sits in the middle of an input-sized array whose ring is NaN (unknown). URLs are
+    :func:`store_dtype`); an output of another size or orientation sits on its input's grid
+    (:mod:`img2kernel.sources.geometry`), NaN where the tool wrote nothing. URLs are
     fetched with the data section's ``timeout`` and ``retries``, into a folder beside the
     stores that the next run of the job clears if this one is killed.
     """
