@@ -18,7 +18,7 @@ from img2kernel.fit import rungs
 from img2kernel.fit.ladder import Given, best_candidate, choose, climb, ladder_for_pairs
 from img2kernel.fit.tiles import ladder_data
 from img2kernel.fit.pairs import Pairs, fit_pairs
-from img2kernel.models import MODELS, AffineKernel, CnnModel, CurveModel, MagnitudeModel, RankModel, load_model
+from img2kernel.models import MODELS, AffineKernel, CnnModel, CurveModel, LinearLightModel, MagnitudeModel, RankModel, load_model
 from img2kernel.models.rank import disk
 from img2kernel.sources.pairs import SPLIT_CODES
 
@@ -112,7 +112,24 @@ def test_magnitude_rung_explains_scikit_images_sobel_with_its_own_normalisation(
     ladder = climb(data, {"linear": Given(fit.model.with_output("float"), fit.residual_rms)})
     row = ladder.rows[-1]
     assert ladder.chosen == "magnitude" and row["psnr_db"] >= 60 and row["adequate"]
-    assert [r["model"] for r in ladder.rows] == ["linear", "rank", "curve", "magnitude"]  # nothing above it is tried
+    assert [r["model"] for r in ladder.rows] == ["linear", "rank", "linear light", "curve", "magnitude"]  # nothing above it is tried
+
+
+def test_a_blur_in_linear_light_is_the_linear_light_rung_and_a_gamma_after_a_blur_is_not(photos):
+    from img2kernel.bench.ladder import linear_light_blur
+    from img2kernel.colour import srgb_decode, srgb_encode
+
+    z = np.linspace(-0.1, 1.2, 1001)
+    np.testing.assert_allclose(srgb_decode(srgb_encode(z)), z, atol=1e-12)  # the curves invert each other beyond 0..1 too
+    ladder = ladder_for_pairs(pairs := make_pairs(photos, linear_light_blur), fit_pairs(pairs, max_ksize=7))
+    row = ladder.rows[-1]
+    assert ladder.chosen == "linear light" and row["adequate"] and row["psnr_db"] >= 45, ladder.rows
+    assert ladder.model.describe().startswith("5x5 kernel in linear light (gaussian sigma 1 (5x5)")
+    assert not ladder.rows[0]["adequate"]  # the same kernel on the encoded pixels is not enough
+    gamma = make_pairs(photos, lambda x: to_uint8(255 * (cv2.GaussianBlur(x, (5, 5), 1.0) / 255) ** 0.45))
+    _, data = data_for(gamma)
+    model, residual = best_candidate(rungs.fit_linear_light(data, 0), data)
+    assert residual > 2 * data.noise_floor  # a curve after the kernel only is the curve rung's, not this one's
 
 
 def test_selection_is_the_first_adequate_rung_else_the_best_psnr():
@@ -158,6 +175,7 @@ def every_model() -> list:
         CurveModel(rng.normal(size=(3, 3)), 0.5, np.linspace(-200, 200, 24), rng.normal(size=24) * 50, rng.normal(size=(3, 3))),
         MagnitudeModel(rng.normal(size=(3, 1, 5, 5))),
         RankModel(disk(2), 7, scale=0.9, offset=3.0),
+        LinearLightModel(rng.normal(size=(5, 5)) / 5, 0.01, 255.0),
         CnnModel(rng.normal(size=(width, 3, 3)), rng.normal(size=width), rng.normal(size=(width, width, 3, 3)) / 8,
                  rng.normal(size=width), rng.normal(size=width), [0.1], rng.normal(size=(5, 5)), 40.0),
     ]
@@ -165,7 +183,7 @@ def every_model() -> list:
 
 @pytest.mark.parametrize("model", every_model(), ids=lambda m: m.name)
 def test_every_ladder_model_round_trips_and_applies_tile_by_tile_as_it_predicts(tmp_path, photos, model):
-    assert set(MODELS) == {"affine", "curve", "magnitude", "rank", "cnn"} and MODELS[model.name] is type(model)
+    assert set(MODELS) == {"affine", "linear_light", "curve", "magnitude", "rank", "cnn"} and MODELS[model.name] is type(model)
     path = tmp_path / f"{model.name}.safetensors"
     model.save(path, {"border": "reflect101"})
     loaded, metadata = load_model(path)

@@ -12,6 +12,7 @@ import pytest
 import skimage.filters
 from PIL import Image, ImageFilter
 
+from img2kernel.bench.ladder import linear_light_blur
 from img2kernel.bench.pairs import ffmpeg_unsharp, gray_first
 from img2kernel.cli.main import main
 from img2kernel.models import load_model
@@ -40,6 +41,7 @@ CASES = {
                       ".png", "magnitude"),
     "pillow_unsharp": ("gray", lambda g, i: np.asarray(Image.fromarray(g).filter(ImageFilter.UnsharpMask(2, 150, 3))), ".png", None),
     "tone_sharpen": ("gray", lambda g, i: _tone_then_sharpen(g), ".png", None),
+    "linear_light": ("rgb", lambda c, i: linear_light_blur(c).astype(np.uint8), ".png", "linear light"),  # GIMP's default
     "bilateral": ("gray", lambda g, i: cv2.bilateralFilter(g, 5, 40, 3), ".png", None),
     "blur_jpeg": ("rgb", lambda c, i: cv2.GaussianBlur(c, (5, 5), 1.0), ".jpg", None),  # colour, 4:2:0
     "median_jpeg": ("gray", lambda g, i: np.asarray(Image.fromarray(g).filter(ImageFilter.MedianFilter(3))), ".jpg", None),
@@ -151,9 +153,26 @@ def test_the_report_says_what_each_filter_is_and_fits_a_laptop_screen(built):
     assert widths["summary_right"] <= widths["window"] and widths["page"] <= widths["window"], widths
 
 
+def test_a_blur_in_linear_light_is_named_and_apply_reproduces_it(built, tmp_path):
+    """An editor's colour blur in linear light: the sRGB curves on both sides of a Gaussian, said
+    in the verdict and the report, and `img2kernel apply` gives the tool's pixels on a photo the fit
+    never saw."""
+    results = built / "results"
+    evaluation = json.loads((results / "eval" / "linear_light.json").read_text())
+    assert evaluation["model"] == "linear light" and evaluation["test_psnr"] >= 45, evaluation["verdict"]
+    assert "5x5 kernel in linear light (gaussian sigma " in evaluation["verdict"], evaluation["verdict"]
+    assert "kernel in linear light" in (results / "report.html").read_text()
+    fresh = rgb_photos(5, (64, 80))[4]
+    Image.fromarray(fresh).save(tmp_path / "fresh.png")
+    assert main(["apply", str(results / "models" / "linear_light.safetensors"), str(tmp_path / "fresh.png"),
+                 str(tmp_path / "out.png")]) == 0
+    ours, truth = np.asarray(Image.open(tmp_path / "out.png")).astype(np.float64), linear_light_blur(fresh)
+    assert ours.shape == truth.shape and 20 * np.log10(255 / np.sqrt(np.mean((ours - truth) ** 2))) >= 45
+
+
 # Gray ladder rungs and a colour linear fit through a working space; a colour CNN climb takes the
 # same function (fit.pairs_job.fit_and_climb) at 35 s more, so it is left to the pipeline run above.
-@pytest.mark.parametrize("name", ["pillow_median", "skimage_sobel", "ffmpeg_yuv"])
+@pytest.mark.parametrize("name", ["pillow_median", "skimage_sobel", "ffmpeg_yuv", "linear_light"])
 def test_img2kernel_fit_gives_the_pipelines_model(built, tmp_path, name, capsys):
     files = []
     for i in range(4):

@@ -69,3 +69,29 @@ SPACES = [Space(GRAY_SPACE_NAMES[name], np.array([weights]), np.zeros(1), ("gray
 def space_named(name: str) -> Space:
     """The space of :data:`SPACES` called ``name``."""
     return next(s for s in SPACES if s.name == name)
+
+
+# The sRGB transfer function (IEC 61966-2-1) on values scaled to 0..1: tools that "work in linear
+# light" decode with it, filter, and encode again. Both extend beyond 0..1 (a sharpened value
+# below 0 encodes along the linear segment), so the encode inverts the decode everywhere.
+SRGB_KNEE, SRGB_SLOPE, SRGB_GAMMA, SRGB_OFFSET = 0.04045, 12.92, 2.4, 0.055
+
+
+def srgb_decode(values: np.ndarray) -> np.ndarray:
+    """Linear light from sRGB-encoded values in 0..1 (float64)."""
+    v = np.asarray(values, dtype=np.float64)
+    return np.where(v <= SRGB_KNEE, v / SRGB_SLOPE, ((np.maximum(v, SRGB_KNEE) + SRGB_OFFSET) / (1 + SRGB_OFFSET)) ** SRGB_GAMMA)
+
+
+def srgb_encode(values: np.ndarray) -> np.ndarray:
+    """sRGB-encoded values from linear light (float64), the inverse of :func:`srgb_decode`."""
+    z = np.asarray(values, dtype=np.float64)
+    knee = SRGB_KNEE / SRGB_SLOPE
+    return np.where(z <= knee, z * SRGB_SLOPE, (1 + SRGB_OFFSET) * np.maximum(z, knee) ** (1 / SRGB_GAMMA) - SRGB_OFFSET)
+
+
+def srgb_encode_slope(values: np.ndarray) -> np.ndarray:
+    """d encode / d z: how much an error in linear light moves the encoded value."""
+    z = np.asarray(values, dtype=np.float64)
+    knee = SRGB_KNEE / SRGB_SLOPE
+    return np.where(z <= knee, SRGB_SLOPE, (1 + SRGB_OFFSET) / SRGB_GAMMA * np.maximum(z, knee) ** (1 / SRGB_GAMMA - 1))

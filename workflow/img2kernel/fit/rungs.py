@@ -17,7 +17,7 @@ from img2kernel.fit.lstsq import kernels_of_quadratic, least_squares, quadratic_
 from img2kernel.fit.optim import minimise
 from img2kernel.fit.tiles import LadderData, heldout_rms, windows
 from img2kernel.thresholds import SIZE_TOLERANCE
-from img2kernel.models import CnnModel, CurveModel, MagnitudeModel, Model, RankModel
+from img2kernel.models import CnnModel, CurveModel, LinearLightModel, MagnitudeModel, Model, RankModel
 from img2kernel.models.cnn import WIDTH
 from img2kernel.models.curve import KNOTS
 from img2kernel.models.rank import disk
@@ -175,6 +175,35 @@ def fit_magnitude(data: LadderData, seed: int) -> list[Model]:
     return candidates
 
 
+LIGHT_SIZES = (1, 3, 5, 7)
+
+
+def full_scale(values: np.ndarray) -> float:
+    """The full scale of stored values: 1 for float images in 0..1, 255 for 8 bits, 65535 above."""
+    top = float(np.nanmax(values))
+    return 1.0 if top <= 1.0 else 255.0 if top <= 255.0 else 65535.0
+
+
+def fit_linear_light(data: LadderData, seed: int) -> list[Model]:
+    """A kernel between the sRGB decode of the inputs and of the outputs, for sizes 1 to 7: least
+    squares in linear light, each row weighted by how much an error there moves the encoded
+    output (the encode's slope), so the fit minimises the error in the files' own units."""
+    from img2kernel.colour import srgb_decode, srgb_encode_slope
+
+    scale = full_scale(data.train.x)
+    patches, targets = windows(data.train, max(LIGHT_SIZES), seed=seed)
+    light, target = srgb_decode(patches / scale), srgb_decode(np.clip(targets, 0, None) / scale)
+    weight = srgb_encode_slope(target)
+    candidates = []
+    for k in LIGHT_SIZES:
+        m = (max(LIGHT_SIZES) - k) // 2
+        window = light[:, m : m + k, m : m + k].reshape(len(light), -1)
+        design = np.hstack([window, np.ones((len(window), 1))]) * weight[:, None]
+        solution = least_squares([(design, target * weight)])
+        candidates.append(LinearLightModel(solution[:-1].reshape(k, k), float(solution[-1]), scale))
+    return candidates
+
+
 def fit_rank(data: LadderData, seed: int) -> list[Model]:
     """Every rank of square and disk footprints of 3x3 to 7x7, recomputed on the training
     windows; per footprint the best rank, as is or with a least-squares affine step."""
@@ -230,10 +259,12 @@ def fit_cnn(data: LadderData, seed: int) -> list[Model]:
 
 
 # The rungs after ``linear``, in order: (rung, fit). Adding a rung: its model module and a line here.
-# In order of learned weights: a rank filter has none (its footprint and rank are found,
-# not learned), a curve model a kernel and 24 curve values, a magnitude n kernels.
+# In order of learned weights: a rank filter has none (its footprint and rank are found, not
+# learned), a linear-light model a kernel's (the curves are the sRGB standard's), a curve
+# model a kernel and 24 curve values, a magnitude n kernels.
 RUNGS: list[tuple[str, Callable[[LadderData, int], list[Model]]]] = [
     ("rank", fit_rank),
+    ("linear light", fit_linear_light),
     ("curve", fit_curve),
     ("magnitude", fit_magnitude),
     ("cnn", fit_cnn),

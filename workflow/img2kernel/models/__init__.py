@@ -16,6 +16,7 @@ from img2kernel.models.affine import AffineKernel
 from img2kernel.models.base import Model, planes, stack
 from img2kernel.models.cnn import CnnModel
 from img2kernel.models.curve import CurveModel
+from img2kernel.models.light import LinearLightModel
 from img2kernel.models.magnitude import MagnitudeModel
 from img2kernel.models.rank import RankModel
 
@@ -23,13 +24,14 @@ from img2kernel.models.rank import RankModel
 # explanation at its step, the CNN the last resort.
 MODELS: dict[str, type[Model]] = {
     AffineKernel.name: AffineKernel,
+    LinearLightModel.name: LinearLightModel,
     CurveModel.name: CurveModel,
     MagnitudeModel.name: MagnitudeModel,
     RankModel.name: RankModel,
     CnnModel.name: CnnModel,
 }
 
-__all__ = ["MODELS", "AffineKernel", "CnnModel", "CurveModel", "MagnitudeModel", "Model", "RankModel", "load_model",
+__all__ = ["MODELS", "AffineKernel", "CnnModel", "CurveModel", "LinearLightModel", "MagnitudeModel", "Model", "RankModel", "load_model",
            "planes", "stack"]
 
 
