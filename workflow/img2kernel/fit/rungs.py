@@ -16,7 +16,7 @@ import numpy as np
 from img2kernel.fit.lstsq import kernels_of_quadratic, least_squares, quadratic_features
 from img2kernel.fit.optim import minimise
 from img2kernel.fit.tiles import LadderData, heldout_rms, windows
-from img2kernel.thresholds import SIZE_TOLERANCE
+from img2kernel.thresholds import SIZE_TOLERANCE, STORAGE_RANGE
 from img2kernel.models import CnnModel, CurveModel, LinearLightModel, MagnitudeModel, Model, RankModel
 from img2kernel.models.cnn import WIDTH
 from img2kernel.models.curve import KNOTS
@@ -41,10 +41,13 @@ def quadratic_kernels(patches: np.ndarray, targets: np.ndarray, n: int) -> np.nd
     return kernels_of_quadratic(least_squares([(quadratic_features(p[:rows]), targets[:rows] ** 2)]), k, n)
 
 
-def linear_kernel(patches: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, float]:
-    """Least-squares (K, K) kernel and bias of the windows."""
+def linear_kernel(patches: np.ndarray, targets: np.ndarray, weight: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+    """Least-squares (K, K) kernel and bias of the windows, each row weighted by ``weight`` when given."""
     p = patches.reshape(len(patches), -1)
-    solution = least_squares([(np.hstack([p, np.ones((len(p), 1))]), targets)])
+    design = np.hstack([p, np.ones((len(p), 1))])
+    if weight is not None:
+        design, targets = design * weight[:, None], targets * weight
+    solution = least_squares([(design, targets)])
     return solution[:-1].reshape(patches.shape[1:]), float(solution[-1])
 
 
@@ -181,7 +184,8 @@ LIGHT_SIZES = (1, 3, 5, 7)
 def full_scale(values: np.ndarray) -> float:
     """The full scale of stored values: 1 for float images in 0..1, 255 for 8 bits, 65535 above."""
     top = float(np.nanmax(values))
-    return 1.0 if top <= 1.0 else 255.0 if top <= 255.0 else 65535.0
+    scales = [1.0] + sorted(high for _, high in STORAGE_RANGE.values())
+    return next((scale for scale in scales if top <= scale), scales[-1])
 
 
 def fit_linear_light(data: LadderData, seed: int) -> list[Model]:
@@ -197,10 +201,8 @@ def fit_linear_light(data: LadderData, seed: int) -> list[Model]:
     candidates = []
     for k in LIGHT_SIZES:
         m = (max(LIGHT_SIZES) - k) // 2
-        window = light[:, m : m + k, m : m + k].reshape(len(light), -1)
-        design = np.hstack([window, np.ones((len(window), 1))]) * weight[:, None]
-        solution = least_squares([(design, target * weight)])
-        candidates.append(LinearLightModel(solution[:-1].reshape(k, k), float(solution[-1]), scale))
+        kernel, bias = linear_kernel(light[:, m : m + k, m : m + k], target, weight)
+        candidates.append(LinearLightModel(kernel, bias, scale))
     return candidates
 
 
