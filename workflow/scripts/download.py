@@ -1,5 +1,10 @@
 """Snakemake entry point: download the URL table with img2dataset (guarded: its workers re-import this file)."""
 import json
+import sys
+
+# img2dataset imports webdataset, which imports torch (about a second a process) only for optional
+# PyTorch classes it does without; img2dataset's logger and workers re-run this file, so none imports it.
+sys.modules.setdefault("torch", None)
 
 if __name__ == "__main__":
     from img2kernel.sources.downloads import download
