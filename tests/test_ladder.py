@@ -16,9 +16,10 @@ from conftest import real_images
 from img2kernel.apply import apply_tiled
 from img2kernel.fit import rungs
 from img2kernel.fit.ladder import Given, best_candidate, choose, climb, ladder_for_pairs
-from img2kernel.fit.tiles import ladder_data
+from img2kernel.fit.tiles import heldout_rms, ladder_data
 from img2kernel.fit.pairs import Pairs, fit_pairs
-from img2kernel.models import MODELS, AffineKernel, CnnModel, CurveModel, LinearLightModel, MagnitudeModel, RankModel, load_model
+from img2kernel.models import (MODELS, AffineKernel, CnnModel, CurveModel, GainMapModel, KernelMapModel, LinearLightModel,
+                               MagnitudeModel, RankModel, load_model)
 from img2kernel.models.rank import disk
 from img2kernel.sources.pairs import SPLIT_CODES
 
@@ -132,6 +133,36 @@ def test_a_blur_in_linear_light_is_the_linear_light_rung_and_a_gamma_after_a_blu
     assert residual > 2 * data.noise_floor  # a curve after the kernel only is the curve rung's, not this one's
 
 
+@pytest.mark.parametrize("tool, name", [("vignetting", "gain_map"), ("radial_blur", "kernel_map")])
+def test_vignetting_is_a_gain_map_and_a_blur_growing_towards_the_corners_a_kernel_map(photos, tool, name):
+    from img2kernel.bench import ladder as cases
+
+    pairs = make_pairs(photos, getattr(cases, tool))
+    ladder = ladder_for_pairs(pairs, fit_pairs(pairs, max_ksize=7))
+    row = next(r for r in ladder.rows if r["model"] == ladder.chosen)
+    assert ladder.chosen == "spatially varying" and ladder.model.name == name and row["psnr_db"] >= 40, ladder.rows
+    assert not any(r["adequate"] for r in ladder.rows[:-1])  # no shift-invariant rung explains it
+    gains = ladder.model.survey()["gains"]
+    if name == "gain_map":  # 1 - 0.3 r^2 - 0.15 r^4: 1 at the centre, 0.55 at the corners
+        assert ladder.model.ksize == 1 and abs(gains[4, 4] - 1) < 0.03 and abs(gains[0, 0] - 0.55) < 0.06, gains
+        assert "at the centre to 0.5" in ladder.model.describe() and "at the corners" in ladder.model.describe()
+    else:  # a blur: no gain change, wider at the corners than at the centre
+        assert np.all(np.abs(gains - 1) < 0.03), gains
+        assert "px at the centre" in ladder.model.describe()
+
+
+def test_a_varying_model_is_scored_on_tiles_where_they_lie_in_their_images(photos):
+    """Tiles carry their place: a gain map's own outputs score zero on tiles, and would not if
+    each tile were taken for a whole image."""
+    model = GainMapModel(np.array([[0.5, 1.0, 0.5], [1.0, 1.2, 1.0], [0.5, 1.0, 0.7]]), np.ones((3, 3)) / 9)
+    pairs = make_pairs(photos, lambda x: model.predict(x, "reflect101"), storage="float64")
+    tiles = ladder_data(pairs, "val", 1.0).heldout
+    assert heldout_rms(model, tiles) < 1e-9
+    tiles.where[:, :2] = 0
+    tiles.where[:, 2:] = tiles.y.shape[1:]
+    assert heldout_rms(model, tiles) > 1
+
+
 def test_selection_is_the_first_adequate_rung_else_the_best_psnr():
     row = lambda psnr, adequate: {"psnr_db": psnr, "adequate": adequate}  # noqa: E731
     assert choose([row(30, False), row(45, True), row(80, True)]) == 1
@@ -176,6 +207,8 @@ def every_model() -> list:
         MagnitudeModel(rng.normal(size=(3, 1, 5, 5))),
         RankModel(disk(2), 7, scale=0.9, offset=3.0),
         LinearLightModel(rng.normal(size=(5, 5)) / 5, 0.01, 255.0),
+        GainMapModel(rng.uniform(0.5, 1.0, size=(5, 5)), rng.normal(size=(3, 3)), 2.0),
+        KernelMapModel(rng.normal(size=(3, 3, 5, 5)), -1.0),
         CnnModel(rng.normal(size=(width, 3, 3)), rng.normal(size=width), rng.normal(size=(width, width, 3, 3)) / 8,
                  rng.normal(size=width), rng.normal(size=width), [0.1], rng.normal(size=(5, 5)), 40.0),
     ]
@@ -183,7 +216,8 @@ def every_model() -> list:
 
 @pytest.mark.parametrize("model", every_model(), ids=lambda m: m.name)
 def test_every_ladder_model_round_trips_and_applies_tile_by_tile_as_it_predicts(tmp_path, photos, model):
-    assert set(MODELS) == {"affine", "linear_light", "curve", "magnitude", "rank", "cnn"} and MODELS[model.name] is type(model)
+    assert set(MODELS) == {"affine", "linear_light", "curve", "magnitude", "rank", "gain_map", "kernel_map", "cnn"}
+    assert MODELS[model.name] is type(model)
     path = tmp_path / f"{model.name}.safetensors"
     model.save(path, {"border": "reflect101"})
     loaded, metadata = load_model(path)

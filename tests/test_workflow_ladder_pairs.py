@@ -12,7 +12,7 @@ import pytest
 import skimage.filters
 from PIL import Image, ImageFilter
 
-from img2kernel.bench.ladder import linear_light_blur
+from img2kernel.bench.ladder import linear_light_blur, radial_blur, vignetting
 from img2kernel.bench.pairs import ffmpeg_unsharp, gray_first
 from img2kernel.cli.main import main
 from img2kernel.models import load_model
@@ -42,6 +42,8 @@ CASES = {
     "pillow_unsharp": ("gray", lambda g, i: np.asarray(Image.fromarray(g).filter(ImageFilter.UnsharpMask(2, 150, 3))), ".png", None),
     "tone_sharpen": ("gray", lambda g, i: _tone_then_sharpen(g), ".png", None),
     "linear_light": ("rgb", lambda c, i: linear_light_blur(c).astype(np.uint8), ".png", "linear light"),  # GIMP's default
+    "vignetting": ("rgb", lambda c, i: vignetting(c).astype(np.uint8), ".png", "spatially varying"),  # a lens's
+    "radial_blur": ("gray", lambda g, i: radial_blur(g).astype(np.uint8), ".png", "spatially varying"),
     "bilateral": ("gray", lambda g, i: cv2.bilateralFilter(g, 5, 40, 3), ".png", None),
     "blur_jpeg": ("rgb", lambda c, i: cv2.GaussianBlur(c, (5, 5), 1.0), ".jpg", None),  # colour, 4:2:0
     "median_jpeg": ("gray", lambda g, i: np.asarray(Image.fromarray(g).filter(ImageFilter.MedianFilter(3))), ".jpg", None),
@@ -170,9 +172,30 @@ def test_a_blur_in_linear_light_is_named_and_apply_reproduces_it(built, tmp_path
     assert ours.shape == truth.shape and 20 * np.log10(255 / np.sqrt(np.mean((ours - truth) ** 2))) >= 45
 
 
+def test_a_vignetting_and_a_growing_blur_are_maps_drawn_in_the_report_and_apply_reproduces_them(built, tmp_path):
+    """A lens's vignetting (colour) and a blur that grows towards the corners (gray): a gain map
+    and a kernel map, said in the verdict, drawn in the report (the gain over the image, the
+    kernels across it), and `img2kernel apply` gives the tool's pixels on a photo the fit never
+    saw, at another size (positions are fractions of the image)."""
+    results = built / "results"
+    html = (results / "report.html").read_text()
+    for name, model, tool, kind in (("vignetting", "gain_map", vignetting, "rgb"), ("radial_blur", "kernel_map", radial_blur, "gray")):
+        evaluation = json.loads((results / "eval" / f"{name}.json").read_text())
+        assert evaluation["model_class"] == model and evaluation["test_psnr"] >= 40, evaluation["verdict"]
+        assert evaluation["model_description"].split(" (")[0] in evaluation["verdict"] and "at the corners" in evaluation["verdict"]
+        assert evaluation["model_description"].split(":")[0] in html
+        fresh = (rgb_photos if kind == "rgb" else gray_photos)(5, (96, 120))[4]
+        Image.fromarray(fresh).save(tmp_path / f"{name}.png")
+        out = tmp_path / f"{name}_out.png"
+        assert main(["apply", str(results / "models" / f"{name}.safetensors"), str(tmp_path / f"{name}.png"), str(out)]) == 0
+        ours, truth = np.asarray(Image.open(out)).astype(np.float64), tool(fresh)
+        psnr = 20 * np.log10(255 / np.sqrt(np.mean((ours - truth) ** 2)))
+        assert ours.shape == truth.shape and psnr >= 40, (name, psnr)
+
+
 # Gray ladder rungs and a colour linear fit through a working space; a colour CNN climb takes the
 # same function (fit.pairs_job.fit_and_climb) at 35 s more, so it is left to the pipeline run above.
-@pytest.mark.parametrize("name", ["pillow_median", "skimage_sobel", "ffmpeg_yuv", "linear_light"])
+@pytest.mark.parametrize("name", ["pillow_median", "skimage_sobel", "ffmpeg_yuv", "linear_light", "radial_blur"])
 def test_img2kernel_fit_gives_the_pipelines_model(built, tmp_path, name, capsys):
     files = []
     for i in range(4):

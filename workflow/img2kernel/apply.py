@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from img2kernel import borders
 from img2kernel.models import Model
-from img2kernel.models.base import stored_as
+from img2kernel.models.base import Location, stored_as
 from img2kernel.sources.geometry import Placement
 
 
@@ -84,7 +84,7 @@ def apply_tiled(
         for x0 in range(0, width, tile):
             x1 = min(x0 + tile, width)
             block = borders.tile_with_halo(image, y0, y1, x0, x1, halo, border)
-            values = model.predict_valid(block, dtype=dtype)
+            values = model.predict_valid(block, dtype=dtype, at=Location(y0, x0, height, width))
             if border == "unfiltered" and halo:
                 inner = block[halo : halo + y1 - y0, halo : halo + x1 - x0]
                 if values.size != inner.size:

@@ -7,7 +7,8 @@ same fit as a ``pairs`` filter (linear fit, then the ladder). The targets
 interior reproduced exactly; Sobel magnitudes >= 60 dB as ``magnitude``; blur then gamma and
 clipped or absolute edge maps as ``curve`` within 2 noise floors; thresholded unsharp
 masking as ``curve`` with its skip path, >= 40 dB; a blur in linear light as ``linear light``,
->= 45 dB; a filter no structured rung explains:
+>= 45 dB; vignetting as a gain map and a blur growing towards the corners as a kernel map,
+>= 40 dB; a filter no structured rung explains:
 the CNN >= 3 dB above the best linear fit, or the table says it is not; each ladder <= 30 s.
 """
 
@@ -55,6 +56,36 @@ def linear_light_blur(x: np.ndarray) -> np.ndarray:
     return _u8(255 * srgb_encode(cv2.GaussianBlur(light, (5, 5), 1.0)))
 
 
+def radius(height: int, width: int) -> np.ndarray:
+    """(H, W) distance of each pixel centre from the image's centre, 1 at the corners."""
+    rows, columns = np.mgrid[0:height, 0:width]
+    return np.hypot((rows + 0.5) / height - 0.5, (columns + 0.5) / width - 0.5) / np.hypot(0.5, 0.5)
+
+
+def vignetting(x: np.ndarray) -> np.ndarray:
+    """A lens's vignetting: the image times 1 - 0.3 r^2 - 0.15 r^4 (r: 0 at the centre, 1 at the
+    corners, where the gain is 0.55), rounded to 8 bits. Gray or colour."""
+    r = radius(*x.shape[:2])
+    gain = 1 - 0.3 * r**2 - 0.15 * r**4
+    return _u8(np.asarray(x, dtype=np.float64) * (gain if x.ndim == 2 else gain[..., None]))
+
+
+def radial_blur(x: np.ndarray) -> np.ndarray:
+    """A blur that grows towards the corners as a lens's does: at each pixel a 7x7 Gaussian whose
+    sigma rises linearly from 0.5 at the centre to 1.5 at the corners (OpenCV's kernels at 11
+    sigmas, blended linearly between the two nearest), rounded to 8 bits. Gray or colour."""
+    sigmas = np.linspace(0.5, 1.5, 11)
+    image = np.asarray(x, dtype=np.float64)
+    blurred = np.stack([cv2.GaussianBlur(image, (7, 7), s, borderType=cv2.BORDER_REFLECT_101) for s in sigmas])
+    t = radius(*x.shape[:2]) * (len(sigmas) - 1)
+    low = np.minimum(np.floor(t).astype(int), len(sigmas) - 2)
+    frac = t - low
+    if image.ndim == 3:
+        low, frac = low[..., None], frac[..., None]
+    pick = lambda i: np.take_along_axis(blurred, i[None], axis=0)[0]  # noqa: E731
+    return _u8((1 - frac) * pick(low) + frac * pick(low + 1))
+
+
 def _rank_case(name, tool, footprint: np.ndarray, rank: int) -> Case:
     def check(ladder, row):
         model = ladder.model
@@ -97,6 +128,14 @@ def cases() -> list[Case]:
     out.append(Case("Gaussian 5x5 s1 in linear light (sRGB decode, blur, encode), 8-bit", linear_light_blur, "uint8",
                     "linear light", lambda ladder, row: ladder.chosen == "linear light" and row["psnr_db"] >= 45,
                     "linear light, >= 45 dB"))
+
+    def field_check(model_name: str):
+        return lambda ladder, row: ladder.chosen == "spatially varying" and ladder.model.name == model_name and row["psnr_db"] >= 40
+
+    out.append(Case("vignetting, gain 1 - 0.3 r^2 - 0.15 r^4, 8-bit", vignetting, "uint8", "spatially varying",
+                    field_check("gain_map"), "gain map, >= 40 dB"))
+    out.append(Case("7x7 Gaussian blur, sigma 0.5 (centre) to 1.5 (corners), 8-bit", radial_blur, "uint8",
+                    "spatially varying", field_check("kernel_map"), "kernel map, >= 40 dB"))
 
     def cnn_check(ladder, row):
         cnn = next((r for r in ladder.rows if r["model"] == "cnn"), None)

@@ -46,12 +46,17 @@ def residual_sums(model, blocks: Iterable[tuple[np.ndarray, np.ndarray, np.ndarr
                   output: str | None = None) -> tuple[float, int, float]:
     """(sum of squared errors, pixels, sum of squared targets) of ``model`` over ``blocks``.
 
-    Each block is (x, y, mask): y (h, w[, C_out]) outputs, x the inputs with a margin of at
-    least the model's halo on every side (cropped to it here), mask (h, w) the pixels that
-    count (None: all). ``output`` overrides the model's output step (``"float"``: before it).
+    Each block is (x, y, mask) or (x, y, mask, at): y (h, w[, C_out]) outputs, x the inputs
+    with a margin of at least the model's halo on every side (cropped to it here), mask (h, w)
+    the pixels that count (None: all), ``at`` where y lies in its image (a
+    :class:`img2kernel.models.base.Location`; absent: y is a whole image). ``output``
+    overrides the model's output step (``"float"``: before it).
     """
+    from img2kernel.models.base import Location
+
     sse, pixels, power = 0.0, 0, 0.0
-    for x, y, mask in blocks:
+    for x, y, mask, *where in blocks:
+        at = where[0] if where else Location.whole(*y.shape[:2])
         cut = (x.shape[0] - y.shape[0]) // 2 - model.halo
         if cut < 0:
             raise ValueError(f"a block with a {(x.shape[0] - y.shape[0]) // 2}-pixel margin is too small for a {model.ksize}x{model.ksize} model")
@@ -63,7 +68,7 @@ def residual_sums(model, blocks: Iterable[tuple[np.ndarray, np.ndarray, np.ndarr
                 continue
             target = np.asarray(y[r0:r1], dtype=np.float64)
             inputs = np.asarray(block[r0 : r1 + 2 * halo], dtype=np.float64)
-            diff = model.predict_valid(inputs, output=output).reshape(target.shape) - target
+            diff = model.predict_valid(inputs, output=output, at=at.below(r0)).reshape(target.shape) - target
             if keep is not None:
                 diff, target = diff[keep], target[keep]
             sse += float(np.sum(np.square(diff)))

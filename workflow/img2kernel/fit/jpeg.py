@@ -41,6 +41,7 @@ from scipy.fft import dct
 from img2kernel.colour import JFIF_LUMA  # the encoder's Y from R, G, B (JFIF, ITU-R BT.601)
 from img2kernel.fit.lstsq import FitSample, NormalEquations, centring, interior, solve_normal
 from img2kernel.models.affine import AffineKernel
+from img2kernel.models.base import Location
 from img2kernel.sources.geometry import Placement
 
 DCT = dct(np.eye(8), norm="ortho", axis=0)  # DCT @ v is the codec's orthonormal DCT-II of v
@@ -290,8 +291,8 @@ def residual_coefficients(model, x: np.ndarray, y: np.ndarray, grid: JpegGrid, o
     h = model.halo
     difference = np.zeros(y.shape)
     inner = (slice(h, y.shape[0] - h), slice(h, y.shape[1] - h))
-    difference[inner] = model.predict_valid(np.asarray(x, dtype=np.float64), output="float").reshape(
-        difference[inner].shape) - y[inner]
+    difference[inner] = model.predict_valid(np.asarray(x, dtype=np.float64), output="float",
+                                            at=Location(h, h, *y.shape[:2])).reshape(difference[inner].shape) - y[inner]
     return file_blocks(difference, grid, ok)
 
 

@@ -33,6 +33,7 @@ import numpy as np
 from img2kernel import borders
 from img2kernel.colour import Space, space_named
 from img2kernel.models import AffineKernel
+from img2kernel.models.base import Location
 from img2kernel.thresholds import LINEAR_FACTOR, STORAGE_RANGE, WIDENED_8BIT_STEP, as_good, noise_floor, size_is_enough
 from img2kernel.sources.geometry import Placement, geometry_of
 from img2kernel.sources.pairs import SPLIT_CODES
@@ -519,7 +520,7 @@ def heldout_rms(model: AffineKernel, pairs: Pairs, split: str, halo: int) -> flo
             inner = (slice(halo, y.shape[0] - halo), slice(halo, y.shape[1] - halo))
             mask = pairs.usable(i, split)[inner]
             if mask.any():
-                yield x, y[inner], mask
+                yield x, y[inner], mask, Location(halo, halo, *y.shape[:2])
 
     return blocks_rms(model, blocks(), output="float")
 

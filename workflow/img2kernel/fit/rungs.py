@@ -15,16 +15,26 @@ import numpy as np
 
 from img2kernel.fit.lstsq import kernels_of_quadratic, least_squares, quadratic_features
 from img2kernel.fit.optim import minimise
-from img2kernel.fit.tiles import LadderData, heldout_rms, windows
+from img2kernel.fit.tiles import LadderData, heldout_rms, window_positions, windows
 from img2kernel.thresholds import SIZE_TOLERANCE, STORAGE_RANGE
 from img2kernel.models import CnnModel, CurveModel, LinearLightModel, MagnitudeModel, Model, RankModel
 from img2kernel.models.cnn import WIDTH
 from img2kernel.models.curve import KNOTS
+from img2kernel.models.field import GainMapModel, KernelMapModel
 from img2kernel.models.rank import disk
 
 CURVE_SIZES = (3, 5, 7)  # kernel sides the curve rung tries
 MAGNITUDE_SIZES = (3, 5)
 RANK_SIZES = (3, 5, 7)  # footprint sides (cheap: every rank is recomputed on the same windows)
+# The gain and kernel maps: control points per side, kernel sides, windows, and alternations
+# of a gain map's gains and kernel; design rows are built FIELD_CHUNK at a time (a 7x7 kernel
+# map on 5x5 nodes has 1,226 columns).
+FIELD_NODES = (3, 5)  # a kernel map's; a gain map, with one weight per node, also tries 9x9
+GAIN_NODES = FIELD_NODES + (9,)
+FIELD_SIZES = (1, 3, 5, 7)
+FIELD_ROWS = 16_000
+FIELD_ROUNDS = 6
+FIELD_CHUNK = 2_000
 SMOOTH_ROWS = 8_000  # windows the gradient-fitted rungs (curve, magnitude, cnn) train on
 # L-BFGS iterations (not seconds: the same pairs give the same ladder on any machine and load)
 REFINE_ITERATIONS = 200  # joint refinement of one curve or magnitude candidate (about 0.4 s here)
@@ -231,6 +241,63 @@ def fit_rank(data: LadderData, seed: int) -> list[Model]:
     return candidates
 
 
+def unit_kernel(gains: np.ndarray, kernel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A gain map's (gains, kernel) with the scale moved into the gains: the kernel's taps sum to
+    one (then a node's gain is the map's DC gain there), or, for a kernel that sums to zero, its
+    largest gain is one."""
+    total = float(kernel.sum())
+    scale = total if abs(total) > 1e-6 * float(np.abs(kernel).sum()) else float(np.max(np.abs(gains))) or 1.0
+    return gains * scale, kernel / scale
+
+
+def fit_gain_map(window: np.ndarray, targets: np.ndarray, weights: np.ndarray, nodes: int) -> GainMapModel:
+    """One kernel times a gain map (``weights``: the windows' node weights), by alternating least
+    squares from the plain kernel: the gains for the kernel, then the kernel for the gains."""
+    kernel, bias = linear_kernel(window, targets)
+    ones = np.ones((len(targets), 1))
+    for _ in range(FIELD_ROUNDS):
+        response = window.reshape(len(window), -1) @ kernel.ravel()
+        solution = least_squares([(np.hstack([weights * response[:, None], ones]), targets)])
+        gain = weights @ solution[:-1]
+        kernel, bias = linear_kernel(window * gain[:, None, None], targets)
+    gains, kernel = unit_kernel(solution[:-1].reshape(nodes, nodes), kernel)
+    return GainMapModel(gains, kernel, bias)
+
+
+def fit_kernel_map(window: np.ndarray, targets: np.ndarray, weights: np.ndarray, nodes: int) -> KernelMapModel:
+    """A kernel per node, blended by the windows' node ``weights``: one linear system, built in row blocks."""
+    k = window.shape[-1]
+    flat = window.reshape(len(window), -1)
+
+    def blocks():
+        for start in range(0, len(flat), FIELD_CHUNK):
+            part, w = flat[start : start + FIELD_CHUNK], weights[start : start + FIELD_CHUNK]
+            design = (w[:, :, None] * part[:, None, :]).reshape(len(part), -1)
+            yield np.hstack([design, np.ones((len(part), 1))]), targets[start : start + FIELD_CHUNK]
+
+    solution = least_squares(blocks())
+    return KernelMapModel(solution[:-1].reshape(nodes, nodes, k, k), float(solution[-1]))
+
+
+def fit_field(data: LadderData, seed: int) -> list[Model]:
+    """Gain maps (one kernel of 1x1 to 7x7 times a smooth gain, on 3x3 to 9x9 nodes) and kernel
+    maps (a kernel per node, on 3x3 and 5x5 nodes), from windows that know where they lie."""
+    from img2kernel.models.field import node_weights
+
+    patches, targets = windows(data.train, max(FIELD_SIZES), FIELD_ROWS, seed)
+    rows, columns = window_positions(data.train, FIELD_ROWS, seed)
+    candidates: list[Model] = []
+    for nodes in GAIN_NODES:
+        weights = node_weights(rows, columns, nodes)
+        for k in FIELD_SIZES:
+            m = (max(FIELD_SIZES) - k) // 2
+            window = patches[:, m : m + k, m : m + k]
+            candidates.append(fit_gain_map(window, targets, weights, nodes))
+            if k > 1 and nodes in FIELD_NODES:  # a 1x1 kernel map is the 1x1 gain map
+                candidates.append(fit_kernel_map(window, targets, weights, nodes))
+    return candidates
+
+
 def fit_cnn(data: LadderData, seed: int) -> list[Model]:
     """The fallback: 3x3 conv, ReLU, 3x3 conv, ReLU, 1x1 conv, plus a 5x5 linear path started
     at the least-squares kernel; full-batch L-BFGS for ``CNN_ITERATIONS``."""
@@ -263,11 +330,13 @@ def fit_cnn(data: LadderData, seed: int) -> list[Model]:
 # The rungs after ``linear``, in order: (rung, fit). Adding a rung: its model module and a line here.
 # In order of learned weights: a rank filter has none (its footprint and rank are found, not
 # learned), a linear-light model a kernel's (the curves are the sRGB standard's), a curve
-# model a kernel and 24 curve values, a magnitude n kernels.
+# model a kernel and 24 curve values, a magnitude n kernels, a gain map a kernel and a gain per
+# node, a kernel map a kernel per node (the place in the image: shift-invariant rungs first).
 RUNGS: list[tuple[str, Callable[[LadderData, int], list[Model]]]] = [
     ("rank", fit_rank),
     ("linear light", fit_linear_light),
     ("curve", fit_curve),
     ("magnitude", fit_magnitude),
+    ("spatially varying", fit_field),
     ("cnn", fit_cnn),
 ]

@@ -14,6 +14,7 @@ import numpy as np
 from img2kernel.evaluate.metrics import heldout_rms as blocks_rms
 from img2kernel.fit.pairs import Pairs
 from img2kernel.models import Model
+from img2kernel.models.base import Location
 from img2kernel.thresholds import STORAGE_RANGE
 
 MARGIN = 3  # input pixels every tile carries around its outputs: enough for a 7x7 window
@@ -24,11 +25,16 @@ TRAIN_TILES, HELDOUT_TILES = 400, 200
 
 @dataclass
 class Tiles:
-    """Square tiles of single planes: inputs (n, T + 2m, T + 2m), outputs (n, T, T), usable mask (n, T, T)."""
+    """Square tiles of single planes: inputs (n, T + 2m, T + 2m), outputs (n, T, T), usable mask
+    (n, T, T), and where each tile's outputs lie in their image (n, 4): top, left, height, width."""
 
     x: np.ndarray
     y: np.ndarray
     mask: np.ndarray
+    where: np.ndarray
+
+    def locations(self) -> list[Location]:
+        return [Location(*map(int, row)) for row in self.where]
 
     @property
     def pixels(self) -> int:
@@ -52,8 +58,19 @@ class NoTiles(ValueError):
     """The pairs hold no tile the rungs after ``linear`` could be fitted or scored on."""
 
 
+def spread(size: int, side: int) -> list[int]:
+    """First rows (or columns) of tiles of ``side`` that cover ``MARGIN .. size - MARGIN`` evenly,
+    the last flush with the far edge (they overlap where ``side`` does not divide the span): a
+    map over the image (models.field) then sees its corners."""
+    span = size - 2 * MARGIN
+    count = -(-span // side)
+    if count == 1:
+        return [MARGIN]
+    return [MARGIN + round(i * (span - side) / (count - 1)) for i in range(count)]
+
+
 def sample_tiles(pairs: Pairs, split: str, max_tiles: int, seed: int) -> Tiles:
-    """Non-overlapping tiles of ``split``'s usable pixels (at most ``max_tiles``, a seeded sample)."""
+    """Tiles of ``split``'s usable pixels that cover each image (at most ``max_tiles``, a seeded sample)."""
     rng = np.random.default_rng(seed)
     candidates, usable_of = [], {}
     for index, (x, y) in enumerate(zip(pairs.inputs, pairs.outputs)):
@@ -62,8 +79,8 @@ def sample_tiles(pairs: Pairs, split: str, max_tiles: int, seed: int) -> Tiles:
         side = min(TILE, height - 2 * MARGIN, width - 2 * MARGIN)
         if side < 8:
             continue
-        for top in range(MARGIN, height - MARGIN - side + 1, side):
-            for left in range(MARGIN, width - MARGIN - side + 1, side):
+        for top in spread(height, side):
+            for left in spread(width, side):
                 if usable[top : top + side, left : left + side].mean() > 0.5:
                     for c in range(x.shape[2]):
                         candidates.append((index, c, top, left, side))
@@ -72,13 +89,15 @@ def sample_tiles(pairs: Pairs, split: str, max_tiles: int, seed: int) -> Tiles:
                       f"{pairs.inputs[0].shape[0]} and smaller, less a {MARGIN}-pixel margin)")
     side = min(c[4] for c in candidates)
     chosen = rng.permutation(len(candidates))[:max_tiles]
-    xs, ys, masks = [], [], []
+    xs, ys, masks, where = [], [], [], []
     for i in sorted(chosen):
         index, c, top, left, _ = candidates[i]
         xs.append(pairs.inputs[index][top - MARGIN : top + side + MARGIN, left - MARGIN : left + side + MARGIN, c])
         ys.append(pairs.outputs[index][top : top + side, left : left + side, c])
         masks.append(usable_of[index][top : top + side, left : left + side])  # one mask per image, not per tile
-    return Tiles(np.asarray(xs, np.float64), np.nan_to_num(np.asarray(ys, np.float64)), np.asarray(masks))
+        where.append((top, left, *pairs.outputs[index].shape[:2]))
+    return Tiles(np.asarray(xs, np.float64), np.nan_to_num(np.asarray(ys, np.float64)), np.asarray(masks),
+                 np.asarray(where, dtype=np.int64))
 
 
 def ladder_data(pairs: Pairs, heldout_split: str, noise_floor: float, seed: int = 0) -> LadderData:
@@ -97,12 +116,18 @@ def output_peak(pairs: Pairs) -> float:
     return (high - low) or 1.0
 
 
-def windows(tiles: Tiles, k: int, rows: int = FIT_ROWS, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """(n, k, k) input windows around a seeded sample of usable output pixels, and their (n,) targets."""
+def sample_pixels(tiles: Tiles, rows: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A seeded sample of at most ``rows`` usable output pixels: (tile, row, column) in the tiles' outputs."""
     rng = np.random.default_rng(seed)
     t, r, c = np.nonzero(tiles.mask)
     pick = rng.permutation(len(t))[:rows]
-    t, r, c = t[pick], r[pick] + MARGIN, c[pick] + MARGIN
+    return t[pick], r[pick], c[pick]
+
+
+def windows(tiles: Tiles, k: int, rows: int = FIT_ROWS, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(n, k, k) input windows around a seeded sample of usable output pixels, and their (n,) targets."""
+    t, r, c = sample_pixels(tiles, rows, seed)
+    r, c = r + MARGIN, c + MARGIN
     h = k // 2
     dy, dx = np.mgrid[-h : h + 1, -h : h + 1]
     patches = tiles.x[t[:, None, None], r[:, None, None] + dy, c[:, None, None] + dx]
@@ -111,4 +136,14 @@ def windows(tiles: Tiles, k: int, rows: int = FIT_ROWS, seed: int = 0) -> tuple[
 
 def heldout_rms(model: Model, tiles: Tiles) -> float:
     """RMS of (prediction - output) over the tiles' usable pixels, with the model's own output step."""
-    return blocks_rms(model, zip(tiles.x, tiles.y, tiles.mask))
+    return blocks_rms(model, zip(tiles.x, tiles.y, tiles.mask, tiles.locations()))
+
+
+def window_positions(tiles: Tiles, rows: int = FIT_ROWS, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Where the pixels of :func:`windows` (same ``rows`` and ``seed``) lie: (n,) row and (n,)
+    column positions as fractions of their image (pixel centres, as :mod:`img2kernel.models.field`)."""
+    from img2kernel.models.field import position
+
+    t, r, c = sample_pixels(tiles, rows, seed)
+    top, left, height, width = tiles.where[t].T
+    return position(top + r, height), position(left + c, width)

@@ -16,6 +16,7 @@ from img2kernel.models.affine import AffineKernel
 from img2kernel.models.base import Model, planes, stack
 from img2kernel.models.cnn import CnnModel
 from img2kernel.models.curve import CurveModel
+from img2kernel.models.field import GainMapModel, KernelMapModel
 from img2kernel.models.light import LinearLightModel
 from img2kernel.models.magnitude import MagnitudeModel
 from img2kernel.models.rank import RankModel
@@ -28,10 +29,12 @@ MODELS: dict[str, type[Model]] = {
     CurveModel.name: CurveModel,
     MagnitudeModel.name: MagnitudeModel,
     RankModel.name: RankModel,
+    GainMapModel.name: GainMapModel,
+    KernelMapModel.name: KernelMapModel,
     CnnModel.name: CnnModel,
 }
 
-__all__ = ["MODELS", "AffineKernel", "CnnModel", "CurveModel", "LinearLightModel", "MagnitudeModel", "Model", "RankModel", "load_model",
+__all__ = ["MODELS", "AffineKernel", "CnnModel", "CurveModel", "GainMapModel", "KernelMapModel", "LinearLightModel", "MagnitudeModel", "Model", "RankModel", "load_model",
            "planes", "stack"]
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
@@ -81,6 +82,27 @@ def output_step(values: np.ndarray, output: str) -> np.ndarray:
     return np.clip(round_levels(values), low, high)
 
 
+@dataclass(frozen=True)
+class Location:
+    """Where a block's first output pixel lies: row ``top``, column ``left`` of an image of
+    ``height`` x ``width`` outputs. Only a model whose response depends on the place
+    (:attr:`Model.varies`) reads it."""
+
+    top: int
+    left: int
+    height: int
+    width: int
+
+    @classmethod
+    def whole(cls, height: int, width: int) -> "Location":
+        """A block that is the whole image."""
+        return cls(0, 0, height, width)
+
+    def below(self, rows: int, columns: int = 0) -> "Location":
+        """The location of a block ``rows`` further down and ``columns`` further right."""
+        return Location(self.top + rows, self.left + columns, self.height, self.width)
+
+
 class Model(ABC):
     """Base of every model. Subclasses set ``name`` and implement the abstract methods.
 
@@ -92,11 +114,14 @@ class Model(ABC):
     """
 
     name: ClassVar[str]
-    rung: ClassVar[str]  # its step on the ladder (linear, curve, magnitude, rank, cnn)
+    rung: ClassVar[str]  # its step on the ladder (linear, rank, linear light, curve, magnitude, spatially varying, cnn)
     layout: ClassVar[str]  # its tensors and formula, for the model file's metadata
     # Whether its description says what the tool does (a median, a kernel then a curve); a
     # generic network's says only what was fitted.
     identifies: ClassVar[bool] = True
+    # Whether the response depends on where a pixel lies in its image (a gain map, a kernel map:
+    # models.field); such a model reads each block's Location, every other model ignores it.
+    varies: ClassVar[bool] = False
 
     def __init__(self, output: str = "float"):
         if output not in OUTPUTS:
@@ -127,6 +152,11 @@ class Model(ABC):
         Returns:
             ``c_out`` planes (H, W).
         """
+
+    def respond_at(self, padded: list[np.ndarray], dtype: type, at: Location) -> list[np.ndarray]:
+        """:meth:`respond` of a block whose outputs lie ``at`` in their image; the same
+        response anywhere unless the model :attr:`varies`."""
+        return self.respond(padded, dtype)
 
     @abstractmethod
     def tensors(self) -> dict[str, np.ndarray]:
@@ -169,10 +199,12 @@ class Model(ABC):
             return "RGB to gray"
         return "per-channel"
 
-    def predict_valid(self, padded: np.ndarray, dtype: type = np.float64, output: str | None = None) -> np.ndarray:
+    def predict_valid(self, padded: np.ndarray, dtype: type = np.float64, output: str | None = None,
+                      at: Location | None = None) -> np.ndarray:
         """(H + 2h, W + 2h[, C_in]) -> (H, W[, C_out]) in ``dtype``: no border rule involved.
 
-        ``output`` overrides the model's output step (``"float"``: the values before it).
+        ``output`` overrides the model's output step (``"float"``: the values before it);
+        ``at``: where the (H, W) outputs lie in their image (None: they are the whole image).
         """
         channels = planes(np.asarray(padded))
         if len(channels) != self.c_in:
@@ -180,7 +212,9 @@ class Model(ABC):
         if min(channels[0].shape) < self.ksize:
             raise ValueError(f"a {channels[0].shape} block is smaller than the {self.ksize}x{self.ksize} window")
         step = self.output if output is None else output
-        return stack([output_step(o, step) for o in self.respond(channels, dtype)])
+        if at is None:
+            at = Location.whole(channels[0].shape[0] - 2 * self.halo, channels[0].shape[1] - 2 * self.halo)
+        return stack([output_step(o, step) for o in self.respond_at(channels, dtype, at)])
 
     def predict(
         self, image: np.ndarray, border: str = borders.DEFAULT, dtype: type = np.float64, output: str | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -305,8 +306,54 @@ def model_panels(model) -> tuple[list[tuple[str, np.ndarray]], tuple[np.ndarray,
     return panels, curve
 
 
+FIELD_POINTS = 33  # positions per side at which a gain map is drawn
+
+
+def field_figure(model, title: str, path: str | Path) -> None:
+    """A model that varies across the image (:mod:`img2kernel.models.field`) drawn: its gain over
+    the image and, for kernels wider than 1x1, the kernel at the corners, edges and centre (each
+    titled with its blur width where it is a blur)."""
+    from img2kernel.models.field import blur_sigma
+
+    survey = model.survey(FIELD_POINTS)
+    wide = model.ksize > 1
+    fig = plt.figure(figsize=(SHOWN_WIDTH / DPI if wide else 6.0, 4.6))
+    grid = fig.add_gridspec(3, 7 if wide else 3, left=0.08, right=0.92, bottom=0.08, top=0.78, wspace=0.35, hspace=0.6)
+    ax = fig.add_subplot(grid[:, :3])
+    gains = survey["gains"]
+    middle = float(np.mean(gains))
+    # A gain that hardly changes is drawn on a scale of at least +-2%: its last digits are not a map.
+    low, high = min(float(gains.min()), middle - 0.02 * abs(middle)), max(float(gains.max()), middle + 0.02 * abs(middle))
+    shown = ax.imshow(gains, extent=(0, 1, 1, 0), cmap="viridis", vmin=low, vmax=high, interpolation="bilinear")
+    ax.set_title("gain (sum of the taps) across the image", fontsize=9)
+    ax.set_xlabel("column / width", fontsize=8)
+    ax.set_ylabel("row / height", fontsize=8)
+    fig.colorbar(shown, ax=ax, shrink=0.8)
+    if wide:
+        kernels = survey["kernels"]
+        vmax = float(np.max(np.abs(kernels))) or 1.0
+        names = (("top left", "top", "top right"), ("left", "centre", "right"), ("bottom left", "bottom", "bottom right"))
+        axes = []
+        for r in range(3):
+            for c in range(3):
+                kax = fig.add_subplot(grid[r, 4 + c])
+                image = kax.imshow(kernels[r, c], cmap="RdBu_r", vmin=-vmax, vmax=vmax, interpolation="nearest")
+                sigma = blur_sigma(kernels[r, c])
+                kax.set_title(names[r][c] + (f"\nsigma {sigma:.2f}" if sigma is not None else ""), fontsize=7)
+                kax.set_xticks([])
+                kax.set_yticks([])
+                axes.append(kax)
+        fig.colorbar(image, ax=axes, shrink=0.8)
+    fig.suptitle(textwrap.fill(title, 110 if wide else 60), fontsize=9)
+    save(fig, path)
+    plt.close(fig)
+
+
 def model_figure(model, title: str, path: str | Path) -> None:
-    """A ladder model drawn: its weight panels (one colour scale each) and its curve."""
+    """A ladder model drawn: its weight panels (one colour scale each) and its curve; a model
+    that varies across the image, its map (:func:`field_figure`)."""
+    if model.varies:
+        return field_figure(model, title, path)
     panels, curve = model_panels(model)
     count = len(panels) + (1 if curve is not None else 0)
     fig, axes = plt.subplots(1, max(count, 1), figsize=(2.8 * max(count, 1) + 1.0, 3.4), squeeze=False)
