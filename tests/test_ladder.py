@@ -5,6 +5,7 @@ adequate rung, and every rung's model saves, loads and applies tile by tile as i
 from __future__ import annotations
 
 import math
+import re
 
 import cv2
 import numpy as np
@@ -19,7 +20,7 @@ from img2kernel.fit.ladder import Given, best_candidate, choose, climb, ladder_f
 from img2kernel.fit.tiles import heldout_rms, ladder_data
 from img2kernel.fit.pairs import Pairs, fit_pairs
 from img2kernel.models import (MODELS, AffineKernel, CnnModel, CurveModel, GainMapModel, KernelMapModel, LinearLightModel,
-                               MagnitudeModel, RankModel, load_model)
+                               MagnitudeModel, RankModel, TwoCurveModel, load_model)
 from img2kernel.models.rank import disk
 from img2kernel.sources.pairs import SPLIT_CODES
 
@@ -133,6 +134,21 @@ def test_a_blur_in_linear_light_is_the_linear_light_rung_and_a_gamma_after_a_blu
     assert residual > 2 * data.noise_floor  # a curve after the kernel only is the curve rung's, not this one's
 
 
+def test_a_blur_between_a_tools_own_curves_is_found_with_both_curves_named(photos):
+    """A power 3 decode, a Gaussian, the inverse encode: not sRGB's curves (the linear-light rung
+    leaves several floors), so both curves are learned, and named as the powers they are."""
+    from img2kernel.bench.ladder import gamma_space_blur
+
+    ladder = ladder_for_pairs(pairs := make_pairs(photos, gamma_space_blur), fit_pairs(pairs, max_ksize=7))
+    row = ladder.rows[-1]
+    assert ladder.chosen == "two curves" and row["adequate"] and row["psnr_db"] >= 45, ladder.rows
+    assert not next(r for r in ladder.rows if r["model"] == "linear light")["adequate"]
+    text = ladder.model.describe()
+    assert "x gaussian sigma 1.2" in text or "x gaussian sigma 1.19" in text, text
+    gammas = [float(g) for g in re.findall(r"power curve \(gamma ([\d.]+)\)", text)]
+    assert len(gammas) == 2 and 2.7 <= gammas[0] <= 3.3 and 0.3 <= gammas[1] <= 0.37, text
+
+
 @pytest.mark.parametrize("tool, name", [("vignetting", "gain_map"), ("radial_blur", "kernel_map")])
 def test_vignetting_is_a_gain_map_and_a_blur_growing_towards_the_corners_a_kernel_map(photos, tool, name):
     from img2kernel.bench import ladder as cases
@@ -207,6 +223,8 @@ def every_model() -> list:
         MagnitudeModel(rng.normal(size=(3, 1, 5, 5))),
         RankModel(disk(2), 7, scale=0.9, offset=3.0),
         LinearLightModel(rng.normal(size=(5, 5)) / 5, 0.01, 255.0),
+        TwoCurveModel(np.linspace(0, 255, 17), np.linspace(0, 1, 17) ** 2.2, rng.normal(size=(3, 3)) / 3, 0.1,
+                      np.linspace(-1, 2, 24), 255 * np.clip(np.linspace(-1, 2, 24), 0, None) ** 0.45),
         GainMapModel(rng.uniform(0.5, 1.0, size=(5, 5)), rng.normal(size=(3, 3)), 2.0),
         KernelMapModel(rng.normal(size=(3, 3, 5, 5)), -1.0),
         CnnModel(rng.normal(size=(width, 3, 3)), rng.normal(size=width), rng.normal(size=(width, width, 3, 3)) / 8,
@@ -216,7 +234,7 @@ def every_model() -> list:
 
 @pytest.mark.parametrize("model", every_model(), ids=lambda m: m.name)
 def test_every_ladder_model_round_trips_and_applies_tile_by_tile_as_it_predicts(tmp_path, photos, model):
-    assert set(MODELS) == {"affine", "linear_light", "curve", "magnitude", "rank", "gain_map", "kernel_map", "cnn"}
+    assert set(MODELS) == {"affine", "linear_light", "curve", "magnitude", "rank", "two_curves", "gain_map", "kernel_map", "cnn"}
     assert MODELS[model.name] is type(model)
     path = tmp_path / f"{model.name}.safetensors"
     model.save(path, {"border": "reflect101"})

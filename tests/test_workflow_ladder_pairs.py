@@ -12,7 +12,7 @@ import pytest
 import skimage.filters
 from PIL import Image, ImageFilter
 
-from img2kernel.bench.ladder import linear_light_blur, radial_blur, vignetting
+from img2kernel.bench.ladder import gamma_space_blur, linear_light_blur, radial_blur, vignetting
 from img2kernel.bench.pairs import ffmpeg_unsharp, gray_first
 from img2kernel.cli.main import main
 from img2kernel.models import load_model
@@ -42,6 +42,7 @@ CASES = {
     "pillow_unsharp": ("gray", lambda g, i: np.asarray(Image.fromarray(g).filter(ImageFilter.UnsharpMask(2, 150, 3))), ".png", None),
     "tone_sharpen": ("gray", lambda g, i: _tone_then_sharpen(g), ".png", None),
     "linear_light": ("rgb", lambda c, i: linear_light_blur(c).astype(np.uint8), ".png", "linear light"),  # GIMP's default
+    "gamma_space": ("gray", lambda g, i: gamma_space_blur(g).astype(np.uint8), ".png", "two curves"),  # its own curves
     "vignetting": ("rgb", lambda c, i: vignetting(c).astype(np.uint8), ".png", "spatially varying"),  # a lens's
     "radial_blur": ("gray", lambda g, i: radial_blur(g).astype(np.uint8), ".png", "spatially varying"),
     "bilateral": ("gray", lambda g, i: cv2.bilateralFilter(g, 5, 40, 3), ".png", None),
@@ -155,20 +156,25 @@ def test_the_report_says_what_each_filter_is_and_fits_a_laptop_screen(built):
     assert widths["summary_right"] <= widths["window"] and widths["page"] <= widths["window"], widths
 
 
-def test_a_blur_in_linear_light_is_named_and_apply_reproduces_it(built, tmp_path):
-    """An editor's colour blur in linear light: the sRGB curves on both sides of a Gaussian, said
-    in the verdict and the report, and `img2kernel apply` gives the tool's pixels on a photo the fit
+@pytest.mark.parametrize("name, said, tool, kind", [
+    ("linear_light", "5x5 kernel in linear light (gaussian sigma ", linear_light_blur, "rgb"),
+    ("gamma_space", "between two curves: a power curve (gamma 3", gamma_space_blur, "gray"),
+])
+def test_a_blur_between_curves_is_named_and_apply_reproduces_it(built, tmp_path, name, said, tool, kind):
+    """An editor's colour blur in linear light (the sRGB curves on both sides of a Gaussian) and a
+    tool's blur between its own curves (a power 3 decode and its inverse, both learned): said in
+    the verdict and the report, and `img2kernel apply` gives the tool's pixels on a photo the fit
     never saw."""
     results = built / "results"
-    evaluation = json.loads((results / "eval" / "linear_light.json").read_text())
-    assert evaluation["model"] == "linear light" and evaluation["test_psnr"] >= 45, evaluation["verdict"]
-    assert "5x5 kernel in linear light (gaussian sigma " in evaluation["verdict"], evaluation["verdict"]
-    assert "kernel in linear light" in (results / "report.html").read_text()
-    fresh = rgb_photos(5, (64, 80))[4]
+    evaluation = json.loads((results / "eval" / f"{name}.json").read_text())
+    assert evaluation["model"] == CASES[name][3] and evaluation["test_psnr"] >= 45, evaluation["verdict"]
+    assert said in evaluation["verdict"], evaluation["verdict"]
+    assert said.split(" (")[0] in (results / "report.html").read_text()
+    fresh = (rgb_photos if kind == "rgb" else gray_photos)(5, (64, 80))[4]
     Image.fromarray(fresh).save(tmp_path / "fresh.png")
-    assert main(["apply", str(results / "models" / "linear_light.safetensors"), str(tmp_path / "fresh.png"),
+    assert main(["apply", str(results / "models" / f"{name}.safetensors"), str(tmp_path / "fresh.png"),
                  str(tmp_path / "out.png")]) == 0
-    ours, truth = np.asarray(Image.open(tmp_path / "out.png")).astype(np.float64), linear_light_blur(fresh)
+    ours, truth = np.asarray(Image.open(tmp_path / "out.png")).astype(np.float64), tool(fresh)
     assert ours.shape == truth.shape and 20 * np.log10(255 / np.sqrt(np.mean((ours - truth) ** 2))) >= 45
 
 
@@ -195,7 +201,8 @@ def test_a_vignetting_and_a_growing_blur_are_maps_drawn_in_the_report_and_apply_
 
 # Gray ladder rungs and a colour linear fit through a working space; a colour CNN climb takes the
 # same function (fit.pairs_job.fit_and_climb) at 35 s more, so it is left to the pipeline run above.
-@pytest.mark.parametrize("name", ["pillow_median", "skimage_sobel", "ffmpeg_yuv", "linear_light", "vignetting", "radial_blur"])
+@pytest.mark.parametrize("name", ["pillow_median", "skimage_sobel", "ffmpeg_yuv", "linear_light", "gamma_space", "vignetting",
+                                  "radial_blur"])
 def test_img2kernel_fit_gives_the_pipelines_model(built, tmp_path, name, capsys):
     files = []
     for i in range(4):

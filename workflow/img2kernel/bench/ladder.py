@@ -7,6 +7,7 @@ same fit as a ``pairs`` filter (linear fit, then the ladder). The targets
 interior reproduced exactly; Sobel magnitudes >= 60 dB as ``magnitude``; blur then gamma and
 clipped or absolute edge maps as ``curve`` within 2 noise floors; thresholded unsharp
 masking as ``curve`` with its skip path, >= 40 dB; a blur in linear light as ``linear light``,
+>= 45 dB; a blur between a tool's own curves (a power 3 and its inverse) as ``two curves``,
 >= 45 dB; vignetting as a gain map and a blur growing towards the corners as a kernel map,
 >= 40 dB; a filter no structured rung explains:
 the CNN >= 3 dB above the best linear fit, or the table says it is not; each ladder <= 30 s.
@@ -54,6 +55,13 @@ def linear_light_blur(x: np.ndarray) -> np.ndarray:
 
     light = srgb_decode(np.asarray(x, dtype=np.float64) / 255)
     return _u8(255 * srgb_encode(cv2.GaussianBlur(light, (5, 5), 1.0)))
+
+
+def gamma_space_blur(x: np.ndarray, gamma: float = 3.0) -> np.ndarray:
+    """An 8-bit image blurred in a space of the tool's own: decoded by a power ``gamma`` (not
+    sRGB's curve), OpenCV's 5x5 Gaussian of sigma 1.2, encoded by 1 / gamma, rounded. Gray or colour."""
+    light = (np.asarray(x, dtype=np.float64) / 255) ** gamma
+    return _u8(255 * np.clip(cv2.GaussianBlur(light, (5, 5), 1.2), 0, None) ** (1 / gamma))
 
 
 def radius(height: int, width: int) -> np.ndarray:
@@ -128,6 +136,10 @@ def cases() -> list[Case]:
     out.append(Case("Gaussian 5x5 s1 in linear light (sRGB decode, blur, encode), 8-bit", linear_light_blur, "uint8",
                     "linear light", lambda ladder, row: ladder.chosen == "linear light" and row["psnr_db"] >= 45,
                     "linear light, >= 45 dB"))
+
+    out.append(Case("Gaussian 5x5 s1.2 between a power 3 decode and its inverse, 8-bit", gamma_space_blur, "uint8",
+                    "two curves", lambda ladder, row: ladder.chosen == "two curves" and row["psnr_db"] >= 45,
+                    "two curves, >= 45 dB"))
 
     def field_check(model_name: str):
         return lambda ladder, row: ladder.chosen == "spatially varying" and ladder.model.name == model_name and row["psnr_db"] >= 40

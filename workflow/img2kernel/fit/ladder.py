@@ -8,6 +8,7 @@ pairs (docs/design.md, "The ladder"), in order of learned weights:
 - ``curve``: a kernel, then a learned piecewise-linear curve, alone or beside a linear
   skip path (gamma after a blur, |derivative|, clipped edges, thresholded unsharp masking);
 - ``magnitude``: the square root of a sum of squares of n = 1..3 kernels;
+- ``two curves``: a learned curve, a kernel, another learned curve (a tool's own gamma);
 - ``spatially varying``: a gain map or a kernel map over the image (vignetting, a blur that
   grows towards the corners), whose candidates read where each tile lies in its image;
 - ``cnn``: a small network, the fallback, reported as a fit and never as an identification.

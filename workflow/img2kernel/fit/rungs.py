@@ -20,6 +20,7 @@ from img2kernel.thresholds import SIZE_TOLERANCE, STORAGE_RANGE
 from img2kernel.models import CnnModel, CurveModel, LinearLightModel, MagnitudeModel, Model, RankModel
 from img2kernel.models.cnn import WIDTH
 from img2kernel.models.curve import KNOTS
+from img2kernel.models.curves import TwoCurveModel
 from img2kernel.models.field import GainMapModel, KernelMapModel
 from img2kernel.models.rank import disk
 
@@ -29,6 +30,12 @@ RANK_SIZES = (3, 5, 7)  # footprint sides (cheap: every rank is recomputed on th
 # The gain and kernel maps: control points per side, kernel sides, windows, and alternations
 # of a gain map's gains and kernel; design rows are built FIELD_CHUNK at a time (a 7x7 kernel
 # map on 5x5 nodes has 1,226 columns).
+# Curves on both sides: kernel sides, the input curve's knots (and those of the output curve's
+# inverse while alternating), and the alternations.
+TWO_CURVE_SIZES = (3, 5, 7)
+CURVE_KNOTS = 17
+TWO_CURVE_ROUNDS = 10
+TWO_CURVE_GAMMAS = (1 / 3, 0.5, 1.0, 1.8, 2.4, 3.0)  # the power pairs a fit starts from
 FIELD_NODES = (3, 5)  # a kernel map's; a gain map, with one weight per node, also tries 9x9
 GAIN_NODES = FIELD_NODES + (9,)
 FIELD_SIZES = (1, 3, 5, 7)
@@ -74,7 +81,7 @@ def _interp(z, knots, values):
 
 def curve_start(patches: np.ndarray, targets: np.ndarray, kernel: np.ndarray, skip: np.ndarray | None):
     """For a fixed start kernel (and skip kernel): the knots over the response's range and the
-    curve's values by least squares (the curve is linear in them). Returns (state, rms)."""
+    curve's values by least squares (:func:`fit_output_curve`). Returns (state, rms)."""
     import torch
 
     p = torch.from_numpy(patches.reshape(len(patches), -1))
@@ -82,20 +89,11 @@ def curve_start(patches: np.ndarray, targets: np.ndarray, kernel: np.ndarray, sk
     k = torch.from_numpy(kernel.reshape(-1).copy())
     k = k / (float(torch.std(p @ k)) or 1.0)
     s = torch.from_numpy(skip.reshape(-1).copy()) if skip is not None else None
-    z = p @ k
-    # Knots at quantiles of the response: dense where the pixels are (a threshold near 0 is
-    # resolved), and spread over its whole range (0.1% to 99.9%).
-    knots = torch.quantile(z, torch.linspace(0.001, 0.999, KNOTS, dtype=torch.float64))
-    if knots[0] < 0 < knots[-1]:  # a knot at zero: the kink of |.|, a clip or a threshold at 0
-        knots[torch.argmin(knots.abs())] = 0.0
-    knots = torch.unique(knots)
-    if len(knots) < 2:
-        knots = torch.linspace(float(z.min()) - 1, float(z.max()) + 1, KNOTS, dtype=torch.float64)
-    rest = t - p @ s if s is not None else t
-    basis = _hat_basis(z, knots)
-    values = torch.linalg.lstsq(basis, rest[:, None]).solution[:, 0]
-    rms = float(torch.sqrt(torch.mean((basis @ values - rest) ** 2)))
-    return (p, t, k, s, knots, values), rms
+    z = (p @ k).numpy()
+    rest = (t - p @ s if s is not None else t).numpy()
+    knots, values = fit_output_curve(z, rest)
+    rms = float(np.sqrt(np.mean((hat_basis(z, knots) @ values - rest) ** 2)))
+    return (p, t, k, s, torch.from_numpy(knots), torch.from_numpy(values)), rms
 
 
 def fit_curve_kernels(start, size: int) -> CurveModel:
@@ -123,16 +121,124 @@ def fit_curve_kernels(start, size: int) -> CurveModel:
                       None if s is None else s.detach().numpy().reshape(size, size))
 
 
-def _hat_basis(z, knots):
+def hat_indices(z: np.ndarray, knots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where each z falls on the knots: the segment's first knot and the weight of the next (below
+    0 or above 1 beyond the ends: the end segments extended, :func:`img2kernel.models.curve.piecewise`)."""
+    index = np.clip(np.searchsorted(knots, z, side="right") - 1, 0, len(knots) - 2)
+    return index, (z - knots[index]) / (knots[index + 1] - knots[index])
+
+
+def hat_basis(z: np.ndarray, knots: np.ndarray) -> np.ndarray:
     """(n, M): the piecewise-linear interpolation weights of each z on the knots (end segments extended)."""
+    index, weight = hat_indices(np.asarray(z, dtype=np.float64), np.asarray(knots, dtype=np.float64))
+    basis = np.zeros((len(index), len(knots)))
+    rows = np.arange(len(index))
+    basis[rows, index] = 1 - weight
+    basis[rows, index + 1] += weight
+    return basis
+
+
+def fit_output_curve(z: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The curve g with targets ~ g(z): (knots, values). Knots at quantiles of z, dense where the
+    pixels are (a threshold near 0 is resolved) and spread over its whole range (0.1% to 99.9%),
+    one moved to 0 when z crosses it (the kink of |.|, a clip or a threshold at 0); the values by
+    least squares (the curve is linear in them)."""
+    knots = np.quantile(z, np.linspace(0.001, 0.999, KNOTS))
+    if knots[0] < 0 < knots[-1]:
+        knots[np.argmin(np.abs(knots))] = 0.0
+    knots = np.unique(knots)
+    if len(knots) < 2:
+        knots = np.linspace(float(z.min()) - 1, float(z.max()) + 1, KNOTS)
+    return knots, least_squares([(hat_basis(z, knots), targets)])
+
+
+def fit_two_curves(data: LadderData, seed: int) -> list[Model]:
+    """``g(k * f(x) + b)`` for kernels of 3x3 to 7x7. Alternating least squares on h = g's
+    inverse finds a start: with f fixed, h(y) = k * f(x) + b is linear in the kernel, the bias
+    and h's values; with those fixed, linear in f's values (both curves' ends pinned at 0 and 1,
+    which fixes the scale; rows weighted by 1 / h'(y), the error in output units). It starts
+    from the power pair (f = u^gamma, h = v^gamma) that fits best of a few. Then g is fitted on
+    the kernel's response (as the curve rung does) and everything refined by L-BFGS."""
+    patches, targets = windows(data.train, max(TWO_CURVE_SIZES), SMOOTH_ROWS, seed)
+    n = len(targets)
+    low, high = float(np.min(data.train.x)), float(np.max(data.train.x))
+    if not high > low or not np.ptp(targets) > 0:
+        return []
+    in_knots = np.linspace(low, high, CURVE_KNOTS)
+    out_knots = np.linspace(float(targets.min()), float(targets.max()), CURVE_KNOTS)
+    out_index, _ = hat_indices(targets, out_knots)
+    psi, ones = hat_basis(targets, out_knots), np.ones((n, 1))
+    unit = np.linspace(0.0, 1.0, CURVE_KNOTS)
+    candidates: list[Model] = []
+    for k in TWO_CURVE_SIZES:
+        m = (max(TWO_CURVE_SIZES) - k) // 2
+        window = patches[:, m : m + k, m : m + k].reshape(n, -1)
+        index, weight = hat_indices(window, in_knots)
+        rows = np.repeat(np.arange(n), k * k).reshape(n, k * k)
+
+        def through(values: np.ndarray) -> np.ndarray:  # f of every window pixel
+            return values[index] * (1 - weight) + values[index + 1] * weight
+
+        def kernel_step(in_values, row_weight):  # kernel, bias and h for a fixed f
+            solution = least_squares([(np.hstack([through(in_values), ones, -psi[:, 1:-1]]) * row_weight[:, None],
+                                       psi[:, -1] * row_weight)])
+            return solution[: k * k], solution[k * k], np.concatenate([[0.0], solution[k * k + 1 :], [1.0]])
+
+        def output_rms(in_values, kernel, bias) -> float:
+            z = through(in_values) @ kernel + bias
+            knots, values = fit_output_curve(z, targets)
+            return float(np.sqrt(np.mean((hat_basis(z, knots) @ values - targets) ** 2)))
+
+        starts = []
+        for gamma in TWO_CURVE_GAMMAS:
+            in_values = unit**gamma
+            kernel, bias, h = kernel_step(in_values, np.ones(n))
+            starts.append((output_rms(in_values, kernel, bias), gamma, in_values))
+        _, _, in_values = min(starts, key=lambda s: s[0])
+        row_weight = np.ones(n)
+        for _ in range(TWO_CURVE_ROUNDS):
+            kernel, bias, h = kernel_step(in_values, row_weight)
+            # f's values: the kernel's taps spread on the knots each window's pixels fall between
+            spread = (np.bincount((rows * CURVE_KNOTS + index).ravel(), (kernel * (1 - weight)).ravel(), n * CURVE_KNOTS)
+                      + np.bincount((rows * CURVE_KNOTS + index + 1).ravel(), (kernel * weight).ravel(), n * CURVE_KNOTS))
+            spread = spread.reshape(n, CURVE_KNOTS)
+            solution = least_squares([(np.hstack([spread[:, 1:-1], ones]) * row_weight[:, None],
+                                       (psi @ h - spread[:, -1]) * row_weight)])
+            in_values = np.concatenate([[0.0], solution[:-1], [1.0]])
+            bias = solution[-1]
+            slope = np.diff(h)[out_index] / np.diff(out_knots)[out_index]
+            row_weight = 1 / np.maximum(slope, 1e-3 / np.ptp(out_knots))
+            row_weight /= row_weight.mean()
+        candidates.append(refine_two_curves(window, targets, in_knots, in_values, kernel, bias, k))
+    return candidates
+
+
+def refine_two_curves(window, targets, in_knots, in_values, kernel, bias, k: int) -> TwoCurveModel:
+    """g fitted on the start's kernel response, then f's inner values, the kernel, the bias and
+    g's values refined jointly by L-BFGS on the error in output units; the start is kept when
+    refining does not lower it."""
     import torch
 
-    index = torch.clamp(torch.searchsorted(knots, z, right=True) - 1, 0, len(knots) - 2)
-    weight = (z - knots[index]) / (knots[index + 1] - knots[index])
-    basis = torch.zeros(len(z), len(knots), dtype=torch.float64)
-    basis[torch.arange(len(z)), index] = 1 - weight
-    basis[torch.arange(len(z)), index + 1] += weight
-    return basis
+    index, weight = hat_indices(window, in_knots)
+    z = (in_values[index] * (1 - weight) + in_values[index + 1] * weight) @ kernel + bias
+    knots, values = fit_output_curve(z, targets)
+    start_rms = float(np.sqrt(np.mean((hat_basis(z, knots) @ values - targets) ** 2)))
+    tensor = lambda a: torch.tensor(np.asarray(a, dtype=np.float64))  # noqa: E731
+    index_t, weight_t, t, knots_t = tensor(index).long(), tensor(weight), tensor(targets), tensor(knots)
+    inner = tensor(in_values[1:-1]).requires_grad_(True)
+    k_t, b_t, g_t = tensor(kernel).requires_grad_(True), tensor([bias]).requires_grad_(True), tensor(values).requires_grad_(True)
+    zero, one = tensor([0.0]), tensor([1.0])
+
+    def loss():
+        f = torch.cat([zero, inner, one])
+        response = (f[index_t] * (1 - weight_t) + f[index_t + 1] * weight_t) @ k_t + b_t
+        return torch.mean((_interp(response, knots_t, g_t) - t) ** 2)
+
+    refined = minimise([inner, k_t, b_t, g_t], loss, REFINE_ITERATIONS)
+    if math.sqrt(refined) < start_rms:
+        in_values = np.concatenate([[0.0], inner.detach().numpy(), [1.0]])
+        kernel, bias, values = k_t.detach().numpy(), float(b_t.detach()[0]), g_t.detach().numpy()
+    return TwoCurveModel(in_knots, in_values, np.asarray(kernel).reshape(k, k), bias, knots, values)
 
 
 def fit_curve(data: LadderData, seed: int) -> list[Model]:
@@ -330,13 +436,15 @@ def fit_cnn(data: LadderData, seed: int) -> list[Model]:
 # The rungs after ``linear``, in order: (rung, fit). Adding a rung: its model module and a line here.
 # In order of learned weights: a rank filter has none (its footprint and rank are found, not
 # learned), a linear-light model a kernel's (the curves are the sRGB standard's), a curve
-# model a kernel and 24 curve values, a magnitude n kernels, a gain map a kernel and a gain per
+# model a kernel and 24 curve values, a magnitude n kernels, two curves a kernel and 15 + 24
+# curve values, a gain map a kernel and a gain per
 # node, a kernel map a kernel per node (the place in the image: shift-invariant rungs first).
 RUNGS: list[tuple[str, Callable[[LadderData, int], list[Model]]]] = [
     ("rank", fit_rank),
     ("linear light", fit_linear_light),
     ("curve", fit_curve),
     ("magnitude", fit_magnitude),
+    ("two curves", fit_two_curves),
     ("spatially varying", fit_field),
     ("cnn", fit_cnn),
 ]

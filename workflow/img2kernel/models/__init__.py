@@ -16,6 +16,7 @@ from img2kernel.models.affine import AffineKernel
 from img2kernel.models.base import Model, planes, stack
 from img2kernel.models.cnn import CnnModel
 from img2kernel.models.curve import CurveModel
+from img2kernel.models.curves import TwoCurveModel
 from img2kernel.models.field import GainMapModel, KernelMapModel
 from img2kernel.models.light import LinearLightModel
 from img2kernel.models.magnitude import MagnitudeModel
@@ -29,12 +30,14 @@ MODELS: dict[str, type[Model]] = {
     CurveModel.name: CurveModel,
     MagnitudeModel.name: MagnitudeModel,
     RankModel.name: RankModel,
+    TwoCurveModel.name: TwoCurveModel,
     GainMapModel.name: GainMapModel,
     KernelMapModel.name: KernelMapModel,
     CnnModel.name: CnnModel,
 }
 
-__all__ = ["MODELS", "AffineKernel", "CnnModel", "CurveModel", "GainMapModel", "KernelMapModel", "LinearLightModel", "MagnitudeModel", "Model", "RankModel", "load_model",
+__all__ = ["MODELS", "AffineKernel", "CnnModel", "CurveModel", "GainMapModel", "KernelMapModel", "LinearLightModel", "MagnitudeModel", "Model", "RankModel", "TwoCurveModel",
+           "load_model",
            "planes", "stack"]
 
 

@@ -16,6 +16,34 @@ from img2kernel.models.base import PlaneModel
 KNOTS = 24
 
 
+def piecewise(z: np.ndarray, knots: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """The curve through (knots, values) at z: linear between the knots, the first and last
+    segments extended beyond them (an edge map's strongest responses keep rising to the file's
+    clipping)."""
+    z = np.asarray(z, dtype=np.float64)
+    y = np.interp(z, knots, values)
+    low, high = z < knots[0], z > knots[-1]
+    y[low] = values[0] + (z[low] - knots[0]) * (values[1] - values[0]) / (knots[1] - knots[0])
+    y[high] = values[-1] + (z[high] - knots[-1]) * (values[-1] - values[-2]) / (knots[-1] - knots[-2])
+    return y
+
+
+def power_words(knots: np.ndarray, values: np.ndarray) -> str | None:
+    """'a power curve (gamma 0.44)' when the monotone curve's inner knots follow ``c * z ** gamma``
+    within 2% of its range, else None."""
+    z, g = np.asarray(knots, dtype=np.float64), np.asarray(values, dtype=np.float64)
+    span = float(np.ptp(g)) or 1.0
+    positive = (z > 0) & (g > 0)
+    positive[[0, -1]] = False  # the outer knots hold few pixels (and the clamped tails)
+    if positive.sum() < 4:
+        return None
+    slope, intercept = np.polyfit(np.log(z[positive]), np.log(g[positive]), 1)
+    fitted = np.exp(intercept) * z[positive] ** slope
+    if np.max(np.abs(fitted - g[positive])) <= 0.02 * span and abs(slope - 1) > 0.05:
+        return f"a power curve (gamma {slope:.2f})"
+    return None
+
+
 class CurveModel(PlaneModel):
     """A (K, K) kernel, a bias, a curve through (knots, values) and an optional (K, K) skip
     kernel, applied alike to each of ``channels`` planes."""
@@ -49,14 +77,8 @@ class CurveModel(PlaneModel):
         return y.astype(dtype, copy=False)
 
     def curve(self, z: np.ndarray) -> np.ndarray:
-        """g(z): linear between the knots, the first and last segments extended beyond them
-        (an edge map's strongest responses keep rising to the file's clipping)."""
-        k, v = self.knots, self.values
-        y = np.interp(z, k, v)
-        low, high = z < k[0], z > k[-1]
-        y[low] = v[0] + (z[low] - k[0]) * (v[1] - v[0]) / (k[1] - k[0])
-        y[high] = v[-1] + (z[high] - k[-1]) * (v[-1] - v[-2]) / (k[-1] - k[-2])
-        return y
+        """g(z) (:func:`piecewise`)."""
+        return piecewise(z, self.knots, self.values)
 
     def tensors(self):
         tensors = {"kernel": self.kernel, "bias": np.array([self.bias]), "knots": self.knots, "values": self.values,
@@ -82,15 +104,7 @@ class CurveModel(PlaneModel):
         steps = np.diff(g)
         span = float(np.ptp(g)) or 1.0
         if np.all(steps >= -1e-3 * span) or np.all(steps <= 1e-3 * span):
-            # The outer knots hold few pixels (and the clamped tails): judge the shape inside them.
-            positive = (z > 0) & (g > 0)
-            positive[[0, -1]] = False
-            if positive.sum() >= 4:
-                slope, intercept = np.polyfit(np.log(z[positive]), np.log(g[positive]), 1)
-                fitted = np.exp(intercept) * z[positive] ** slope
-                if np.max(np.abs(fitted - g[positive])) <= 0.02 * span and abs(slope - 1) > 0.05:
-                    return f"a power curve (gamma {slope:.2f})"
-            return "a monotone curve"
+            return power_words(z, g) or "a monotone curve"
         lowest = int(np.argmin(g))
         inner = steps[1:-1]  # outer knots: few pixels
         if 1 < lowest < len(g) - 2 and np.all(inner[: lowest - 1] <= 0.01 * span) and np.all(inner[lowest - 1 :] >= -0.01 * span):
