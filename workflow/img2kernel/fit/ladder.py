@@ -147,7 +147,11 @@ def climb(data: LadderData, given: dict[str, Given], seed: int = 0,
         elif fit is None:
             raise ValueError("climb needs the linear fit")
         else:
-            candidates = fit(data, seed)
+            try:
+                candidates = fit(data, seed)
+            except rungs.NotTried as reason:
+                notes.append(f"{rung}: not tried: {reason}")
+                continue
             if not candidates:
                 notes.append(f"{rung}: not tried for a {data.channels}-channel filter")
                 continue

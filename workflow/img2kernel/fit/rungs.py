@@ -15,8 +15,8 @@ import numpy as np
 
 from img2kernel.fit.lstsq import kernels_of_quadratic, least_squares, quadratic_features
 from img2kernel.fit.optim import minimise
-from img2kernel.fit.tiles import LadderData, heldout_rms, window_positions, windows
-from img2kernel.thresholds import SIZE_TOLERANCE, STORAGE_RANGE
+from img2kernel.fit.tiles import LadderData, heldout_rms, tile_variation, window_positions, windows
+from img2kernel.thresholds import SIZE_TOLERANCE, STORAGE_RANGE, VARIATION_MIN
 from img2kernel.models import CnnModel, CurveModel, LinearLightModel, MagnitudeModel, Model, RankModel
 from img2kernel.models.cnn import WIDTH
 from img2kernel.models.curve import KNOTS
@@ -169,7 +169,7 @@ def fit_two_curves(data: LadderData, seed: int) -> list[Model]:
     out_index, _ = hat_indices(targets, out_knots)
     psi, ones = hat_basis(targets, out_knots), np.ones((n, 1))
     unit = np.linspace(0.0, 1.0, CURVE_KNOTS)
-    candidates: list[Model] = []
+    fitted = []
     for k in TWO_CURVE_SIZES:
         m = (max(TWO_CURVE_SIZES) - k) // 2
         window = patches[:, m : m + k, m : m + k].reshape(n, -1)
@@ -209,19 +209,25 @@ def fit_two_curves(data: LadderData, seed: int) -> list[Model]:
             slope = np.diff(h)[out_index] / np.diff(out_knots)[out_index]
             row_weight = 1 / np.maximum(slope, 1e-3 / np.ptp(out_knots))
             row_weight /= row_weight.mean()
-        candidates.append(refine_two_curves(window, targets, in_knots, in_values, kernel, bias, k))
-    return candidates
+        fitted.append((output_rms(in_values, kernel, bias), k, window, in_values, kernel, bias))
+    # Only the best size is refined (the L-BFGS is most of the rung's time); the others stay as
+    # the alternation left them, for the held-out tiles to judge.
+    best = min(range(len(fitted)), key=lambda i: fitted[i][0])
+    return [refine_two_curves(window, targets, in_knots, in_values, kernel, bias, k, refine=i == best)
+            for i, (_, k, window, in_values, kernel, bias) in enumerate(fitted)]
 
 
-def refine_two_curves(window, targets, in_knots, in_values, kernel, bias, k: int) -> TwoCurveModel:
-    """g fitted on the start's kernel response, then f's inner values, the kernel, the bias and
-    g's values refined jointly by L-BFGS on the error in output units; the start is kept when
-    refining does not lower it."""
-    import torch
-
+def refine_two_curves(window, targets, in_knots, in_values, kernel, bias, k: int, refine: bool = True) -> TwoCurveModel:
+    """g fitted on the start's kernel response, then (``refine``) f's inner values, the kernel,
+    the bias and g's values refined jointly by L-BFGS on the error in output units; the start
+    is kept when refining does not lower it."""
     index, weight = hat_indices(window, in_knots)
     z = (in_values[index] * (1 - weight) + in_values[index + 1] * weight) @ kernel + bias
     knots, values = fit_output_curve(z, targets)
+    if not refine:
+        return TwoCurveModel(in_knots, in_values, np.asarray(kernel).reshape(k, k), bias, knots, values)
+    import torch
+
     start_rms = float(np.sqrt(np.mean((hat_basis(z, knots) @ values - targets) ** 2)))
     tensor = lambda a: torch.tensor(np.asarray(a, dtype=np.float64))  # noqa: E731
     index_t, weight_t, t, knots_t = tensor(index).long(), tensor(weight), tensor(targets), tensor(knots)
@@ -385,10 +391,20 @@ def fit_kernel_map(window: np.ndarray, targets: np.ndarray, weights: np.ndarray,
     return KernelMapModel(solution[:-1].reshape(nodes, nodes, k, k), float(solution[-1]))
 
 
+class NotTried(Exception):
+    """A rung that the pairs' own evidence says is not worth fitting; the message says why."""
+
+
 def fit_field(data: LadderData, seed: int) -> list[Model]:
     """Gain maps (one kernel of 1x1 to 7x7 times a smooth gain, on 3x3 to 9x9 nodes) and kernel
-    maps (a kernel per node, on 3x3 and 5x5 nodes), from windows that know where they lie."""
+    maps (a kernel per node, on 3x3 and 5x5 nodes), from windows that know where they lie;
+    :class:`NotTried` when tile-wise fits do not change with the place (:func:`tile_variation`)."""
     from img2kernel.models.field import node_weights
+
+    variation = tile_variation(data.train)
+    if variation is not None and variation < VARIATION_MIN:
+        raise NotTried(f"tile-wise fits do not change with the place (a quadratic in the position explains "
+                       f"{variation:.0%} of how their gain and sharpening differ; at least {VARIATION_MIN:.0%} is asked)")
 
     patches, targets = windows(data.train, max(FIELD_SIZES), FIELD_ROWS, seed)
     rows, columns = window_positions(data.train, FIELD_ROWS, seed)

@@ -147,3 +147,47 @@ def window_positions(tiles: Tiles, rows: int = FIT_ROWS, seed: int = 0) -> tuple
     t, r, c = sample_pixels(tiles, rows, seed)
     top, left, height, width = tiles.where[t].T
     return position(top + r, height), position(left + c, width)
+
+
+VARIATION_KSIZE = 3  # the tile-wise kernels' side
+
+
+def tile_variation(tiles: Tiles, k: int = VARIATION_KSIZE) -> float | None:
+    """How much a filter changes with the place, from tile-wise fits: one k x k least-squares
+    kernel for all tiles, then per tile the gain and the extra sharpening (the weight of the
+    Laplacian of that kernel's response) that fit the tile best (two numbers a photo's content
+    pins down, where a tile's own kernel would trade its taps off), each fitted by a quadratic
+    in the tile's centre (fractions of its image). Returns the larger share of the two numbers'
+    variance across tiles that the quadratics explain: near 0 when they change with the content,
+    not the place (one kernel everywhere, or a nonlinear filter), near 1 for vignetting or a
+    blur that grows towards the corners. None when fewer than 12 tiles can be fitted: too few
+    places to tell."""
+    import cv2
+
+    from img2kernel.fit.rungs import linear_kernel
+    from img2kernel.models.affine import correlate_valid
+    from img2kernel.models.field import position
+
+    patches, targets = windows(tiles, k, rows=FIT_ROWS)
+    kernel, bias = linear_kernel(patches, targets)
+    cut = MARGIN - k // 2
+    features, centres, side = [], [], tiles.y.shape[1]
+    for x, y, mask, (top, left, height, width) in zip(tiles.x, tiles.y, tiles.mask, tiles.where):
+        response = correlate_valid(x[cut : x.shape[0] - cut, cut : x.shape[1] - cut], kernel, np.float64) + bias
+        sharpening = cv2.Laplacian(np.pad(response, 1, mode="reflect"), cv2.CV_64F)[1:-1, 1:-1]
+        use = mask.astype(bool)
+        # no intercept of its own: a tile's brightness then says its gain, however flat the tile
+        design = np.stack([response[use], sharpening[use]], axis=1)
+        if use.sum() < 64 or np.std(design[:, 0]) <= 1e-9 or np.std(design[:, 1]) <= 1e-9:
+            continue
+        features.append(np.linalg.lstsq(design, y[use], rcond=None)[0])
+        centres.append((position(top + side / 2, height), position(left + side / 2, width)))
+    if len(features) < 12:
+        return None
+    values, (v, u) = np.asarray(features), np.asarray(centres).T
+    basis = np.stack([np.ones_like(u), u, v, u * u, u * v, v * v], axis=1)
+    smooth = basis @ np.linalg.lstsq(basis, values, rcond=None)[0]
+    spread = np.sum((values - values.mean(axis=0)) ** 2, axis=0)
+    explained = 1 - np.sum((values - smooth) ** 2, axis=0) / np.maximum(spread, 1e-300)
+    # a number that does not change (one kernel everywhere) explains nothing
+    return float(max(0.0, *(e for e, s in zip(explained, spread) if s > 1e-12 * len(values))))
