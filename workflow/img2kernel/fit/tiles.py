@@ -150,6 +150,7 @@ def window_positions(tiles: Tiles, rows: int = FIT_ROWS, seed: int = 0) -> tuple
 
 
 VARIATION_KSIZE = 3  # the tile-wise kernels' side
+VARIATION_PLACES = 9  # distinct tile centres (a 3x3 layout) a quadratic in the position (6 coefficients) needs
 
 
 def tile_variation(tiles: Tiles, k: int = VARIATION_KSIZE) -> float | None:
@@ -160,8 +161,8 @@ def tile_variation(tiles: Tiles, k: int = VARIATION_KSIZE) -> float | None:
     in the tile's centre (fractions of its image). Returns the larger share of the two numbers'
     variance across tiles that the quadratics explain: near 0 when they change with the content,
     not the place (one kernel everywhere, or a nonlinear filter), near 1 for vignetting or a
-    blur that grows towards the corners. None when fewer than 12 tiles can be fitted: too few
-    places to tell."""
+    blur that grows towards the corners. None when the fitted tiles lie at fewer than
+    ``VARIATION_PLACES`` places (a colour image's planes share theirs): too few to tell."""
     import cv2
 
     from img2kernel.fit.rungs import linear_kernel
@@ -182,7 +183,7 @@ def tile_variation(tiles: Tiles, k: int = VARIATION_KSIZE) -> float | None:
             continue
         features.append(np.linalg.lstsq(design, y[use], rcond=None)[0])
         centres.append((position(top + side / 2, height), position(left + side / 2, width)))
-    if len(features) < 12:
+    if len(set(centres)) < VARIATION_PLACES:
         return None
     values, (v, u) = np.asarray(features), np.asarray(centres).T
     basis = np.stack([np.ones_like(u), u, v, u * u, u * v, v * v], axis=1)
