@@ -64,8 +64,9 @@ def fit_files(files: list[str], model_path: str | Path, *, ksize: int | None = N
                                                for s in result.structures))
     if len(ladder["ladder"]) > 1:
         lines.append("ladder (held-out residual in noise floors):")
+        width = max(len(row["model"]) for row in ladder["ladder"])
         for row in ladder["ladder"]:
-            lines.append(f"  {row['model']:<10} {row['residual_in_floors']:>10.3g}  {row['psnr_db']:6.1f} dB  {row['description']}"
+            lines.append(f"  {row['model']:<{width}} {row['residual_in_floors']:>8.3g}  {row['psnr_db']:6.1f} dB  {row['description']}"
                          + ("  (chosen)" if row["model"] == ladder["model"] else ""))
     lines.extend(ladder["ladder_notes"])
     lines.append(f"model: {model.describe()}")

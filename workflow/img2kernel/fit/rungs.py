@@ -193,8 +193,9 @@ def fit_two_curves(data: LadderData, seed: int) -> list[Model]:
         for gamma in TWO_CURVE_GAMMAS:
             in_values = unit**gamma
             kernel, bias, h = kernel_step(in_values, np.ones(n))
-            starts.append((output_rms(in_values, kernel, bias), gamma, in_values))
-        _, _, in_values = min(starts, key=lambda s: s[0])
+            starts.append((output_rms(in_values, kernel, bias), in_values, kernel, bias))
+        kept = min(starts, key=lambda s: s[0])  # the alternation can wander: its best round is kept
+        in_values = kept[1]
         row_weight = np.ones(n)
         for _ in range(TWO_CURVE_ROUNDS):
             kernel, bias, h = kernel_step(in_values, row_weight)
@@ -209,7 +210,10 @@ def fit_two_curves(data: LadderData, seed: int) -> list[Model]:
             slope = np.diff(h)[out_index] / np.diff(out_knots)[out_index]
             row_weight = 1 / np.maximum(slope, 1e-3 / np.ptp(out_knots))
             row_weight /= row_weight.mean()
-        fitted.append((output_rms(in_values, kernel, bias), k, window, in_values, kernel, bias))
+            rms = output_rms(in_values, kernel, bias)
+            if rms < kept[0]:
+                kept = (rms, in_values, kernel, bias)
+        fitted.append((kept[0], k, window) + kept[1:])
     # Only the best size is refined (the L-BFGS is most of the rung's time); the others stay as
     # the alternation left them, for the held-out tiles to judge.
     best = min(range(len(fitted)), key=lambda i: fitted[i][0])
