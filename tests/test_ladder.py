@@ -170,7 +170,7 @@ def test_vignetting_is_a_gain_map_and_a_blur_growing_towards_the_corners_a_kerne
 
 def test_maps_are_fitted_only_where_tile_wise_fits_change_with_the_place(photos):
     from img2kernel.bench.ladder import vignetting
-    from img2kernel.fit.tiles import tile_variation
+    from img2kernel.fit.rungs import tile_variation
     from img2kernel.thresholds import VARIATION_MIN
 
     _, varying = data_for(make_pairs(photos, vignetting))

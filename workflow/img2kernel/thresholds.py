@@ -23,7 +23,7 @@ FLOAT_RELATIVE_FLOOR = {"float32": 2e-6, "float64": 1e-12}
 LINEAR_FACTOR = 2.0
 SIZE_TOLERANCE = 0.5  # a kernel size is enough when its extra residual is below this many floors
 # The spatially varying rung is tried when a quadratic in the position explains at least this
-# share of how tile-wise gains or sharpening differ (fit.tiles.tile_variation; vignetting and a
+# share of how tile-wise gains or sharpening differ (fit.rungs.tile_variation; vignetting and a
 # blur growing to the corners give 0.66 to 0.94, shift-invariant filters below 0.25).
 VARIATION_MIN = 0.4
 PSNR_TOLERANCE_DB = 0.5  # no rung explains the pairs: a smaller rung within this of the best wins

@@ -206,6 +206,14 @@ def identify_spatial(kernel: np.ndarray, extra: dict[str, np.ndarray] | None = N
     return best
 
 
+def identify_shape(kernel: np.ndarray) -> str:
+    """:func:`identify_spatial`'s words for a kernel scaled so its taps sum to one (its shape,
+    where another factor of the model holds its gain); as it is when its taps sum to zero."""
+    kernel = np.asarray(kernel, dtype=np.float64)
+    total = float(kernel.sum())
+    return identify_spatial(kernel / total if abs(total) > 1e-9 else kernel)["text"]
+
+
 def channel_structure(kernel: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None, float]:
     """(channel matrix (C_out, C_in), spatial kernel (K, K), separability) when the kernel factors
     as matrix x spatial (second singular value below SEPARABLE of the first), else (None, None, ratio)."""

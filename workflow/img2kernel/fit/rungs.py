@@ -15,7 +15,7 @@ import numpy as np
 
 from img2kernel.fit.lstsq import kernels_of_quadratic, least_squares, quadratic_features
 from img2kernel.fit.optim import minimise
-from img2kernel.fit.tiles import LadderData, heldout_rms, tile_variation, window_positions, windows
+from img2kernel.fit.tiles import FIT_ROWS, MARGIN, LadderData, Tiles, heldout_rms, window_positions, windows
 from img2kernel.thresholds import SIZE_TOLERANCE, STORAGE_RANGE, VARIATION_MIN
 from img2kernel.models import CnnModel, CurveModel, LinearLightModel, MagnitudeModel, Model, RankModel
 from img2kernel.models.cnn import WIDTH
@@ -27,21 +27,23 @@ from img2kernel.models.rank import disk
 CURVE_SIZES = (3, 5, 7)  # kernel sides the curve rung tries
 MAGNITUDE_SIZES = (3, 5)
 RANK_SIZES = (3, 5, 7)  # footprint sides (cheap: every rank is recomputed on the same windows)
-# The gain and kernel maps: control points per side, kernel sides, windows, and alternations
-# of a gain map's gains and kernel; design rows are built FIELD_CHUNK at a time (a 7x7 kernel
-# map on 5x5 nodes has 1,226 columns).
 # Curves on both sides: kernel sides, the input curve's knots (and those of the output curve's
 # inverse while alternating), and the alternations.
 TWO_CURVE_SIZES = (3, 5, 7)
 CURVE_KNOTS = 17
 TWO_CURVE_ROUNDS = 10
 TWO_CURVE_GAMMAS = (1 / 3, 0.5, 1.0, 1.8, 2.4, 3.0)  # the power pairs a fit starts from
+# The gain and kernel maps: control points per side, kernel sides, windows, and alternations
+# of a gain map's gains and kernel; design rows are built FIELD_CHUNK at a time (a 7x7 kernel
+# map on 5x5 nodes has 1,226 columns).
 FIELD_NODES = (3, 5)  # a kernel map's; a gain map, with one weight per node, also tries 9x9
 GAIN_NODES = FIELD_NODES + (9,)
 FIELD_SIZES = (1, 3, 5, 7)
 FIELD_ROWS = 16_000
 FIELD_ROUNDS = 6
 FIELD_CHUNK = 2_000
+VARIATION_KSIZE = 3  # the side of the one kernel whose tile-wise gain and sharpening are compared
+VARIATION_PLACES = 9  # distinct tile centres (a 3x3 layout) a quadratic in the position (6 coefficients) needs
 SMOOTH_ROWS = 8_000  # windows the gradient-fitted rungs (curve, magnitude, cnn) train on
 # L-BFGS iterations (not seconds: the same pairs give the same ladder on any machine and load)
 REFINE_ITERATIONS = 200  # joint refinement of one curve or magnitude candidate (about 0.4 s here)
@@ -68,15 +70,19 @@ def linear_kernel(patches: np.ndarray, targets: np.ndarray, weight: np.ndarray |
     return solution[:-1].reshape(patches.shape[1:]), float(solution[-1])
 
 
+def between_knots(values, index, weight):
+    """A piecewise-linear curve's values where (index, weight) fall on its knots
+    (:func:`hat_indices`), for numpy arrays and torch tensors alike."""
+    return values[index] * (1 - weight) + values[index + 1] * weight
+
+
 def _interp(z, knots, values):
     """Differentiable piecewise-linear curve through (knots, values), its end segments extended
     (:meth:`CurveModel.curve`'s rule)."""
     import torch
 
     index = torch.clamp(torch.searchsorted(knots, z.detach(), right=True) - 1, 0, len(knots) - 2)
-    left, right = knots[index], knots[index + 1]
-    weight = (z - left) / (right - left)
-    return values[index] * (1 - weight) + values[index + 1] * weight
+    return between_knots(values, index, (z - knots[index]) / (knots[index + 1] - knots[index]))
 
 
 def curve_start(patches: np.ndarray, targets: np.ndarray, kernel: np.ndarray, skip: np.ndarray | None):
@@ -91,8 +97,7 @@ def curve_start(patches: np.ndarray, targets: np.ndarray, kernel: np.ndarray, sk
     s = torch.from_numpy(skip.reshape(-1).copy()) if skip is not None else None
     z = (p @ k).numpy()
     rest = (t - p @ s if s is not None else t).numpy()
-    knots, values = fit_output_curve(z, rest)
-    rms = float(np.sqrt(np.mean((hat_basis(z, knots) @ values - rest) ** 2)))
+    knots, values, rms = fit_output_curve(z, rest)
     return (p, t, k, s, torch.from_numpy(knots), torch.from_numpy(values)), rms
 
 
@@ -138,8 +143,8 @@ def hat_basis(z: np.ndarray, knots: np.ndarray) -> np.ndarray:
     return basis
 
 
-def fit_output_curve(z: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The curve g with targets ~ g(z): (knots, values). Knots at quantiles of z, dense where the
+def fit_output_curve(z: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """The curve g with targets ~ g(z): (knots, values, RMS residual). Knots at quantiles of z, dense where the
     pixels are (a threshold near 0 is resolved) and spread over its whole range (0.1% to 99.9%),
     one moved to 0 when z crosses it (the kink of |.|, a clip or a threshold at 0); the values by
     least squares (the curve is linear in them)."""
@@ -149,7 +154,9 @@ def fit_output_curve(z: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np
     knots = np.unique(knots)
     if len(knots) < 2:
         knots = np.linspace(float(z.min()) - 1, float(z.max()) + 1, KNOTS)
-    return knots, least_squares([(hat_basis(z, knots), targets)])
+    basis = hat_basis(z, knots)
+    values = least_squares([(basis, targets)])
+    return knots, values, float(np.sqrt(np.mean((basis @ values - targets) ** 2)))
 
 
 def fit_two_curves(data: LadderData, seed: int) -> list[Model]:
@@ -177,7 +184,7 @@ def fit_two_curves(data: LadderData, seed: int) -> list[Model]:
         rows = np.repeat(np.arange(n), k * k).reshape(n, k * k)
 
         def through(values: np.ndarray) -> np.ndarray:  # f of every window pixel
-            return values[index] * (1 - weight) + values[index + 1] * weight
+            return between_knots(values, index, weight)
 
         def kernel_step(in_values, row_weight):  # kernel, bias and h for a fixed f
             solution = least_squares([(np.hstack([through(in_values), ones, -psi[:, 1:-1]]) * row_weight[:, None],
@@ -185,14 +192,12 @@ def fit_two_curves(data: LadderData, seed: int) -> list[Model]:
             return solution[: k * k], solution[k * k], np.concatenate([[0.0], solution[k * k + 1 :], [1.0]])
 
         def output_rms(in_values, kernel, bias) -> float:
-            z = through(in_values) @ kernel + bias
-            knots, values = fit_output_curve(z, targets)
-            return float(np.sqrt(np.mean((hat_basis(z, knots) @ values - targets) ** 2)))
+            return fit_output_curve(through(in_values) @ kernel + bias, targets)[2]
 
         starts = []
         for gamma in TWO_CURVE_GAMMAS:
             in_values = unit**gamma
-            kernel, bias, h = kernel_step(in_values, np.ones(n))
+            kernel, bias, _ = kernel_step(in_values, np.ones(n))
             starts.append((output_rms(in_values, kernel, bias), in_values, kernel, bias))
         kept = min(starts, key=lambda s: s[0])  # the alternation can wander: its best round is kept
         in_values = kept[1]
@@ -226,13 +231,11 @@ def refine_two_curves(window, targets, in_knots, in_values, kernel, bias, k: int
     the bias and g's values refined jointly by L-BFGS on the error in output units; the start
     is kept when refining does not lower it."""
     index, weight = hat_indices(window, in_knots)
-    z = (in_values[index] * (1 - weight) + in_values[index + 1] * weight) @ kernel + bias
-    knots, values = fit_output_curve(z, targets)
+    knots, values, start_rms = fit_output_curve(between_knots(in_values, index, weight) @ kernel + bias, targets)
     if not refine:
         return TwoCurveModel(in_knots, in_values, np.asarray(kernel).reshape(k, k), bias, knots, values)
     import torch
 
-    start_rms = float(np.sqrt(np.mean((hat_basis(z, knots) @ values - targets) ** 2)))
     tensor = lambda a: torch.tensor(np.asarray(a, dtype=np.float64))  # noqa: E731
     index_t, weight_t, t, knots_t = tensor(index).long(), tensor(weight), tensor(targets), tensor(knots)
     inner = tensor(in_values[1:-1]).requires_grad_(True)
@@ -241,7 +244,7 @@ def refine_two_curves(window, targets, in_knots, in_values, kernel, bias, k: int
 
     def loss():
         f = torch.cat([zero, inner, one])
-        response = (f[index_t] * (1 - weight_t) + f[index_t + 1] * weight_t) @ k_t + b_t
+        response = between_knots(f, index_t, weight_t) @ k_t + b_t
         return torch.mean((_interp(response, knots_t, g_t) - t) ** 2)
 
     refined = minimise([inner, k_t, b_t, g_t], loss, REFINE_ITERATIONS)
@@ -393,6 +396,46 @@ def fit_kernel_map(window: np.ndarray, targets: np.ndarray, weights: np.ndarray,
 
     solution = least_squares(blocks())
     return KernelMapModel(solution[:-1].reshape(nodes, nodes, k, k), float(solution[-1]))
+
+
+def tile_variation(tiles: Tiles, k: int = VARIATION_KSIZE) -> float | None:
+    """How much a filter changes with the place, from tile-wise fits: one k x k least-squares
+    kernel for all tiles, then per tile the gain and the extra sharpening (the weight of the
+    Laplacian of that kernel's response) that fit the tile best (two numbers a photo's content
+    pins down, where a tile's own kernel would trade its taps off), each fitted by a quadratic
+    in the tile's centre (fractions of its image). Returns the larger share of the two numbers'
+    variance across tiles that the quadratics explain: near 0 when they change with the content,
+    not the place (one kernel everywhere, or a nonlinear filter), near 1 for vignetting or a
+    blur that grows towards the corners. None when the fitted tiles lie at fewer than
+    ``VARIATION_PLACES`` places (a colour image's planes share theirs): too few to tell."""
+    import cv2
+
+    from img2kernel.models.affine import correlate_valid
+    from img2kernel.models.field import position
+
+    patches, targets = windows(tiles, k, rows=FIT_ROWS)
+    kernel, bias = linear_kernel(patches, targets)
+    cut = MARGIN - k // 2
+    features, centres, side = [], [], tiles.y.shape[1]
+    for x, y, mask, (top, left, height, width) in zip(tiles.x, tiles.y, tiles.mask, tiles.where):
+        response = correlate_valid(x[cut : x.shape[0] - cut, cut : x.shape[1] - cut], kernel, np.float64) + bias
+        sharpening = cv2.Laplacian(np.pad(response, 1, mode="reflect"), cv2.CV_64F)[1:-1, 1:-1]
+        use = mask.astype(bool)
+        # no intercept of its own: a tile's brightness then says its gain, however flat the tile
+        design = np.stack([response[use], sharpening[use]], axis=1)
+        if use.sum() < 64 or np.std(design[:, 0]) <= 1e-9 or np.std(design[:, 1]) <= 1e-9:
+            continue
+        features.append(np.linalg.lstsq(design, y[use], rcond=None)[0])
+        centres.append((position(top + side / 2, height), position(left + side / 2, width)))
+    if len(set(centres)) < VARIATION_PLACES:
+        return None
+    values, (v, u) = np.asarray(features), np.asarray(centres).T
+    basis = np.stack([np.ones_like(u), u, v, u * u, u * v, v * v], axis=1)
+    smooth = basis @ np.linalg.lstsq(basis, values, rcond=None)[0]
+    variance = np.sum((values - values.mean(axis=0)) ** 2, axis=0)
+    explained = 1 - np.sum((values - smooth) ** 2, axis=0) / np.maximum(variance, 1e-300)
+    # a number that does not change (one kernel everywhere) explains nothing
+    return float(max(0.0, *(e for e, v in zip(explained, variance) if v > 1e-12 * len(values))))
 
 
 class NotTried(Exception):

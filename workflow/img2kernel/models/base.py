@@ -98,9 +98,9 @@ class Location:
         """A block that is the whole image."""
         return cls(0, 0, height, width)
 
-    def below(self, rows: int, columns: int = 0) -> "Location":
-        """The location of a block ``rows`` further down and ``columns`` further right."""
-        return Location(self.top + rows, self.left + columns, self.height, self.width)
+    def below(self, rows: int) -> "Location":
+        """The location of a block ``rows`` further down."""
+        return Location(self.top + rows, self.left, self.height, self.width)
 
 
 class Model(ABC):
@@ -114,7 +114,8 @@ class Model(ABC):
     """
 
     name: ClassVar[str]
-    rung: ClassVar[str]  # its step on the ladder (linear, rank, linear light, curve, magnitude, spatially varying, cnn)
+    # its step on the ladder (linear, rank, linear light, curve, magnitude, two curves, spatially varying, cnn)
+    rung: ClassVar[str]
     layout: ClassVar[str]  # its tensors and formula, for the model file's metadata
     # Whether its description says what the tool does (a median, a kernel then a curve); a
     # generic network's says only what was fitted.

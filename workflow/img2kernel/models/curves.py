@@ -105,11 +105,10 @@ class TwoCurveModel(PlaneModel):
         return int(self.in_values.size - 2 + self.kernel.size + 1 + self.values.size)
 
     def describe(self) -> str:
-        from img2kernel.evaluate.identify import identify_spatial
+        from img2kernel.evaluate.identify import identify_shape
 
         k = self.ksize
-        total = float(self.kernel.sum())
-        named = identify_spatial(self.kernel / total if abs(total) > 1e-9 else self.kernel)["text"]
+        named = identify_shape(self.kernel)
         before = shape_words(self.in_knots, self.in_values, decode=True)
         after = shape_words(self.knots, self.values, decode=False)
         return (f"{k}x{k} kernel ({named}) between two curves: {before} before it, {after} after"

@@ -179,10 +179,10 @@ class GainMapModel(FieldModel):
         return int(self.gains.size + self.kernel.size)  # the gain's scale and the kernel's are one parameter
 
     def describe(self) -> str:
-        from img2kernel.evaluate.identify import identify_spatial
+        from img2kernel.evaluate.identify import identify_shape
 
         k, g = self.ksize, self.nodes
-        kernel = "the input" if k == 1 else f"a {k}x{k} kernel ({identify_spatial(self.kernel / self.kernel.sum() if self.kernel.sum() else self.kernel)['text']})"
+        kernel = "the input" if k == 1 else f"a {k}x{k} kernel ({identify_shape(self.kernel)})"
         return (f"gain map ({g}x{g} nodes, bilinear) times {kernel}: {self.gain_words()}"
                 + (f", offset {self.bias:+.3g}" if abs(self.bias) > 1e-6 else "") + self.channel_words())
 
@@ -232,19 +232,15 @@ class KernelMapModel(FieldModel):
         return int(self.kernels.size + 1)
 
     def describe(self) -> str:
-        from img2kernel.evaluate.identify import identify_spatial
+        from img2kernel.evaluate.identify import identify_shape
 
         k, g = self.ksize, self.nodes
-
-        def named(kernel: np.ndarray) -> str:
-            return identify_spatial(kernel / kernel.sum() if abs(kernel.sum()) > 1e-9 else kernel)["text"]
-
         corners = np.mean([self.kernel_at(r, c) for r in (0.0, 1.0) for c in (0.0, 1.0)], axis=0)
         centre = self.kernel_at(0.5, 0.5)
         widths = blur_sigma(centre), blur_sigma(corners)
         if None not in widths:
             change = f"a blur of sigma {widths[0]:.2f} px at the centre, {widths[1]:.2f} px at the corners (second moments)"
         else:
-            change = f"{named(centre)} at the centre, {named(corners)} at the corners (their mean)"
+            change = f"{identify_shape(centre)} at the centre, {identify_shape(corners)} at the corners (their mean)"
         return (f"kernel map ({k}x{k} kernels on {g}x{g} nodes, blended bilinearly): {change}; {self.gain_words()}"
                 + (f", offset {self.bias:+.3g}" if abs(self.bias) > 1e-6 else "") + self.channel_words())
