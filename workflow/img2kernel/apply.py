@@ -64,6 +64,14 @@ def apply_tiled(
         raise ValueError(f"workers must be at least 1, got {workers}")
     height, width = image.shape[:2]
     halo = model.halo
+    if model.resamples:
+        # A resize reads the whole image through sparse weights per axis (memory: the image and
+        # its output); a given ``out`` sets the output's size (a tool that resizes to a fixed size).
+        size = out.shape[:2] if out is not None else model.output_size(height, width)
+        values = model.predict(image, border, np.float64, size=size)
+        result = out if out is not None else np.empty(values.shape, dtype=np.float32)
+        result[...] = values.reshape(result.shape)
+        return result
     shape = (height, width) + ((model.c_out,) if model.c_out > 1 else ())
     if out is None:
         result = np.empty(shape, dtype=np.float32)
@@ -226,9 +234,10 @@ def apply_to_file(
     per_plane = model.c_in == 1 and channels > 1
     if not per_plane and channels != model.c_in:
         raise ValueError(f"{source}: has {channels} channel(s), the model {model_path} takes {model.c_in}")
-    full_shape = pixels.shape[:2] + ((channels,) if per_plane else (model.c_out,) if model.c_out > 1 else ())
+    # the tool's output on the input's grid, or on its own for a resize
+    full_shape = model.output_size(*pixels.shape[:2]) + ((channels,) if per_plane else (model.c_out,) if model.c_out > 1 else ())
     placement = Placement.from_dict(metadata.get("placement"))  # the tool's crop, resize or turn
-    shape = placement.file_shape(full_shape) + full_shape[2:]
+    shape = placement.file_shape(pixels.shape[:2]) + full_shape[2:]
     storage = stored_as(model.output)
     to_npy = Path(destination).suffix.lower() == ".npy"
     mapped = to_npy and storage == "float" and placement.plain

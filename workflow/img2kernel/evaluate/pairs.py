@@ -192,8 +192,9 @@ def evaluate_pairs(inputs_folder, outputs_folder, model: Model, metadata: dict, 
 
             target = pairs.outputs[index]
             placement = pairs.placements[index] if pairs.placements else Placement()
-            if placement.stride != (1, 1):  # a resize: each output pixel shown over its cell, and the prediction alike
-                target, prediction = placement.nearest_sample(target), placement.nearest_sample(prediction)
+            if placement.off_grid:  # a resize: each output pixel shown over its cell, and the prediction alike
+                shape = pairs.inputs[index].shape
+                target, prediction = placement.nearest_sample(target, shape), placement.nearest_sample(prediction, shape)
             examples.append(plots.image_preview(key, pairs.inputs[index], target, prediction))
 
     reproduce = reproduction(model, metadata, info, model_path) if model_path is not None else {}

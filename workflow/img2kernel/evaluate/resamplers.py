@@ -47,6 +47,7 @@ RESAMPLERS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "Mitchell-Netravali B = C = 1/3": _mitchell,
     "Lanczos 2": _lanczos(2),
     "Lanczos 3": _lanczos(3),
+    "Gaussian sigma 1/2 (ImageMagick's)": lambda t: np.where(np.abs(t) < 1.5, np.exp(-2 * np.square(t)), 0.0),
 }
 TIE = 0.002  # relative residuals this close are the same taps, up to the data's noise
 PHASE_GRID = np.linspace(-1.5, 1.5, 61)  # centres tried before refining, in input pixels
@@ -60,19 +61,11 @@ def weights(function: Callable[[np.ndarray], np.ndarray], size: int, centre: flo
     return taps / total if abs(total) > 1e-12 else taps
 
 
-def _profile_error(profile: np.ndarray, function, centre: float, widening: float) -> float:
-    taps = weights(function, profile.size, centre, widening)
-    power = float(taps @ taps)
-    if power == 0:
-        return 1.0
-    scale = float(profile @ taps) / power
-    return float(np.linalg.norm(profile - scale * taps) / (np.linalg.norm(profile) or 1.0))
-
-
-def _best_centre(profile: np.ndarray, function, widening: float) -> float:
+def _best_centre(error: Callable[[float], float]) -> float:
+    """The centre (on :data:`PHASE_GRID`, then refined) where ``error(centre)`` is least."""
     from img2kernel.evaluate.identify import bounded_minimum
 
-    errors = np.array([_profile_error(profile, function, c, widening) for c in PHASE_GRID])
+    errors = np.array([error(c) for c in PHASE_GRID])
     best = int(np.argmin(errors))
     # A box's taps do not change while its edges stay between the same pixels: the centre of
     # that flat stretch of centres, not whichever end a search stops at.
@@ -86,7 +79,7 @@ def _best_centre(profile: np.ndarray, function, widening: float) -> float:
         return float(PHASE_GRID[low] + PHASE_GRID[high]) / 2
     step = PHASE_GRID[1] - PHASE_GRID[0]
     start = float(PHASE_GRID[best])
-    return bounded_minimum(lambda c: _profile_error(profile, function, c, widening), start - step, start + step)
+    return bounded_minimum(error, start - step, start + step)
 
 
 def match_resampler(kernel: np.ndarray, stride: tuple[int, int]) -> dict:
@@ -104,7 +97,9 @@ def match_resampler(kernel: np.ndarray, stride: tuple[int, int]) -> dict:
     for name, function in RESAMPLERS.items():
         for widened in sorted({False, max(stride) > 1}):
             widening = (float(stride[0]) if widened else 1.0, float(stride[1]) if widened else 1.0)
-            centres = (_best_centre(column, function, widening[0]), _best_centre(row, function, widening[1]))
+            centres = tuple(_best_centre(lambda c, p=profile, w=width: _function_error(np.arange(p.size) - p.size // 2,
+                                                                                       p, function, c, w))
+                            for profile, width in ((column, widening[0]), (row, widening[1])))
             template = np.outer(weights(function, kernel.shape[0], centres[0], widening[0]),
                                 weights(function, kernel.shape[1], centres[1], widening[1]))
             gain = float(np.sum(kernel * template) / (np.sum(template * template) or 1.0))
@@ -144,3 +139,89 @@ def describe_resampler(found: dict, stride: tuple[int, int], origin: tuple[int, 
     elif found["equivalent"]:
         text += f" (the same taps as {', '.join(found['equivalent'])})"
     return text
+
+
+def per_phase_normalised(offsets: np.ndarray, taps: np.ndarray) -> np.ndarray:
+    """``taps`` divided, phase by phase, by the sum of the taps one output pixel of that phase
+    reads (the knots a whole number of pixels apart): a tool that normalises each output pixel's
+    weights applies exactly these, whatever the scale of each phase in a fit."""
+    phase = np.round(np.mod(offsets, 1.0), 6) % 1.0
+    _, group = np.unique(phase, return_inverse=True)
+    sums = np.bincount(group, weights=taps)
+    return taps / np.where(np.abs(sums) > 1e-12, sums, 1.0)[group]
+
+
+def _template(function, offsets: np.ndarray, centre: float, widening: float, normalised: bool = False) -> np.ndarray:
+    values = function((offsets - centre) / widening)
+    return per_phase_normalised(offsets, values) if normalised else values
+
+
+def _function_error(offsets: np.ndarray, taps: np.ndarray, function, centre: float, widening: float,
+                    normalised: bool = False) -> float:
+    """||taps - g f((offsets - centre) / widening)|| / ||taps|| with the best gain g (the template
+    normalised phase by phase where the taps are)."""
+    template = _template(function, offsets, centre, widening, normalised)
+    power = float(template @ template)
+    if power == 0:
+        return 1.0
+    gain = float(taps @ template) / power
+    return float(np.linalg.norm(taps - gain * template) / (np.linalg.norm(taps) or 1.0))
+
+
+def match_profile(offsets: np.ndarray, taps: np.ndarray, scale: float, normalised: bool = False) -> dict:
+    """The resampling function that best explains a continuous kernel ``taps`` at ``offsets``
+    (input pixels) of a resize by ``scale`` input pixels per output pixel: its name, whether its
+    support is widened by the scale (antialiased), its centre (the sampling phase: 0 on the
+    pixel-centre convention), the relative residual, and the equally good alternatives.
+    ``normalised``: the taps are :func:`per_phase_normalised`, and each function is compared so."""
+    offsets, taps = np.asarray(offsets, np.float64), np.asarray(taps, np.float64)
+    found = []
+    for name, function in RESAMPLERS.items():
+        for widened in sorted({False, scale > 1}):
+            widening = scale if widened else 1.0
+            centre = _best_centre(lambda c: _function_error(offsets, taps, function, c, widening, normalised))
+            template = _template(function, offsets, centre, widening, normalised)
+            gain = float(taps @ template) / (float(template @ template) or 1.0)
+            found.append({"name": name, "antialiased": widened, "centre": centre, "gain": gain, "widening": widening,
+                          "normalised": normalised,
+                          "relative_residual": _function_error(offsets, taps, function, centre, widening, normalised)})
+    lowest = min(f["relative_residual"] for f in found)
+    order = list(RESAMPLERS)
+    tied = sorted((f for f in found if f["relative_residual"] <= lowest + TIE),
+                  key=lambda f: (order.index(f["name"]), not f["antialiased"]))
+    best = dict(tied[0])
+    best["equivalent"] = [f"{f['name']}{', antialiased' if f['antialiased'] else ''}" for f in tied[1:]]
+    best["identified"] = best["relative_residual"] <= IDENTIFIED
+    return best
+
+
+def profile_template(found: dict, offsets: np.ndarray) -> np.ndarray:
+    """The named function of :func:`match_profile` at ``offsets``, at the fitted kernel's gain."""
+    return found["gain"] * _template(RESAMPLERS[found["name"]], np.asarray(offsets, np.float64), found["centre"],
+                                     found["widening"], found["normalised"])
+
+
+def describe_profiles(found: list[dict], convention: str) -> str:
+    """Both axes' matches (rows, columns) in words: one phrase when they agree."""
+    def phrase(axis: dict) -> str:
+        if axis["relative_residual"] > CLOSE:
+            return "a kernel no known resampler explains"
+        text = axis["name"] + (", antialiased (the support widened by the factor)" if axis["antialiased"] else
+                               ", not antialiased")
+        if axis["relative_residual"] > IDENTIFIED:
+            text = f"close to {text} (differs by {axis['relative_residual']:.1%})"
+        return text
+
+    def phase(axis: dict) -> str:
+        return f"{axis['centre']:+.2f} px" if abs(axis["centre"]) >= 0.05 else ""
+
+    where = "corners aligned" if convention == "corner" else "pixel centres aligned"
+    rows, columns = found
+    if phrase(rows) == phrase(columns):
+        text = phrase(rows)
+    else:
+        text = f"{phrase(rows)} down the rows, {phrase(columns)} along them"
+    shifts = [phase(a) for a in found]
+    if any(shifts):
+        where += f", the kernel centred off them by ({shifts[1] or '0'}, {shifts[0] or '0'}) (right, down)"
+    return f"{text}, {where}"

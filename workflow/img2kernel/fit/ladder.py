@@ -219,6 +219,9 @@ def ladder_for_pairs(pairs: Pairs, fit, seed: int = 0) -> Ladder:
 
     if fit.linear:
         return linear_only()
+    if fit.model.resamples:
+        return linear_only("the rungs after linear read outputs on their inputs' grid, and a resize by this ratio has a "
+                           "grid of its own: nothing more was tried")
     if pairs.c_in != pairs.c_out:
         return linear_only(f"no rung after linear maps {pairs.c_in} channels to {pairs.c_out}: nothing more was tried")
     try:

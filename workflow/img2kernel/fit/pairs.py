@@ -40,6 +40,7 @@ from img2kernel.sources.pairs import SPLIT_CODES
 from img2kernel.sources.pairs_store import LoadedPair, split_codes
 from img2kernel.fit import jpeg, roundings
 from img2kernel.fit.lstsq import FitSample, normal_equations
+from img2kernel.fit.resample import fit_resample, resampling
 from img2kernel.evaluate.metrics import heldout_rms as blocks_rms, row_bands
 
 # Rows for the normal equations, at most: about 3e11 multiply-adds (a 15x15 gray kernel on
@@ -157,7 +158,7 @@ class Pairs:
 
 def to_fit_pairs(loaded: list[LoadedPair], manifest: dict) -> Pairs:
     """:class:`Pairs` of decoded pairs (:func:`img2kernel.sources.pairs.read_pairs`), with their split codes."""
-    codes = [split_codes(p.ref.key, p.x.shape, p.split, manifest) for p in loaded]
+    codes = [split_codes(p.ref.key, p.y.shape, p.split, manifest) for p in loaded]  # on the output's grid
     return Pairs([p.ref.key for p in loaded], [p.x for p in loaded], [p.y for p in loaded], codes,
                  manifest["input_storage"], manifest["output_storage"], [p.output_jpeg for p in loaded],
                  [p.placement for p in loaded])
@@ -175,7 +176,7 @@ def load_pairs(inputs_folder: str | Path, outputs_folder: str | Path) -> tuple[P
         x, y = np.asarray(inputs.array(key)), np.asarray(outputs.array(key))
         xs.append(x[..., None] if x.ndim == 2 else x)
         ys.append(y[..., None] if y.ndim == 2 else y)
-        codes.append(split_codes(key, x.shape, inputs.split_of(key), manifest))
+        codes.append(split_codes(key, y.shape, inputs.split_of(key), manifest))  # on the output's grid
     stored = [manifest["keys"].get(key, {}) for key in keys]
     return Pairs(keys, xs, ys, codes, manifest["input_storage"], manifest["output_storage"],
                  [s.get("output_jpeg") for s in stored], [Placement.from_dict(s.get("placement")) for s in stored]), manifest
@@ -247,6 +248,10 @@ def fit_pairs(pairs: Pairs, *, max_ksize: int = 15, ksize: int | None = None, se
     started = time.perf_counter()
     if not pairs.keys:
         raise ValueError("no pairs to fit")
+    if resampling(pairs):  # outputs on their own grid: a resize's continuous kernels, not a kernel on the input's grid
+        fit = fit_resample(pairs, seed=seed, floor=floor, started=started)
+        fit.geometry = geometry_of(pairs.placements)
+        return fit
     smallest_side = min(min(x.shape[:2]) for x in pairs.inputs)
     largest = ksize or max_ksize
     if largest > smallest_side:

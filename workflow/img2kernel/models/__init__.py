@@ -21,11 +21,13 @@ from img2kernel.models.field import GainMapModel, KernelMapModel
 from img2kernel.models.light import LinearLightModel
 from img2kernel.models.magnitude import MagnitudeModel
 from img2kernel.models.rank import RankModel
+from img2kernel.models.resample import ResampleModel
 
 # In the order of the ladder (docs/design.md, "The ladder"): each rung the simplest
 # explanation at its step, the CNN the last resort.
 MODELS: dict[str, type[Model]] = {
     AffineKernel.name: AffineKernel,
+    ResampleModel.name: ResampleModel,
     LinearLightModel.name: LinearLightModel,
     CurveModel.name: CurveModel,
     MagnitudeModel.name: MagnitudeModel,
@@ -36,7 +38,7 @@ MODELS: dict[str, type[Model]] = {
     CnnModel.name: CnnModel,
 }
 
-__all__ = ["MODELS", "AffineKernel", "CnnModel", "CurveModel", "GainMapModel", "KernelMapModel", "LinearLightModel", "MagnitudeModel", "Model", "RankModel", "TwoCurveModel",
+__all__ = ["MODELS", "AffineKernel", "CnnModel", "CurveModel", "GainMapModel", "KernelMapModel", "LinearLightModel", "MagnitudeModel", "Model", "RankModel", "ResampleModel", "TwoCurveModel",
            "load_model",
            "planes", "stack"]
 

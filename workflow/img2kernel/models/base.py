@@ -123,6 +123,9 @@ class Model(ABC):
     # Whether the response depends on where a pixel lies in its image (a gain map, a kernel map:
     # models.field); such a model reads each block's Location, every other model ignores it.
     varies: ClassVar[bool] = False
+    # Whether its output has a grid of its own (a resize: models.resample); such a model predicts
+    # whole images only, at :meth:`output_size`, and its ``predict`` takes the output's size.
+    resamples: ClassVar[bool] = False
 
     def __init__(self, output: str = "float"):
         if output not in OUTPUTS:
@@ -175,6 +178,15 @@ class Model(ABC):
     @property
     def halo(self) -> int:
         return self.ksize // 2
+
+    def output_size(self, height: int, width: int) -> tuple[int, int]:
+        """(rows, columns) of the output of a ``height`` x ``width`` input: the same, but for a resize."""
+        return height, width
+
+    def profiles(self) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray | None]]:
+        """1-D functions the model is made of, for the report: (title, x, values, a named reference's
+        values or None); none but a resize's kernels."""
+        return []
 
     @property
     def ladder_rung(self) -> str:

@@ -349,11 +349,35 @@ def field_figure(model, title: str, path: str | Path) -> None:
     plt.close(fig)
 
 
+def profiles_figure(model, title: str, path: str | Path) -> None:
+    """A model made of 1-D functions (a resize's kernel per axis) drawn: each function over its
+    offsets in input pixels, the named resampler's curve beside it where one matches."""
+    shown = model.profiles()
+    fig, axes = plt.subplots(1, len(shown), figsize=(SHOWN_WIDTH / DPI, 3.6), squeeze=False)
+    for ax, (name, x, values, reference) in zip(axes[0], shown):
+        ax.axhline(0, color="gray", linewidth=0.6)
+        ax.plot(x, values, marker=".", markersize=3, color="tab:blue", label="fitted (each knot a phase's tap)")
+        if reference is not None:
+            ax.plot(x, reference, color="tab:orange", linestyle="--", linewidth=1.2, label="named resampler")
+        ax.set_title(textwrap.fill(name, 60), fontsize=9)
+        ax.set_xlabel("offset from the output pixel's centre (input pixels)", fontsize=8)
+        ax.set_ylabel("weight", fontsize=8)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(textwrap.fill(title, 120), fontsize=9)
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.15, top=0.78, wspace=0.25)
+    save(fig, path)
+    plt.close(fig)
+
+
 def model_figure(model, title: str, path: str | Path) -> None:
     """A ladder model drawn: its weight panels (one colour scale each) and its curve; a model
-    that varies across the image, its map (:func:`field_figure`)."""
+    that varies across the image, its map (:func:`field_figure`); one made of 1-D functions,
+    those (:func:`profiles_figure`)."""
     if model.varies:
         return field_figure(model, title, path)
+    if model.profiles():
+        return profiles_figure(model, title, path)
     panels, curve = model_panels(model)
     count = len(panels) + (1 if curve is not None else 0)
     fig, axes = plt.subplots(1, max(count, 1), figsize=(2.8 * max(count, 1) + 1.0, 3.4), squeeze=False)

@@ -78,20 +78,25 @@ class Placement:
     columns ``origin[1] + stride[1] * j``, leaving ``end`` rows and columns after the last
     sample, then turned by ``transform`` into the file. The plain placement (all zeros, stride
     1) is a same-size output; ``origin == end == (m, m)`` a valid-mode margin m.
+
+    ``scale`` (output pixels per input pixel, rows and columns) marks a resize by a ratio that no
+    integer stride gives (3/4, an enlargement): its output keeps its own grid, and the model
+    (:class:`img2kernel.models.resample.ResampleModel`) computes that grid itself.
     """
 
     transform: str = "none"
     origin: tuple[int, int] = (0, 0)
     stride: tuple[int, int] = (1, 1)
     end: tuple[int, int] = (0, 0)
+    scale: tuple[float, float] | None = None
 
     @classmethod
     def from_dict(cls, value: dict | None) -> "Placement":
         """The placement a store manifest or a model file holds; ValueError saying which field is wrong."""
         if not value:
             return cls()
-        if not isinstance(value, dict) or set(value) - {"transform", "origin", "stride", "end"}:
-            raise ValueError(f"a placement is {{transform, origin, stride, end}}, got {value!r}")
+        if not isinstance(value, dict) or set(value) - {"transform", "origin", "stride", "end", "scale"}:
+            raise ValueError(f"a placement is {{transform, origin, stride, end, scale}}, got {value!r}")
         if value.get("transform", "none") not in TRANSFORM_WORDS:
             raise ValueError(f"placement transform {value.get('transform')!r} is not one of {', '.join(TRANSFORM_WORDS)}")
         pairs = {}
@@ -101,7 +106,12 @@ class Placement:
                     or not all(isinstance(v, int) and not isinstance(v, bool) and v >= low for v in pair)):
                 raise ValueError(f"placement {name} must be two integers of at least {low}, got {pair!r}")
             pairs[name] = tuple(pair)
-        return cls(value.get("transform", "none"), pairs["origin"], pairs["stride"], pairs["end"])
+        scale = value.get("scale")
+        if scale is not None and (not isinstance(scale, (list, tuple)) or len(scale) != 2 or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= MAX_STRIDE for v in scale)):
+            raise ValueError(f"placement scale must be two ratios in (0, {MAX_STRIDE}], got {scale!r}")
+        return cls(value.get("transform", "none"), pairs["origin"], pairs["stride"], pairs["end"],
+                   None if scale is None else (float(scale[0]), float(scale[1])))
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -115,10 +125,21 @@ class Placement:
     def margin(self) -> int | None:
         """m for a valid-mode output (the same margin m on every side, nothing turned or sampled)."""
         m = self.origin[0]
-        return m if self.transform == "none" and self.stride == (1, 1) and self.origin == self.end == (m, m) else None
+        return (m if self.transform == "none" and self.stride == (1, 1) and self.scale is None
+                and self.origin == self.end == (m, m) else None)
+
+    @property
+    def off_grid(self) -> bool:
+        """Whether output pixels are not one to one with input pixels (a resize): previews show each
+        output pixel over the input pixels it stands for."""
+        return self.stride != (1, 1) or self.scale is not None
 
     def sampled_shape(self, input_shape: tuple[int, ...]) -> tuple[int, int]:
         """(rows, columns) sampled from an input of ``input_shape``, before turning."""
+        if self.scale is not None:
+            from img2kernel.models.resample import output_size
+
+            return output_size(input_shape[0], self.scale[0]), output_size(input_shape[1], self.scale[1])
         counts = []
         for axis in (0, 1):
             span = input_shape[axis] - self.end[axis] - self.origin[axis]
@@ -134,7 +155,10 @@ class Placement:
         return (cols, rows) if self.transform in SWAPS_AXES else (rows, cols)
 
     def sample(self, full):
-        """The file's array from the tool's output on the input's grid (H, W[, C])."""
+        """The file's array from the tool's output on the input's grid (H, W[, C]); a resize's output
+        on its own grid is only turned."""
+        if self.scale is not None:
+            return turn(full, self.transform)
         rows, cols = self.sampled_shape(full.shape)
         (r0, c0), (sr, sc) = self.origin, self.stride
         return turn(full[r0 : r0 + sr * (rows - 1) + 1 : sr, c0 : c0 + sc * (cols - 1) + 1 : sc], self.transform)
@@ -151,6 +175,8 @@ class Placement:
                              f"of an input of {input_shape[1]}x{input_shape[0]} ({self.describe()})")
         # float32 holds every 8- and 16-bit value exactly: the input's size in float64 would double it
         dtype = np.float64 if output.dtype == np.float64 else np.float32
+        if self.scale is not None:  # its own grid: every pixel known
+            return np.ascontiguousarray(turned_back, dtype=dtype)
         full = np.full(tuple(input_shape[:2]) + turned_back.shape[2:], np.nan, dtype=dtype)
         (r0, c0), (sr, sc) = self.origin, self.stride
         full[r0 : r0 + sr * (rows - 1) + 1 : sr, c0 : c0 + sc * (cols - 1) + 1 : sc] = turned_back
@@ -159,7 +185,7 @@ class Placement:
     def numpy_code(self, name: str = "out") -> str:
         """A line of numpy that turns the tool's output on the input's grid, ``name``, into its file
         ("" for the plain placement): the reproduction snippets end with it."""
-        if self.plain:
+        if self.plain or self.scale is not None:  # a resize's model writes its own grid
             return ""
         (r0, c0), (sr, sc), (r1, c1) = self.origin, self.stride, self.end
 
@@ -176,11 +202,16 @@ class Placement:
                   "antitranspose": "{}[::-1, ::-1].swapaxes(0, 1)"}[self.transform]
         return f"{name} = {turned.format(sampled)}  # {self.describe()}\n"
 
-    def nearest_sample(self, full):
+    def nearest_sample(self, full, input_shape: tuple[int, ...] | None = None):
         """Every pixel of the input's grid (H, W[, C]) given the value of its nearest sample: a
-        resize's output and its prediction, seen at the input's size (the report's previews)."""
+        resize's output and its prediction, seen at the input's size (the report's previews); a
+        resize on its own grid (``full`` its output) needs the ``input_shape``."""
         import numpy as np
 
+        if self.scale is not None:
+            index = [np.minimum((np.arange(input_shape[a]) * full.shape[a]) // input_shape[a], full.shape[a] - 1)
+                     for a in (0, 1)]
+            return full[index[0][:, None], index[1][None, :]]
         counts = self.sampled_shape(full.shape)
         index = [self.origin[a] + self.stride[a] * np.clip(np.rint((np.arange(full.shape[a]) - self.origin[a]) / self.stride[a]),
                                                            0, counts[a] - 1).astype(np.int64) for a in (0, 1)]
@@ -189,7 +220,10 @@ class Placement:
     def describe(self) -> str:
         """The geometry in words ("" for the plain placement)."""
         parts = []
-        if self.stride != (1, 1):
+        if self.scale is not None:
+            rows, cols = (_ratio(s) for s in self.scale)
+            parts.append(f"resized by {rows}" if rows == cols else f"resized by {cols} across and {rows} down")
+        elif self.stride != (1, 1):
             sr, sc = self.stride
             factor = f"1/{sr}" if sr == sc else f"1/{sc} across and 1/{sr} down"
             parts.append(f"resized by {factor} (every {_nth(sr)} row and {_nth(sc)} column from row {self.origin[0]}, "
@@ -212,6 +246,39 @@ def geometry_of(placements: list) -> dict:
     first = placements[0] if placements else Placement()
     others = sorted({p.describe() or "as stored" for p in placements if p != first})
     return {"placement": first.to_dict(), "text": first.describe(), "other_placements": others}
+
+
+def _ratio(value: float) -> str:
+    """A resize factor in words: ``3/4``, ``2``, or ``0.6665`` where no small fraction is it."""
+    from fractions import Fraction
+
+    near = Fraction(value).limit_denominator(MAX_STRIDE * 2)
+    if abs(float(near) - value) > 1e-6:
+        return f"{value:.4g}"
+    return str(near.numerator) if near.denominator == 1 else f"{near.numerator}/{near.denominator}"
+
+
+def resample_placement(input_shape: tuple[int, ...], output_shape: tuple[int, ...]) -> Placement | None:
+    """A resize on the output's own grid, where the sizes allow no integer placement: the two axes
+    resized alike (to a pixel's rounding: an aspect-keeping resize) or each by a small fraction
+    (p/q with q <= 2 * MAX_STRIDE: a fixed factor per axis), by 1/MAX_STRIDE to MAX_STRIDE. A
+    wider crop passes neither test."""
+    (h, w), (oh, ow) = input_shape[:2], output_shape[:2]
+    if (h, w) == (oh, ow) or min(h, w, oh, ow) < 1:
+        return None
+    ratios = (oh / h, ow / w)
+    if not all(1 / MAX_STRIDE <= r <= MAX_STRIDE for r in ratios):
+        return None
+    alike = abs(oh - h * ow / w) <= 1 or abs(ow - w * oh / h) <= 1
+    simple = all("." not in _ratio(r) for r in ratios)
+    if not (alike or simple):
+        return None
+    return Placement(scale=ratios)
+
+
+def allowed(input_shape: tuple[int, ...], output_shape: tuple[int, ...]) -> bool:
+    """Whether any placement fits the sizes (the config check, before any pixel is read)."""
+    return bool(candidates(input_shape, output_shape)) or resample_placement(input_shape, output_shape) is not None
 
 
 def _nth(n: int) -> str:
@@ -275,6 +342,9 @@ def _tried(found: list[Candidate], input_shape, output_shape) -> list[Candidate]
     return found
 
 
+# The resize's evidence (sources.geometry._resize_residual) at most this share of the output's
+# standard deviation explains the pairs: a crop of the same sizes is not searched.
+RESIZE_EXPLAINED = 0.02
 COARSE_STEP = 3  # origins searched every third pixel first where a family has many
 
 
@@ -296,12 +366,20 @@ def locate(x, y, input_ref: str = "input", output_ref: str = "output",
     from img2kernel.fit.lstsq import least_squares
 
     found = _tried(candidates(x.shape, y.shape), x.shape, y.shape)
-    if not found:
+    resize = resample_placement(x.shape, y.shape)
+    if not found and resize is None:
         raise ValueError(size_mismatch(input_ref, x.shape[:2], output_ref, y.shape[:2]))
     rng = np.random.default_rng(0)
     n = min(SEARCH_PIXELS, y.shape[0] * y.shape[1])
     file_rows, file_cols = rng.integers(0, y.shape[0], n), rng.integers(0, y.shape[1], n)
     target = np.asarray(y[file_rows, file_cols], dtype=np.float64).reshape(n, -1).mean(axis=1)
+    resize_rms = None if resize is None else _resize_residual(x, y.shape, file_rows, file_cols, target, resize)
+    # A resize that leaves a fiftieth of the output's spread needs no crop search (on a square photo
+    # every turn's crops at every offset: thousands of small fits).
+    explained = resize_rms is not None and resize_rms <= RESIZE_EXPLAINED * float(np.std(target))
+    if not found or explained or (prefer is not None and prefer.scale is not None):
+        # no integer placement (or the filter's first pair is a resize): a resize on its own grid
+        return resize, {"residual_rms": resize_rms, "plain_residual_rms": None, "placements_tried": 1, "window": 5}
 
     def scorer(candidate: Candidate):
         cell = np.stack(source_cells(candidate.transform, candidate.sampled, file_rows, file_cols), axis=1)
@@ -309,18 +387,8 @@ def locate(x, y, input_ref: str = "input", output_ref: str = "output",
         def residual(origin: tuple[int, int], radius: int, kernel: bool = False):
             centre_r = origin[0] + candidate.stride[0] * cell[:, 0]
             centre_c = origin[1] + candidate.stride[1] * cell[:, 1]
-            inside = ((centre_r >= radius) & (centre_r < x.shape[0] - radius) & (centre_c >= radius)
-                      & (centre_c < x.shape[1] - radius) & np.isfinite(target))
-            if inside.sum() < 4 * (2 * radius + 1) ** 2:
-                return (np.inf, None) if kernel else np.inf
-            offsets = np.arange(-radius, radius + 1)
-            rows = centre_r[inside, None, None] + offsets[None, :, None]
-            cols = centre_c[inside, None, None] + offsets[None, None, :]
-            design = np.asarray(x[rows, cols], dtype=np.float64).reshape(int(inside.sum()), (2 * radius + 1) ** 2, -1)
-            design = np.hstack([design.mean(axis=2), np.ones((design.shape[0], 1))])
-            theta = least_squares(iter([(design, target[inside])]))  # the normal equations: small and many
-            rms = float(np.sqrt(np.mean(np.square(design @ theta - target[inside]))))
-            return (rms, theta[:-1].reshape(2 * radius + 1, 2 * radius + 1)) if kernel else rms
+            rms, theta = _window_fit(x, centre_r, centre_c, target, radius)
+            return (rms, theta) if kernel else rms
 
         return residual
 
@@ -354,7 +422,51 @@ def locate(x, y, input_ref: str = "input", output_ref: str = "output",
     placement = chosen[1].placement(chosen[2], x.shape)
     evidence = {"residual_rms": chosen[0], "plain_residual_rms": None if plain is None else plain[0],
                 "placements_tried": len(scores), "window": 2 * max(2, *chosen[1].stride) + 1}
+    if resize_rms is not None and resize_rms < CLEARLY_BETTER * chosen[0]:  # the sizes allow a crop, the pixels say a resize
+        return resize, {**evidence, "residual_rms": resize_rms, "crop_residual_rms": chosen[0],
+                        "placements_tried": len(scores) + 1, "window": 5}
     return placement, evidence
+
+
+def _window_fit(image, centre_r, centre_c, target, radius: int):
+    """(RMS, kernel) of the least-squares fit of ``target`` from the channel mean of ``image`` in a
+    (2 radius + 1)^2 window at each (``centre_r``, ``centre_c``) whose window lies inside; (inf,
+    None) where too few do."""
+    import numpy as np
+
+    from img2kernel.fit.lstsq import least_squares
+
+    inside = ((centre_r >= radius) & (centre_r < image.shape[0] - radius) & (centre_c >= radius)
+              & (centre_c < image.shape[1] - radius) & np.isfinite(target))
+    if inside.sum() < 4 * (2 * radius + 1) ** 2:
+        return np.inf, None
+    offsets = np.arange(-radius, radius + 1)
+    rows = centre_r[inside, None, None] + offsets[None, :, None]
+    cols = centre_c[inside, None, None] + offsets[None, None, :]
+    design = np.asarray(image[rows, cols], dtype=np.float64).reshape(int(inside.sum()), (2 * radius + 1) ** 2, -1)
+    design = np.hstack([design.mean(axis=2), np.ones((design.shape[0], 1))])
+    theta = least_squares(iter([(design, target[inside])]))  # the normal equations: small and many
+    rms = float(np.sqrt(np.mean(np.square(design @ theta - target[inside]))))
+    return rms, theta[:-1].reshape(2 * radius + 1, 2 * radius + 1)
+
+
+def _resize_residual(x, output_shape, file_rows, file_cols, target, resize: Placement) -> float:
+    """The evidence for a resize: the input's channel mean resized to the output's size by an
+    antialiased Keys cubic, then the same small-window fit as a placement's, on the same pixels
+    (the window absorbs another resampler's kernel)."""
+    import numpy as np
+
+    from img2kernel.evaluate.resamplers import RESAMPLERS
+    from img2kernel.models.resample import ResampleModel
+
+    mean = np.asarray(x, dtype=np.float64).reshape(x.shape[0], x.shape[1], -1).mean(axis=2)
+    widening = [max(1.0, x.shape[a] / output_shape[a]) for a in (0, 1)]
+    profiles = []
+    for w in widening:
+        offsets = np.linspace(-2 * w, 2 * w, int(np.ceil(32 * w)) + 1)
+        profiles += [offsets, RESAMPLERS["Keys cubic a = -0.5 (Catmull-Rom: Pillow's and ImageMagick's bicubic)"](offsets / w)]
+    resized = ResampleModel(*profiles, factor=resize.scale).predict(mean, "replicate", size=tuple(output_shape[:2]))
+    return _window_fit(resized, file_rows, file_cols, target, 2)[0]
 
 
 def _centred_on_kernel(chosen, residual):
@@ -382,13 +494,13 @@ def size_mismatch(input_ref: str, input_shape: tuple[int, int], output_ref: str,
     """Why a pair's sizes are refused, in the geometry they suggest (shapes are (height, width))."""
     (h, w), (oh, ow) = input_shape, output_shape
     said = f"sizes differ: input {input_ref} is {w}x{h}, output {output_ref} is {ow}x{oh} (width x height)"
-    if oh > h or ow > w:
-        geometry = f"the output is larger than the input ({ow / w:.3g} x {oh / h:.3g}: an upscale or padding)"
-    elif abs(ow / w - oh / h) * max(w, h) <= 1 and w / ow > 1.5:
-        geometry = (f"the output is {ow / w:.3g} times the input's size (a resize by {w / ow:.4g}, not an integer factor "
-                    f"of the sizes)")
+    if max(oh / h, ow / w) > MAX_STRIDE or min(oh / h, ow / w) < 1 / MAX_STRIDE:
+        geometry = f"the output is {ow / w:.3g} x {oh / h:.3g} times the input's size (a resize by more than {MAX_STRIDE}x)"
+    elif oh >= h and ow >= w:
+        geometry = f"the output is {ow - w} columns and {oh - h} rows larger, not in proportion (padding?)"
     else:
-        geometry = f"the output is {w - ow} columns and {h - oh} rows smaller (a crop wider than {MAX_CROP} pixels)"
-    return (f"{said}: {geometry}; img2kernel fits outputs on the input's own pixel grid: the same size, cropped by "
-            f"at most {MAX_CROP} pixels on each axis, or resized by an integer factor up to 1/{MAX_STRIDE}, and any "
-            "of these flipped, rotated by 90 degrees or transposed")
+        geometry = (f"the output is {w - ow} columns and {h - oh} rows smaller, not in proportion (a crop wider than "
+                    f"{MAX_CROP} pixels?)")
+    return (f"{said}: {geometry}; img2kernel fits outputs cropped by at most {MAX_CROP} pixels on each axis, resized "
+            f"by 1/{MAX_STRIDE} to {MAX_STRIDE} (both axes alike, or each by a fraction p/q with q up to "
+            f"{2 * MAX_STRIDE}), and any of these flipped, rotated by 90 degrees or transposed")

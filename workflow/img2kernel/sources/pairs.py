@@ -220,7 +220,7 @@ def check_pairs(spec: dict) -> dict:
             local += 1
             shape_in = (headers["input"].height, headers["input"].width)
             shape_out = (headers["output"].height, headers["output"].width)
-            if not geometry.candidates(shape_in, shape_out):  # which one holds is for the pixels to say
+            if not geometry.allowed(shape_in, shape_out):  # which placement holds is for the pixels to say
                 raise FilterSpecError(field_out, geometry.size_mismatch(ref.input, shape_in, ref.output, shape_out))
     if smallest is not None and size > smallest[0]:  # the fit would stop on it, after the store was built
         raise FilterSpecError(size_field, f"a {size}x{size} kernel is larger than {smallest[1]}, whose shorter side is "

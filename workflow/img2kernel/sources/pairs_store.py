@@ -225,10 +225,10 @@ def read_pairs(spec: dict, refs: list[PairRef], fetched: dict[tuple[str, str], P
                 notes["output: a JPEG turned off its input's grid, fitted on its decoded pixels"] += 1
                 compression = None
         loaded.append(LoadedPair(ref, x, y, split[ref.key], placement, compression, evidence))
-    turns = {(p.placement.transform, p.placement.stride): p.ref.output for p in loaded}
+    turns = {(p.placement.transform, p.placement.stride, p.placement.scale is None): p for p in loaded}
     if len(turns) > 1:  # one model holds one geometry
         raise ValueError(f"{name}: the outputs are placed on their inputs differently: " + "; ".join(
-            f"{output}: {Placement(t, stride=s).describe() or 'as stored'}" for (t, s), output in turns.items()))
+            f"{p.ref.output}: {p.placement.describe() or 'as stored'}" for p in turns.values()))
     manifest = {
         "filter": name,
         "pairs": len(loaded),
@@ -236,7 +236,7 @@ def read_pairs(spec: dict, refs: list[PairRef], fetched: dict[tuple[str, str], P
         "splits": dict(Counter(split.values())),
         "seed": seed,
         "holdout": holdout,
-        "tile": tile_side([p.x.shape for p in loaded]),
+        "tile": tile_side([p.y.shape for p in loaded]),
         "input_storage": storage["input"],
         "output_storage": storage["output"],
         "channels": channels,
