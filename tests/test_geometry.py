@@ -17,7 +17,9 @@ from PIL import Image
 from img2kernel.bench.geometry import imagemagick
 from img2kernel.cli.main import main
 from img2kernel.models import load_model
-from img2kernel.sources.geometry import TRANSFORM_WORDS, Placement, candidates, locate, source_cells
+from img2kernel.evaluate.resamplers import RESAMPLERS
+from img2kernel.models import ResampleModel
+from img2kernel.sources.geometry import TRANSFORM_WORDS, Placement, allowed, candidates, locate, source_cells
 from test_pairs import gray_photos, rgb_photos, uint8
 
 BLUR = np.array([[0, 1, 0], [1, 4, 1], [0, 1, 0]], np.float32) / 8
@@ -57,6 +59,35 @@ def test_sizes_alone_allow_crops_integer_resizes_and_turns_only():
     assert not candidates((100, 80), (104, 80))  # padding
     assert not candidates((256, 128), (170, 85))  # a resize by 1.5
     assert not candidates((200, 200), (120, 200))  # a crop of 80 rows
+
+
+def test_sizes_allow_a_resize_by_any_ratio_on_its_own_grid_but_not_a_wide_crop_or_padding():
+    assert allowed((256, 128), (170, 85)) and allowed((100, 80), (300, 240)) and allowed((192, 256), (144, 192))
+    assert allowed((300, 200), (225, 100))  # 3/4 down, 1/2 across: a fixed factor per axis
+    assert not allowed((200, 200), (120, 200))  # 80 rows off: one axis alone is a crop
+    assert not allowed((100, 80), (104, 80)) and not allowed((100, 100), (10, 10))  # padding; beyond 1/8
+    placement = Placement(scale=(0.75, 0.75))
+    assert placement.file_shape((256, 200)) == (192, 150) and Placement.from_dict(placement.to_dict()) == placement
+    assert placement.describe() == "resized by 3/4" and Placement(scale=(2.0, 2.0)).describe() == "resized by 2"
+    with pytest.raises(ValueError, match="scale must be two ratios"):
+        Placement.from_dict({"scale": [0.5]})
+
+
+@pytest.mark.parametrize("resample, between", [(Image.LANCZOS, "horizontal first"), (Image.BICUBIC, "horizontal first")])
+def test_the_resample_model_is_pillows_arithmetic(resample, between):
+    """The model with Pillow's function, widening, normalisation, edge rule and 8-bit first pass gives
+    Pillow's pixels (Pillow's fixed-point weights round a few ties the other way)."""
+    name, support = {Image.LANCZOS: ("Lanczos 3", 3), Image.BICUBIC: ("Keys cubic a = -0.5", 2)}[resample]
+    function = next(f for n, f in RESAMPLERS.items() if n.startswith(name))
+    photo = gray_photos(1, (120, 160))[0]
+    for size in ((120, 90), (100, 75), (320, 240)):  # 3/4, 5/8 (on 160 x 120), twice
+        widening = max(1.0, photo.shape[1] / size[0])
+        knots = np.linspace(-support * widening, support * widening, 481)
+        model = ResampleModel(knots, function(knots / widening), knots, function(knots / widening),
+                              (size[1] / photo.shape[0], size[0] / photo.shape[1]), between_passes=between, output="uint8")
+        ours = model.predict(photo, "zero")
+        tool = np.asarray(Image.fromarray(photo).resize(size, resample))
+        assert ours.shape == tool.shape and np.mean(ours == tool) > 0.97 and np.abs(ours - tool).max() <= 1
 
 
 @pytest.mark.parametrize("make, expected", [
@@ -213,3 +244,33 @@ def test_the_pairs_of_one_resizer_share_one_phase(tmp_path):
     spec = {"name": "half", "kind": "pairs", "inputs": str(tmp_path / "in"), "outputs": str(tmp_path / "out")}
     loaded, _ = read_pairs(spec, list_pairs(spec))
     assert len({p.placement for p in loaded}) == 1 and loaded[0].placement.stride == (2, 2)
+
+
+@pytest.mark.parametrize("make, says, unseen_size", [
+    (lambda p: np.asarray(Image.fromarray(p).resize((p.shape[1] * 3 // 4, p.shape[0] * 3 // 4), Image.LANCZOS)),
+     ("Lanczos 3, antialiased", "pixel centres aligned", "resized by 3/4"), (75, 54)),
+    (lambda p: cv2.resize(p, (p.shape[1] * 2, p.shape[0] * 2), interpolation=cv2.INTER_CUBIC),
+     ("Keys cubic a = -0.75", "not antialiased", "resized by 2"), (200, 144)),
+    (lambda p: np.asarray(Image.fromarray(p).resize((p.shape[1] * 85 // 128, p.shape[0] * 85 // 128), Image.BILINEAR)),
+     ("triangle (bilinear), antialiased", "resized by 0.6641"), None),
+], ids=["three quarters (a crop's sizes too)", "twice", "85 of 128"])
+def test_a_resize_by_any_ratio_is_linear_named_and_reproduced(tmp_path, capsys, make, says, unseen_size):
+    photos = gray_photos(3, (128, 128))
+    model = fit(tmp_path, photos, [make(p) for p in photos])
+    text = printed(capsys)
+    assert "linear:" in text and all(s in text for s in says), text
+    assert load_model(model)[1]["placement"]["scale"] is not None
+    if unseen_size is None:
+        return
+    unseen = gray_photos(4, (72, 100))[3]
+    assert main(["apply", str(model), str(save(tmp_path / "unseen.png", unseen)), str(tmp_path / "ours.png")]) == 0
+    ours = np.asarray(Image.open(tmp_path / "ours.png"))
+    tool = make(unseen)
+    assert ours.shape == tool.shape == unseen_size[::-1] and psnr(ours, tool) >= 50
+
+
+def test_a_colour_resize_is_the_same_kernel_on_each_channel(tmp_path, capsys):
+    photos = rgb_photos(3, (96, 128))
+    fit(tmp_path, photos, [np.asarray(Image.fromarray(p).resize((96, 72), Image.BICUBIC)) for p in photos])
+    text = printed(capsys)
+    assert "linear:" in text and "the same on each of 3 channels" in text and "resized by 3/4" in text, text

@@ -20,6 +20,7 @@ from img2kernel.fit.ladder import Given, best_candidate, choose, climb, ladder_f
 from img2kernel.fit.tiles import heldout_rms, ladder_data
 from img2kernel.fit.pairs import Pairs, fit_pairs
 from img2kernel.models import (MODELS, AffineKernel, CnnModel, CurveModel, GainMapModel, KernelMapModel, LinearLightModel,
+                               ResampleModel,
                                MagnitudeModel, RankModel, TwoCurveModel, load_model)
 from img2kernel.models.rank import disk
 from img2kernel.sources.pairs import SPLIT_CODES
@@ -245,6 +246,8 @@ def every_model() -> list:
                       np.linspace(-1, 2, 24), 255 * np.clip(np.linspace(-1, 2, 24), 0, None) ** 0.45),
         GainMapModel(rng.uniform(0.5, 1.0, size=(5, 5)), rng.normal(size=(3, 3)), 2.0),
         KernelMapModel(rng.normal(size=(3, 3, 5, 5)), -1.0),
+        ResampleModel(np.linspace(-2, 2, 17), np.maximum(0, 1 - np.abs(np.linspace(-2, 2, 17)) / 2), [-0.5, 0.5], [1.0, 1.0],
+                      (0.75, 2.0), [1.5], between_passes="horizontal first"),
         CnnModel(rng.normal(size=(width, 3, 3)), rng.normal(size=width), rng.normal(size=(width, width, 3, 3)) / 8,
                  rng.normal(size=width), rng.normal(size=width), [0.1], rng.normal(size=(5, 5)), 40.0),
     ]
@@ -252,7 +255,8 @@ def every_model() -> list:
 
 @pytest.mark.parametrize("model", every_model(), ids=lambda m: m.name)
 def test_every_ladder_model_round_trips_and_applies_tile_by_tile_as_it_predicts(tmp_path, photos, model):
-    assert set(MODELS) == {"affine", "linear_light", "curve", "magnitude", "rank", "two_curves", "gain_map", "kernel_map", "cnn"}
+    assert set(MODELS) == {"affine", "resample", "linear_light", "curve", "magnitude", "rank", "two_curves", "gain_map",
+                           "kernel_map", "cnn"}
     assert MODELS[model.name] is type(model)
     path = tmp_path / f"{model.name}.safetensors"
     model.save(path, {"border": "reflect101"})

@@ -134,14 +134,19 @@ def test_bad_pairs_stop_before_any_job_and_keep_what_was_built(built, tmp_path):
 
 @pytest.fixture(scope="module")
 def placed(tmp_path_factory):
-    """Outputs off their inputs' grid through the rules: a Pillow half-size resize, an asymmetric
-    crop after a 3x3 kernel (OpenCV), an output rotated 90 degrees (numpy)."""
+    """Outputs off their inputs' grid through the rules: a Pillow half-size resize, a Pillow bicubic
+    resize to 3/4 (whose sizes a crop of 24 and 32 pixels would fit too), an OpenCV bilinear
+    enlargement by 2, an asymmetric crop after a 3x3 kernel (OpenCV), an output rotated 90 degrees
+    (numpy)."""
     import cv2
 
     workdir = tmp_path_factory.mktemp("placed")
     blur = np.array([[0, 1, 0], [1, 4, 1], [0, 1, 0]], np.float32) / 8
     makers = {
         "halved": lambda p: np.asarray(Image.fromarray(p).resize((p.shape[1] // 2, p.shape[0] // 2), Image.LANCZOS)),
+        "three_quarters": lambda p: np.asarray(Image.fromarray(p).resize((p.shape[1] * 3 // 4, p.shape[0] * 3 // 4),
+                                                                         Image.BICUBIC)),
+        "doubled": lambda p: cv2.resize(p, (p.shape[1] * 2, p.shape[0] * 2), interpolation=cv2.INTER_LINEAR),
         "cropped": lambda p: np.rint(cv2.filter2D(p.astype(np.float32), -1, blur)).astype(np.uint8)[5:-1, 3:-1],
         "rotated": lambda p: np.rot90(np.rint(cv2.filter2D(p.astype(np.float32), -1, blur)).astype(np.uint8), -1),
     }
@@ -159,10 +164,15 @@ def placed(tmp_path_factory):
 
 @pytest.mark.parametrize("name, says", [
     ("halved", ["Lanczos 3, antialiased", "then resized by 1/2"]),
+    ("three_quarters", ["Keys cubic a = -0.5", "antialiased (the support widened by the factor)", "pixel centres aligned",
+                        "then resized by 3/4"]),
+    ("doubled", ["triangle (bilinear), not antialiased", "then resized by 2"]),
     ("cropped", ["then cropped: 3 columns off the left, 1 off the right, 5 rows off the top, 1 off the bottom"]),
     ("rotated", ["then rotated 90 degrees clockwise"]),
 ])
 def test_outputs_off_the_grid_are_placed_fitted_reported_and_reproduced(placed, tmp_path, name, says):
+    import cv2
+
     evaluation = json.loads((placed / "results" / "eval" / f"{name}.json").read_text())
     text = evaluation["identification"]["text"]
     assert evaluation["linear"] and evaluation["test_psnr"] > 50 and all(s in text for s in says), text
@@ -173,11 +183,12 @@ def test_outputs_off_the_grid_are_placed_fitted_reported_and_reproduced(placed, 
     Image.fromarray(unseen).save(tmp_path / "unseen.png")
     assert main(["apply", str(model), str(tmp_path / "unseen.png"), str(tmp_path / "ours.png")]) == 0
     ours = np.asarray(Image.open(tmp_path / "ours.png")).astype(np.float64)
-    import cv2
 
     blur = np.array([[0, 1, 0], [1, 4, 1], [0, 1, 0]], np.float32) / 8
     blurred = np.rint(cv2.filter2D(unseen.astype(np.float32), -1, blur))
     tool = {"halved": lambda: np.asarray(Image.fromarray(unseen).resize((50, 36), Image.LANCZOS)),
+            "three_quarters": lambda: np.asarray(Image.fromarray(unseen).resize((75, 54), Image.BICUBIC)),
+            "doubled": lambda: cv2.resize(unseen, (200, 144), interpolation=cv2.INTER_LINEAR),
             "cropped": lambda: blurred[5:-1, 3:-1], "rotated": lambda: np.rot90(blurred, -1)}[name]()
     assert ours.shape == tool.shape
     assert 10 * np.log10(255**2 / np.mean(np.square(ours - tool))) >= 50

@@ -54,6 +54,23 @@ def _pillow(resample: int, factor: int = 2):
     return resize
 
 
+def _pillow_to(numerator: int, denominator: int, resample: int):
+    """Pillow's resize to numerator/denominator of the photo's size (any ratio)."""
+    from PIL import Image
+
+    def resize(photo: np.ndarray) -> np.ndarray:
+        size = (photo.shape[1] * numerator // denominator, photo.shape[0] * numerator // denominator)
+        return np.asarray(Image.fromarray(photo).resize(size, resample))
+    return resize
+
+
+def _opencv_to(numerator: int, denominator: int, interpolation: int):
+    def resize(photo: np.ndarray) -> np.ndarray:
+        size = (photo.shape[1] * numerator // denominator, photo.shape[0] * numerator // denominator)
+        return cv2.resize(photo, size, interpolation=interpolation)
+    return resize
+
+
 def _blurred(photo: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(cv2.filter2D(photo.astype(np.float64), -1, BLUR)), 0, 255).astype(np.uint8)
 
@@ -98,6 +115,19 @@ def cases() -> list[GeometryCase]:
         GeometryCase("third size, area", "cv2.resize INTER_AREA",
                      lambda p: cv2.resize(p, (p.shape[1] // 3, p.shape[0] // 3), interpolation=cv2.INTER_AREA),
                      ("resized by 1/3", "box (area average), antialiased"), size=(255, 255)),
+        GeometryCase("3/4 size, Lanczos", "Pillow resize LANCZOS", _pillow_to(3, 4, Image.LANCZOS),
+                     ("resized by 3/4", "Lanczos 3, antialiased", "pixel centres aligned")),
+        GeometryCase("3/4 size, bicubic, colour non-square", "Pillow resize BICUBIC", _pillow_to(3, 4, Image.BICUBIC),
+                     ("the same on each of 3 channels", "resized by 3/4", "Keys cubic a = -0.5", "antialiased"),
+                     colour=True, size=(192, 256)),
+        GeometryCase("3/4 size, bilinear, not antialiased", "cv2.resize INTER_LINEAR", _opencv_to(3, 4, cv2.INTER_LINEAR),
+                     ("resized by 3/4", "triangle (bilinear), not antialiased")),
+        GeometryCase("256 to 170 (a ratio of 85/128), bilinear", "Pillow resize BILINEAR", _pillow_to(170, 256, Image.BILINEAR),
+                     ("resized by 0.6641", "triangle (bilinear), antialiased")),
+        GeometryCase("twice the size, bicubic", "Pillow resize BICUBIC", _pillow_to(2, 1, Image.BICUBIC),
+                     ("resized by 2", "Keys cubic a = -0.5", "not antialiased"), size=(128, 128)),
+        GeometryCase("three times the size, bicubic, one pair", "cv2.resize INTER_CUBIC", _opencv_to(3, 1, cv2.INTER_CUBIC),
+                     ("resized by 3", "Keys cubic a = -0.75"), count=1, size=(96, 96)),
         GeometryCase("half size, bilinear, JPEG q95", "Pillow resize BILINEAR, Pillow JPEG", _pillow(Image.BILINEAR),
                      half + ("triangle (bilinear), antialiased",), jpeg=("pillow", 95)),
         GeometryCase("3x3 kernel, then cropped 3 left, 5 top, 1 right, 1 bottom", "cv2.filter2D, numpy crop",

@@ -259,14 +259,14 @@ def fit_resample(pairs, *, seed: int = 0, floor: float | None = None, started: f
         for normalised in (True, False):
             taps, bias = _alternate(problem, normalised, widening, ROUNDS // 2)
             model, row = scored(problem, taps, bias, normalised)
-            tried.append((row["residual_rms"], convention, normalised))
+            tried.append((row["residual_rms"], convention, normalised, {**row, "parameters": model.n_parameters}))
     if not tried:
         raise ValueError("no output pixel of the pairs has its whole kernel inside its input: the images are too small "
                          "for a resize's kernel")
-    best, convention, normalised = min(tried)
+    best = min(t[0] for t in tried)
     # Tools normalise each output pixel's weights: said so wherever that explains the pixels as well
     # (a kernel whose phases already sum alike gives the same pixels either way).
-    convention, normalised = next((c, n) for r, c, n in sorted(tried, key=lambda t: (not t[2], t[0]))
+    convention, normalised = next((c, n) for r, c, n, _ in sorted(tried, key=lambda t: (not t[2], t[0]))
                                   if as_good(r, best, floor))
     timings["convention"] = time.perf_counter() - step
 
@@ -290,6 +290,7 @@ def fit_resample(pairs, *, seed: int = 0, floor: float | None = None, started: f
 
     # An 8-bit rounding between the passes, where the files are 8-bit and it explains them better.
     rounding = [{"between_passes": "none", **{k: chosen[k] for k in ("train_rms", "heldout_rms", "residual_rms")}}]
+    parameters = chosen["parameters"]
     if pairs.output_storage == "uint8" and pairs.input_storage == "uint8":
         for between in BETWEEN_PASSES[1:]:
             candidate, row = scored(problem, taps, bias, normalised, between)
@@ -302,11 +303,11 @@ def fit_resample(pairs, *, seed: int = 0, floor: float | None = None, started: f
         row["chosen"] = row["between_passes"] == model.between_passes
     border = detect_resample_border(model, pairs)
     final = ResampleModel.from_tensors(model.tensors(), pairs.model_output(value_step))
-    structures = [{"structure": f"{c} convention, {'normalised' if n else 'weights as fitted'}", "residual_rms": r,
-                   "chosen": (c, n) == (convention, normalised)} for r, c, n in tried]
+    structures = [{"structure": f"{c} convention, {'normalised' if n else 'weights as fitted'} (widest support)",
+                   **row, "chosen": (c, n) == (convention, normalised)} for _, c, n, row in tried]
     for row in rounding:
         structures.append({"structure": f"8-bit rounding between the passes: {row['between_passes']}",
-                           "residual_rms": row["residual_rms"], "chosen": row["chosen"]})
+                           "parameters": parameters, **{k: v for k, v in row.items() if k != "between_passes"}})
     rows = sum(int(use.sum()) for _, _, use in problem.samples)
     return PairsFit(
         model=final,

@@ -364,8 +364,8 @@ def profiles_figure(model, title: str, path: str | Path) -> None:
         ax.set_ylabel("weight", fontsize=8)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
-    fig.suptitle(textwrap.fill(title, 120), fontsize=9)
-    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.15, top=0.78, wspace=0.25)
+    fig.suptitle(textwrap.fill(title, 150), fontsize=9)
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.15, top=0.72, wspace=0.25)
     save(fig, path)
     plt.close(fig)
 

@@ -261,8 +261,8 @@ def _ratio(value: float) -> str:
 def resample_placement(input_shape: tuple[int, ...], output_shape: tuple[int, ...]) -> Placement | None:
     """A resize on the output's own grid, where the sizes allow no integer placement: the two axes
     resized alike (to a pixel's rounding: an aspect-keeping resize) or each by a small fraction
-    (p/q with q <= 2 * MAX_STRIDE: a fixed factor per axis), by 1/MAX_STRIDE to MAX_STRIDE. A
-    wider crop passes neither test."""
+    other than 1 (p/q with q <= 2 * MAX_STRIDE: a fixed factor per axis), by 1/MAX_STRIDE to
+    MAX_STRIDE. A wider crop passes neither test."""
     (h, w), (oh, ow) = input_shape[:2], output_shape[:2]
     if (h, w) == (oh, ow) or min(h, w, oh, ow) < 1:
         return None
@@ -270,7 +270,7 @@ def resample_placement(input_shape: tuple[int, ...], output_shape: tuple[int, ..
     if not all(1 / MAX_STRIDE <= r <= MAX_STRIDE for r in ratios):
         return None
     alike = abs(oh - h * ow / w) <= 1 or abs(ow - w * oh / h) <= 1
-    simple = all("." not in _ratio(r) for r in ratios)
+    simple = all("." not in _ratio(r) and r != 1 for r in ratios)  # one axis alone changed: a crop, not a resize
     if not (alike or simple):
         return None
     return Placement(scale=ratios)
@@ -366,7 +366,9 @@ def locate(x, y, input_ref: str = "input", output_ref: str = "output",
     from img2kernel.fit.lstsq import least_squares
 
     found = _tried(candidates(x.shape, y.shape), x.shape, y.shape)
-    resize = resample_placement(x.shape, y.shape)
+    # A resize on its own grid where no integer factor gives the sizes (those are placed on the grid);
+    # the pixels then tell it from a crop of the same sizes.
+    resize = None if any(c.stride != (1, 1) for c in found) else resample_placement(x.shape, y.shape)
     if not found and resize is None:
         raise ValueError(size_mismatch(input_ref, x.shape[:2], output_ref, y.shape[:2]))
     rng = np.random.default_rng(0)
