@@ -240,6 +240,7 @@ def evaluate_pairs(inputs_folder, outputs_folder, model: Model, metadata: dict, 
             "rows": info["rows"],
             "eligible_rows": info["eligible_rows"],
             "saturated_pixels": info["saturated_pixels"],
+            "fitted_kernels": info.get("fitted_kernels"),
         },
     )
 

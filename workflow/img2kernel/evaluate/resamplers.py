@@ -168,16 +168,22 @@ def _function_error(offsets: np.ndarray, taps: np.ndarray, function, centre: flo
     return float(np.linalg.norm(taps - gain * template) / (np.linalg.norm(taps) or 1.0))
 
 
-def match_profile(offsets: np.ndarray, taps: np.ndarray, scale: float, normalised: bool = False) -> dict:
+def match_profile(offsets: np.ndarray, taps: np.ndarray, scale: float, normalised: bool = False,
+                  only: tuple[str, bool] | None = None) -> dict:
     """The resampling function that best explains a continuous kernel ``taps`` at ``offsets``
     (input pixels) of a resize by ``scale`` input pixels per output pixel: its name, whether its
     support is widened by the scale (antialiased), its centre (the sampling phase: 0 on the
     pixel-centre convention), the relative residual, and the equally good alternatives.
-    ``normalised``: the taps are :func:`per_phase_normalised`, and each function is compared so."""
+    ``normalised``: the tool normalises each output pixel's weights, so the taps and each function
+    are compared :func:`per_phase_normalised`.
+    ``only``: (name, antialiased) of the one function to place."""
     offsets, taps = np.asarray(offsets, np.float64), np.asarray(taps, np.float64)
+    taps = per_phase_normalised(offsets, taps) if normalised else taps
     found = []
     for name, function in RESAMPLERS.items():
         for widened in sorted({False, scale > 1}):
+            if only is not None and (name, widened) != only:
+                continue
             widening = scale if widened else 1.0
             centre = _best_centre(lambda c: _function_error(offsets, taps, function, c, widening, normalised))
             template = _template(function, offsets, centre, widening, normalised)

@@ -207,6 +207,8 @@ class PairsFit:
     # Sizes searched up to ``searched`` of ``max_ksize`` (fit_pairs: the larger ones did not need trying).
     size_window: dict | None = None
     geometry: dict | None = None  # where the outputs sit on the inputs' grid (sources.geometry.geometry_of)
+    # A resize's kernels as fitted, per axis {offsets, taps}, before a named resampler replaced them (fit.resample)
+    fitted_kernels: dict | None = None
 
     def summary(self) -> dict:
         return {
@@ -234,6 +236,7 @@ class PairsFit:
             "precision": self.precision,
             "size_window": self.size_window,
             "geometry": self.geometry,
+            "fitted_kernels": self.fitted_kernels,
         }
 
 

@@ -22,7 +22,8 @@ import time
 import numpy as np
 
 from img2kernel.evaluate.resamplers import per_phase_normalised
-from img2kernel.fit.lstsq import least_squares
+from img2kernel.fit import jpeg
+from img2kernel.fit.lstsq import FitSample, least_squares
 from img2kernel.models.resample import BETWEEN_PASSES, CONVENTIONS, ResampleModel, axis_matrix, centres
 from img2kernel.thresholds import LINEAR_FACTOR, as_good, size_is_enough
 
@@ -179,28 +180,70 @@ def _alternate(problem: _Problem, normalised: bool, widening: tuple[float, float
     return taps, bias
 
 
-def residuals(model: ResampleModel, pairs, split: str, interior_only: bool = True) -> float:
-    """RMS of (prediction - output) over ``split``'s usable pixels (whose kernel lies inside the
-    input when ``interior_only``)."""
+def residuals(model: ResampleModel, pairs, split: str, grids: list | None = None) -> float:
+    """RMS of (prediction - output) over ``split``'s usable pixels whose kernel lies inside the
+    input; for JPEG files (``grids``: :func:`img2kernel.fit.jpeg.grids_of`), of the weighted DCT
+    coefficients of the file's whole 8x8 blocks of such pixels, the units and floor of a lossless
+    file's pixels (fit.jpeg)."""
     total, count = 0.0, 0
     for index, (x, y) in enumerate(zip(pairs.inputs, pairs.outputs)):
-        use = pairs.usable(index, split)
-        if interior_only:
-            inner = [_interior(centres(x.shape[a], y.shape[a], model.convention),
-                               model.row_offsets if a == 0 else model.column_offsets, x.shape[a]) for a in (0, 1)]
-            use &= inner[0][:, None] & inner[1][None, :]
+        inner = [_interior(centres(x.shape[a], y.shape[a], model.convention),
+                           model.row_offsets if a == 0 else model.column_offsets, x.shape[a]) for a in (0, 1)]
+        use = pairs.usable(index, split) & inner[0][:, None] & inner[1][None, :]
         if not use.any():
             continue
         prediction = model.predict(x, "replicate", output="float", size=y.shape[:2]).reshape(y.shape)
+        if grids:
+            ok = jpeg.usable_blocks(FitSample(x, y, use), grids[index], 0)
+            if not ok.any():
+                continue
+            difference = jpeg.file_blocks(prediction - y, grids[index], ok) * grids[index].scale
+            total += float(np.sum(np.square(difference)))
+            count += difference.size
+            continue
         total += float(np.sum(np.square(prediction[use] - np.asarray(y[use], dtype=np.float64))))
         count += int(use.sum()) * y.shape[2]
     return math.sqrt(total / count) if count else math.inf
 
 
-def _model(problem: _Problem, taps, bias, pairs, normalised: bool, between: str = "none") -> ResampleModel:
+def _model(problem, taps, bias, pairs, normalised: bool, between: str = "none") -> ResampleModel:
     factor = [pairs.outputs[0].shape[a] / pairs.inputs[0].shape[a] for a in (0, 1)]
     return ResampleModel(problem.knots[0], taps[0], problem.knots[1], taps[1], factor, bias, pairs.c_out,
                          problem.convention, normalised, between)
+
+
+NAMED_STEP = 1 / 64  # knot spacing of a named resampler's function, in input pixels
+NAMED_REACH = 3  # its knots reach this many widened pixels: the widest function's support (Lanczos 3)
+
+
+def named_candidates(scale: list[float]) -> list[tuple[str, bool]]:
+    """(name, antialiased) of every resampler of :data:`img2kernel.evaluate.resamplers.RESAMPLERS`."""
+    from img2kernel.evaluate.resamplers import RESAMPLERS
+
+    return [(name, widened) for name in RESAMPLERS for widened in sorted({False, max(scale) > 1})]
+
+
+def named_model(fitted: ResampleModel, name: str, widened: bool, scale: list[float]) -> ResampleModel:
+    """The resampler ``name`` (widened by the scale where ``antialiased``), centred where the fitted
+    kernels are on each axis, with the fitted model's convention, normalisation and offsets."""
+    from img2kernel.evaluate.resamplers import RESAMPLERS, match_profile
+
+    profiles = []
+    for axis, (knots, taps) in enumerate(((fitted.row_offsets, fitted.row_taps), (fitted.column_offsets, fitted.column_taps))):
+        widening = max(1.0, scale[axis]) if widened else 1.0
+        centre = match_profile(knots, taps, scale[axis], fitted.normalised, only=(name, widened))["centre"]
+        steps = int(math.ceil((NAMED_REACH * widening + abs(centre)) / NAMED_STEP))
+        offsets = np.arange(-steps, steps + 1) * NAMED_STEP
+        profiles += [offsets, RESAMPLERS[name]((offsets - centre) / widening)]
+    return ResampleModel(*profiles, fitted.factor, fitted.bias, fitted.channels, fitted.convention, fitted.normalised,
+                         fitted.between_passes, fitted.output)
+
+
+class _NamedGrid:
+    """A named model's knots and convention, where the rest of the fit reads a problem's."""
+
+    def __init__(self, model: ResampleModel):
+        self.knots, self.convention = [model.row_offsets, model.column_offsets], model.convention
 
 
 def detect_resample_border(model: ResampleModel, pairs) -> dict:
@@ -242,10 +285,12 @@ def fit_resample(pairs, *, seed: int = 0, floor: float | None = None, started: f
     scale = [pairs.inputs[0].shape[a] / pairs.outputs[0].shape[a] for a in (0, 1)]  # input pixels per output pixel
     widening = tuple(max(1.0, s) for s in scale)
     timings: dict = {}
+    # A JPEG file is on the output's own grid here: its blocks start at the array's corner.
+    grids = jpeg.grids_of(pairs)
 
     def scored(problem, taps, bias, normalised, between="none") -> tuple[ResampleModel, dict]:
         model = _model(problem, taps, bias, pairs, normalised, between)
-        train, held = residuals(model, pairs, "train"), residuals(model, pairs, held_out)
+        train, held = residuals(model, pairs, "train", grids), residuals(model, pairs, held_out, grids)
         return model, {"train_rms": train, "heldout_rms": held, "residual_rms": max(train, held)}
 
     # The convention and the normalisation, at the widest support.
@@ -283,15 +328,34 @@ def fit_resample(pairs, *, seed: int = 0, floor: float | None = None, started: f
                       "parameters": model.n_parameters, **row})
     values = sum(int(use.sum()) for _, _, use in fitted[SUPPORTS[-1]][0].samples) * pairs.c_out
     chosen = next(s for i, s in enumerate(sizes) if all(
-        size_is_enough(s["residual_rms"], t["residual_rms"], t["parameters"] - s["parameters"], values, floor)
+        size_is_enough(s["residual_rms"], t["residual_rms"], t["parameters"] - s["parameters"], values, floor,
+                       independent=not grids)
         for t in sizes[i + 1:]))
     problem, taps, bias, model = fitted[chosen["support"]]
     timings["sizes"] = time.perf_counter() - step
+    as_fitted = {axis: {"offsets": knots.tolist(), "taps": (per_phase_normalised(knots, t) if normalised else t).tolist()}
+                 for axis, knots, t in zip(("rows", "columns"), problem.knots, taps)}
+
+    # A named resampler that reproduces the pixels as well as the fitted kernels is the model: its
+    # taps are exact, where the fit's carry the files' noise.
+    step = time.perf_counter()
+    named = []
+    for name, widened in named_candidates(scale):
+        candidate = named_model(model, name, widened, scale)
+        row = {"train_rms": residuals(candidate, pairs, "train", grids), "heldout_rms": residuals(candidate, pairs, held_out, grids)}
+        named.append((max(row.values()), name, widened, candidate, row))
+    best_named = min(named, key=lambda n: n[0])
+    if as_good(best_named[0], chosen["residual_rms"], floor):
+        model = best_named[3]
+        taps = [model.row_taps, model.column_taps]
+        problem = _NamedGrid(model)
+        chosen = {**chosen, **best_named[4], "residual_rms": best_named[0]}
+    timings["named"] = time.perf_counter() - step
 
     # An 8-bit rounding between the passes, where the files are 8-bit and it explains them better.
     rounding = [{"between_passes": "none", **{k: chosen[k] for k in ("train_rms", "heldout_rms", "residual_rms")}}]
     parameters = chosen["parameters"]
-    if pairs.output_storage == "uint8" and pairs.input_storage == "uint8":
+    if pairs.output_storage == "uint8" and pairs.input_storage == "uint8" and not grids:
         for between in BETWEEN_PASSES[1:]:
             candidate, row = scored(problem, taps, bias, normalised, between)
             rounding.append({"between_passes": between, **row})
@@ -308,7 +372,7 @@ def fit_resample(pairs, *, seed: int = 0, floor: float | None = None, started: f
     for row in rounding:
         structures.append({"structure": f"8-bit rounding between the passes: {row['between_passes']}",
                            "parameters": parameters, **{k: v for k, v in row.items() if k != "between_passes"}})
-    rows = sum(int(use.sum()) for _, _, use in problem.samples)
+    rows = sum(int(use.sum()) for _, _, use in fitted[chosen["support"]][0].samples)
     return PairsFit(
         model=final,
         ksize=chosen["ksize"],
@@ -326,4 +390,6 @@ def fit_resample(pairs, *, seed: int = 0, floor: float | None = None, started: f
         seconds=time.perf_counter() - started,
         timings=timings,
         precision={"output_step": value_step, "intermediate": None},
+        compression=jpeg.describe(grids) if grids else None,
+        fitted_kernels=as_fitted,
     )

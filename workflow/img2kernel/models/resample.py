@@ -227,14 +227,18 @@ class ResampleModel(Model):
         return all(axis["identified"] for axis in self.naming()["axes"])
 
     def profiles(self) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray | None]]:
-        """(title, offsets, taps, the named resampler's taps or None) per axis, for the report."""
-        from img2kernel.evaluate.resamplers import profile_template
+        """(title, offsets, taps, the named resampler's taps or None) per axis, for the report: the taps
+        normalised phase by phase where the tool normalises (what an output pixel of that phase applies)."""
+        from img2kernel.evaluate.resamplers import per_phase_normalised, profile_template
+        from img2kernel.thresholds import CLOSE
 
         shown = []
         for axis_name, knots, taps, found in zip(("down the rows", "along the rows"),
                                                  (self.row_offsets, self.column_offsets),
                                                  (self.row_taps, self.column_taps), self.naming()["axes"]):
-            template = profile_template(found, knots) if found["relative_residual"] <= 0.1 else None
+            # a normalising tool's taps as each output pixel applies them
+            taps = per_phase_normalised(knots, taps) if self.normalised else taps
+            template = profile_template(found, knots) if found["relative_residual"] <= CLOSE else None
             shown.append((f"kernel {axis_name}: {found['name']}" if template is not None else f"kernel {axis_name}",
                           knots, taps, template))
         return shown

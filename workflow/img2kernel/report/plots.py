@@ -248,7 +248,8 @@ def evaluation_figures(evaluation: dict, model, examples: list, kernels_png, tra
     if kernels is not None:
         kernels(evaluation, kernels_png)
     else:
-        model_figure(model, f"{evaluation['filter']}: {evaluation['model_description']}", kernels_png)
+        model_figure(model, f"{evaluation['filter']}: {evaluation['model_description']}", kernels_png,
+                     fitted=evaluation.get("fitted_kernels"))
     training(training_png)
     images_figure(examples, evaluation["filter"], images_png)
 
@@ -349,16 +350,20 @@ def field_figure(model, title: str, path: str | Path) -> None:
     plt.close(fig)
 
 
-def profiles_figure(model, title: str, path: str | Path) -> None:
+def profiles_figure(model, title: str, path: str | Path, fitted: dict | None = None) -> None:
     """A model made of 1-D functions (a resize's kernel per axis) drawn: each function over its
-    offsets in input pixels, the named resampler's curve beside it where one matches."""
+    offsets in input pixels, the named resampler's curve beside it where one matches, and the taps
+    as fitted (``fitted``: {axis: {offsets, taps}}, where a named resampler replaced them)."""
     shown = model.profiles()
     fig, axes = plt.subplots(1, len(shown), figsize=(SHOWN_WIDTH / DPI, 3.6), squeeze=False)
-    for ax, (name, x, values, reference) in zip(axes[0], shown):
+    for ax, (name, x, values, reference), axis in zip(axes[0], shown, ("rows", "columns")):
         ax.axhline(0, color="gray", linewidth=0.6)
-        ax.plot(x, values, marker=".", markersize=3, color="tab:blue", label="fitted (each knot a phase's tap)")
+        ax.plot(x, values, color="tab:blue", linewidth=1.2, label="the model's kernel")
         if reference is not None:
             ax.plot(x, reference, color="tab:orange", linestyle="--", linewidth=1.2, label="named resampler")
+        if fitted and axis in fitted:
+            ax.plot(fitted[axis]["offsets"], fitted[axis]["taps"], linestyle="none", marker="o", markersize=2.5,
+                    color="black", label="fitted taps (each a phase's)")
         ax.set_title(textwrap.fill(name, 60), fontsize=9)
         ax.set_xlabel("offset from the output pixel's centre (input pixels)", fontsize=8)
         ax.set_ylabel("weight", fontsize=8)
@@ -370,14 +375,14 @@ def profiles_figure(model, title: str, path: str | Path) -> None:
     plt.close(fig)
 
 
-def model_figure(model, title: str, path: str | Path) -> None:
+def model_figure(model, title: str, path: str | Path, fitted: dict | None = None) -> None:
     """A ladder model drawn: its weight panels (one colour scale each) and its curve; a model
     that varies across the image, its map (:func:`field_figure`); one made of 1-D functions,
-    those (:func:`profiles_figure`)."""
+    those and the ``fitted`` taps (:func:`profiles_figure`)."""
     if model.varies:
         return field_figure(model, title, path)
     if model.profiles():
-        return profiles_figure(model, title, path)
+        return profiles_figure(model, title, path, fitted)
     panels, curve = model_panels(model)
     count = len(panels) + (1 if curve is not None else 0)
     fig, axes = plt.subplots(1, max(count, 1), figsize=(2.8 * max(count, 1) + 1.0, 3.4), squeeze=False)
