@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # As many jobs at once as this machine has CPUs: on 2 cores, 8 at a time ran the first run ~10% slower.
 CORES ?= $(shell nproc 2>/dev/null || echo 8)
 
-.PHONY: run test browser bench bench-train bench-pipeline report clean-venv
+.PHONY: run test browser imagemagick bench bench-train bench-pipeline report clean-venv
 
 $(STAMP): envs/requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,14 +22,20 @@ run: $(STAMP)
 report: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES) results/report.html
 
-# The report's browser test needs Chromium: Debian's package, installed when it is missing
-# and this is root on a Debian-like system; elsewhere the test skips and says why.
+# Tools some tests run, Debian's packages installed when missing and this is root on a
+# Debian-like system: Chromium (the report's browser test) and ImageMagick (its resizes, a tool
+# whose files the fit must explain); elsewhere those tests skip and say why.
 browser:
 	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
 	  && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1; } \
 	  || echo "chromium not available: the report's browser test will skip"
 
-test: $(STAMP) browser
+imagemagick:
+	@[ -x /usr/bin/convert ] || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+	  && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq imagemagick) >/dev/null 2>&1; } \
+	  || echo "ImageMagick not available: its resize tests will skip"
+
+test: $(STAMP) browser imagemagick
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)

@@ -7,14 +7,13 @@ on a photo the fit never saw.
 
 from __future__ import annotations
 
-import subprocess
 
 import cv2
 import numpy as np
 import pytest
 from PIL import Image
 
-from img2kernel.bench.geometry import imagemagick
+from img2kernel.bench.geometry import imagemagick, imagemagick_resize
 from img2kernel.cli.main import main
 from img2kernel.models import load_model
 from img2kernel.evaluate.resamplers import RESAMPLERS
@@ -215,18 +214,22 @@ def test_a_model_file_with_a_bad_placement_is_refused_naming_it(tmp_path):
         load_model(broken)
 
 
-def test_an_imagemagick_half_size_resize_is_linear(tmp_path, capsys):
-    tool = imagemagick()
-    if tool is None:
+@pytest.mark.parametrize("percent, says", [
+    (50, ("resized by 1/2",)),
+    (75, ("resized by 3/4", "the tool truncates to integers instead of rounding")),
+    (200, ("resized by 2", "Mitchell-Netravali B = C = 1/3, not antialiased")),
+])
+def test_imagemagick_resizes_are_linear_and_said(tmp_path, capsys, percent, says):
+    if imagemagick() is None:
         pytest.skip("ImageMagick is not installed (apt-get install imagemagick)")
-    photos = gray_photos(2, (160, 240))
-    files = []
-    for i, p in enumerate(photos):
-        files += [str(save(tmp_path / f"in{i}.png", p)), str(tmp_path / f"out{i}.png")]
-        subprocess.run([tool, files[-2], "-resize", "50%", files[-1]], check=True)
-    assert main(["fit", *files, "-o", str(tmp_path / "m.safetensors")]) == 0
+    photos = gray_photos(2, (160, 240) if percent < 100 else (64, 96))
+    model = fit(tmp_path, photos, [imagemagick_resize(percent)(p) for p in photos])
     text = printed(capsys)
-    assert "linear:" in text and "resized by 1/2" in text
+    assert "linear:" in text and all(s in text for s in says), text
+    unseen = gray_photos(4, (72, 100))[3]
+    assert main(["apply", str(model), str(save(tmp_path / "unseen.png", unseen)), str(tmp_path / "ours.png")]) == 0
+    ours, tool = np.asarray(Image.open(tmp_path / "ours.png")), imagemagick_resize(percent)(unseen)
+    assert ours.shape == tool.shape and psnr(ours, tool) >= 50
 
 
 def test_the_pairs_of_one_resizer_share_one_phase(tmp_path):

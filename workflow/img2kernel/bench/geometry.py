@@ -84,15 +84,19 @@ def imagemagick() -> str | None:
     return None
 
 
-def _imagemagick_half(photo: np.ndarray) -> np.ndarray:
+def imagemagick_resize(percent: int):
+    """ImageMagick's ``-resize {percent}%`` of a photo (through PNG files)."""
     from PIL import Image
 
-    with tempfile.TemporaryDirectory(prefix="img2kernel-bench-im-") as folder:
-        source, result = Path(folder) / "in.png", Path(folder) / "out.png"
-        Image.fromarray(photo).save(source)
-        subprocess.run([imagemagick(), str(source), "-resize", "50%", str(result)], check=True, capture_output=True)
-        with Image.open(result) as image:
-            return np.asarray(image.convert("L" if photo.ndim == 2 else "RGB"))
+    def resize(photo: np.ndarray) -> np.ndarray:
+        with tempfile.TemporaryDirectory(prefix="img2kernel-bench-im-") as folder:
+            source, result = Path(folder) / "in.png", Path(folder) / "out.png"
+            Image.fromarray(photo).save(source)
+            subprocess.run([imagemagick(), str(source), "-resize", f"{percent}%", str(result)], check=True,
+                           capture_output=True)
+            with Image.open(result) as image:
+                return np.asarray(image.convert("L" if photo.ndim == 2 else "RGB"))
+    return resize
 
 
 def cases() -> list[GeometryCase]:
@@ -144,7 +148,11 @@ def cases() -> list[GeometryCase]:
                      colour=True),
     ]
     if imagemagick():
-        found.append(GeometryCase("half size, ImageMagick -resize 50%", "ImageMagick", _imagemagick_half, half))
+        found += [GeometryCase("half size, ImageMagick -resize 50%", "ImageMagick", imagemagick_resize(50), half),
+                  GeometryCase("3/4 size, ImageMagick -resize 75%", "ImageMagick", imagemagick_resize(75),
+                               ("resized by 3/4", "the tool truncates")),
+                  GeometryCase("twice the size, ImageMagick -resize 200%", "ImageMagick", imagemagick_resize(200),
+                               ("resized by 2", "Mitchell-Netravali"), size=(128, 128))]
     return found
 
 
@@ -152,7 +160,7 @@ def bench_geometry() -> list[dict]:
     """One row per case (:func:`cases`): placement, words and held-out PSNR against the targets."""
     rows = []
     if imagemagick() is None:
-        rows.append({"case": "half size, ImageMagick -resize 50%", "tool": "ImageMagick", "met": "skipped: not installed"})
+        rows.append({"case": "ImageMagick -resize 50%, 75%, 200%", "tool": "ImageMagick", "met": "skipped: not installed"})
     with tempfile.TemporaryDirectory(prefix="img2kernel-bench-geometry-") as root:
         for n, case in enumerate(cases()):
             folder = Path(root) / str(n)

@@ -23,7 +23,7 @@ import numpy as np
 from img2kernel import borders
 from img2kernel.models.affine import OUTPUT_WORDS
 from img2kernel.models.base import Model, output_step, planes, round_levels, stack
-from img2kernel.thresholds import STORAGE_RANGE
+from img2kernel.thresholds import STORAGE_RANGE, TRUNCATION_TOLERANCE
 
 CONVENTIONS = ("centre", "corner")  # where output pixel i is centred on the input (see the module's docstring)
 # Which pass a tool rounds to 8 bits after: none, the horizontal one (Pillow: columns first), the vertical one.
@@ -247,4 +247,6 @@ class ResampleModel(Model):
         channels = "" if self.channels == 1 else f", the same on each of {self.channels} channels"
         passes = "" if self.between_passes == "none" else f", rounded to 8 bits after the {self.between_passes.split()[0]} pass"
         offset = "" if not np.any(np.abs(self.bias) > 1e-3) else ", offset " + ", ".join(f"{b:+.3g}" for b in self.bias)
+        if self.output in STORAGE_RANGE and np.all(np.abs(self.bias + 0.5) <= TRUNCATION_TOLERANCE):
+            offset += ": the tool truncates to integers instead of rounding"
         return f"resampled with {self.naming()['text']}{channels}{passes}{offset}{OUTPUT_WORDS.get(self.output, '')}"

@@ -359,11 +359,12 @@ def locate(x, y, input_ref: str = "input", output_ref: str = "output",
     wider window (which absorbs the step), then at every pixel around its best. The plain
     placement (as stored, the output centred), or ``prefer`` where it fits these sizes (the
     placement of the filter's first pair: one tool, one phase), is kept unless another is
-    :data:`CLEARLY_BETTER`. Returns the placement and its evidence (the residuals).
+    :data:`CLEARLY_BETTER`. Where no integer factor gives the sizes, a resize on the output's own
+    grid (:func:`resample_placement`) is scored too, by :func:`_resize_residual` on the same
+    pixels, and is chosen over a crop of the same sizes when the crop's residual is twice its own.
+    Returns the placement and its evidence (the residuals).
     """
     import numpy as np
-
-    from img2kernel.fit.lstsq import least_squares
 
     found = _tried(candidates(x.shape, y.shape), x.shape, y.shape)
     # A resize on its own grid where no integer factor gives the sizes (those are placed on the grid);
