@@ -277,3 +277,14 @@ def test_a_colour_resize_is_the_same_kernel_on_each_channel(tmp_path, capsys):
     fit(tmp_path, photos, [np.asarray(Image.fromarray(p).resize((96, 72), Image.BICUBIC)) for p in photos])
     text = printed(capsys)
     assert "linear:" in text and "the same on each of 3 channels" in text and "resized by 3/4" in text, text
+
+
+def test_a_square_photo_padded_alike_on_every_side_is_refused_as_padding(tmp_path):
+    """Its sizes are a resize by 13/12's too: the input found unchanged in the output's middle says padding."""
+    photos = gray_photos(2, (96, 96))
+    files = []
+    for i, p in enumerate(photos):
+        files += [str(save(tmp_path / f"in{i}.png", p)), str(save(tmp_path / f"out{i}.png", np.pad(p, 4, mode="edge")))]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", *files, "-o", str(tmp_path / "m.safetensors")])
+    assert exit_info.value.code != 0 and not (tmp_path / "m.safetensors").exists()

@@ -749,22 +749,22 @@ def test_a_tool_no_kernel_explains_is_not_named_after_its_closest_kernel(tmp_pat
 
 
 @pytest.mark.parametrize("side, make, says", [
-    (256, lambda p: cv2.resize(p, (85, 170), interpolation=cv2.INTER_AREA),
-     "the output is 0.664 times the input's size (a resize by 1.506, not an integer factor"),
-    (128, lambda p: np.pad(p, 2), "the output is larger than the input"),
-    (128, lambda p: p[70:, :], "the output is 0 columns and 70 rows smaller (a crop wider than 64 pixels)"),
+    (256, lambda p: cv2.resize(p, (12, 24), interpolation=cv2.INTER_AREA),
+     "the output is 0.0938 x 0.0938 times the input's size (a resize by more than 8x)"),
+    (96, lambda p: np.pad(p, 4), "the output is 8 columns and 8 rows larger (padding?)"),
+    (128, lambda p: p[70:, :], "the output is 0 columns and 70 rows smaller, not in proportion (a crop wider than 64 pixels?)"),
 ])
 def test_outputs_off_the_inputs_grid_are_refused_saying_what_they_look_like(tmp_path, side, make, says):
-    """Sizes no placement on the input's grid explains (a resize by a ratio that is not an
-    integer, padding, a crop wider than the search) are refused before any work, in the geometry
-    they suggest, by the config check (naming the entry and field) and by `img2kernel fit` alike."""
+    """Sizes no placement explains (a resize beyond 8x, padding of a photo that is not square, a
+    crop wider than the search) are refused before any work, in the geometry they suggest, by the
+    config check (naming the entry and field) and by `img2kernel fit` alike."""
     from img2kernel.cli.main import main
 
     photos = gray_photos(2, (side, 128))
     spec = write_pairs(tmp_path, photos, [make(p) for p in photos])
     message = error_of({"filters": [spec]})
     assert "field 'outputs'" in message and "sizes differ: input" in message and says in message
-    assert "cropped by at most 64 pixels on each axis, or resized by an integer factor" in message
+    assert "cropped by at most 64 pixels on each axis or reduced by an integer factor" in message
     with pytest.raises(SystemExit) as exit_info:
         main(["fit", *[str(tmp_path / d / "photo 0.png") for d in ("in", "out")], "-o", str(tmp_path / "m.safetensors")])
     assert exit_info.value.code != 0 and not (tmp_path / "m.safetensors").exists()

@@ -258,11 +258,19 @@ def _ratio(value: float) -> str:
     return str(near.numerator) if near.denominator == 1 else f"{near.numerator}/{near.denominator}"
 
 
+def _small_fraction(value: float) -> bool:
+    """Whether ``value`` is p/q with p and q at most MAX_STRIDE (3/4, 2/3, 5/8, 3): a factor a user sets."""
+    from fractions import Fraction
+
+    near = Fraction(value).limit_denominator(MAX_STRIDE)
+    return abs(float(near) - value) <= 1e-9 and near.numerator <= MAX_STRIDE
+
+
 def resample_placement(input_shape: tuple[int, ...], output_shape: tuple[int, ...]) -> Placement | None:
     """A resize on the output's own grid, where the sizes allow no integer placement: the two axes
     resized alike (to a pixel's rounding: an aspect-keeping resize) or each by a small fraction
-    other than 1 (p/q with q <= 2 * MAX_STRIDE: a fixed factor per axis), by 1/MAX_STRIDE to
-    MAX_STRIDE. A wider crop passes neither test."""
+    other than 1 (p/q with p, q <= MAX_STRIDE: a fixed factor per axis), by 1/MAX_STRIDE to
+    MAX_STRIDE. A wider crop, or padding of a photo that is not square, passes neither test."""
     (h, w), (oh, ow) = input_shape[:2], output_shape[:2]
     if (h, w) == (oh, ow) or min(h, w, oh, ow) < 1:
         return None
@@ -270,7 +278,7 @@ def resample_placement(input_shape: tuple[int, ...], output_shape: tuple[int, ..
     if not all(1 / MAX_STRIDE <= r <= MAX_STRIDE for r in ratios):
         return None
     alike = abs(oh - h * ow / w) <= 1 or abs(ow - w * oh / h) <= 1
-    simple = all("." not in _ratio(r) and r != 1 for r in ratios)  # one axis alone changed: a crop, not a resize
+    simple = all(_small_fraction(r) and r != 1 for r in ratios)  # one axis alone changed: a crop, not a resize
     if not (alike or simple):
         return None
     return Placement(scale=ratios)
@@ -377,6 +385,13 @@ def locate(x, y, input_ref: str = "input", output_ref: str = "output",
     file_rows, file_cols = rng.integers(0, y.shape[0], n), rng.integers(0, y.shape[1], n)
     target = np.asarray(y[file_rows, file_cols], dtype=np.float64).reshape(n, -1).mean(axis=1)
     resize_rms = None if resize is None else _resize_residual(x, y.shape, file_rows, file_cols, target, resize)
+    if not found and resize is not None and y.shape[0] > x.shape[0] and y.shape[1] > x.shape[1]:
+        # The sizes of a square photo padded alike on every side are a resize's too: the input found
+        # unchanged in the output's middle says padding.
+        margin = ((y.shape[0] - x.shape[0]) // 2, (y.shape[1] - x.shape[1]) // 2)
+        padded_rms, _ = _window_fit(x, file_rows - margin[0], file_cols - margin[1], target, 2)
+        if padded_rms < CLEARLY_BETTER * resize_rms:
+            raise ValueError(size_mismatch(input_ref, x.shape[:2], output_ref, y.shape[:2]))
     # A resize that leaves a fiftieth of the output's spread needs no crop search (on a square photo
     # every turn's crops at every offset: thousands of small fits).
     explained = resize_rms is not None and resize_rms <= RESIZE_EXPLAINED * float(np.std(target))
@@ -500,10 +515,11 @@ def size_mismatch(input_ref: str, input_shape: tuple[int, int], output_ref: str,
     if max(oh / h, ow / w) > MAX_STRIDE or min(oh / h, ow / w) < 1 / MAX_STRIDE:
         geometry = f"the output is {ow / w:.3g} x {oh / h:.3g} times the input's size (a resize by more than {MAX_STRIDE}x)"
     elif oh >= h and ow >= w:
-        geometry = f"the output is {ow - w} columns and {oh - h} rows larger, not in proportion (padding?)"
+        geometry = f"the output is {ow - w} columns and {oh - h} rows larger (padding?)"
     else:
         geometry = (f"the output is {w - ow} columns and {h - oh} rows smaller, not in proportion (a crop wider than "
                     f"{MAX_CROP} pixels?)")
-    return (f"{said}: {geometry}; img2kernel fits outputs cropped by at most {MAX_CROP} pixels on each axis, resized "
-            f"by 1/{MAX_STRIDE} to {MAX_STRIDE} (both axes alike, or each by a fraction p/q with q up to "
-            f"{2 * MAX_STRIDE}), and any of these flipped, rotated by 90 degrees or transposed")
+    return (f"{said}: {geometry}; img2kernel fits outputs cropped by at most {MAX_CROP} pixels on each axis or reduced "
+            f"by an integer factor up to {MAX_STRIDE}, either of them flipped, rotated by 90 degrees or transposed, and "
+            f"outputs resized by any ratio from 1/{MAX_STRIDE} to {MAX_STRIDE} (both axes alike, or each by a fraction "
+            f"p/q with p and q up to {MAX_STRIDE})")
