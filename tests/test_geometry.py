@@ -262,7 +262,7 @@ def test_a_resize_by_any_ratio_is_linear_named_and_reproduced(tmp_path, capsys, 
     model = fit(tmp_path, photos, [make(p) for p in photos])
     text = printed(capsys)
     assert "linear:" in text and all(s in text for s in says), text
-    assert load_model(model)[1]["placement"]["scale"] is not None
+    assert load_model(model)[1]["placement"]["scale"] == [make(photos[0]).shape[0] / 128] * 2
     if unseen_size is None:
         return
     unseen = gray_photos(4, (72, 100))[3]

@@ -114,7 +114,9 @@ class Placement:
                    None if scale is None else (float(scale[0]), float(scale[1])))
 
     def to_dict(self) -> dict:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        """The placement as a store manifest and a model file hold it (``scale`` only for a resize)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()
+                if not (k == "scale" and v is None)}
 
     @property
     def plain(self) -> bool:
