@@ -248,6 +248,7 @@ def every_model() -> list:
         KernelMapModel(rng.normal(size=(3, 3, 5, 5)), -1.0),
         ResampleModel(np.linspace(-2, 2, 17), np.maximum(0, 1 - np.abs(np.linspace(-2, 2, 17)) / 2), [-0.5, 0.5], [1.0, 1.0],
                       (0.75, 2.0), [1.5], between_passes="horizontal first"),
+        ResampleModel.named([(6, 0.1, 4 / 3), (2, 0.0, 1.0)], (0.75, 2.0), [0.5], output="uint8"),
         CnnModel(rng.normal(size=(width, 3, 3)), rng.normal(size=width), rng.normal(size=(width, width, 3, 3)) / 8,
                  rng.normal(size=width), rng.normal(size=width), [0.1], rng.normal(size=(5, 5)), 40.0),
     ]

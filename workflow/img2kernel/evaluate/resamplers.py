@@ -38,7 +38,8 @@ def _lanczos(lobes: int) -> Callable[[np.ndarray], np.ndarray]:
     return lambda t: np.where(np.abs(t) < lobes, np.sinc(t) * np.sinc(t / lobes), 0.0)
 
 
-# name: the function of t, in input pixels (of the widened support when antialiased)
+# name: the function of t, in input pixels (of the widened support when antialiased). A named
+# resize model (models.resample) holds its function's index here: add new ones at the end.
 RESAMPLERS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "box (area average)": lambda t: np.where(np.abs(t) < 0.5, 1.0, np.where(np.abs(t) == 0.5, 0.5, 0.0)),
     "triangle (bilinear)": lambda t: np.maximum(0.0, 1 - np.abs(t)),

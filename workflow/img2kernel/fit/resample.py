@@ -212,10 +212,6 @@ def _model(problem, taps, bias, pairs, normalised: bool, between: str = "none") 
                          problem.convention, normalised, between)
 
 
-NAMED_STEP = 1 / 64  # knot spacing of a named resampler's function, in input pixels
-NAMED_REACH = 3  # its knots reach this many widened pixels: the widest function's support (Lanczos 3)
-
-
 def named_candidates(scale: list[float]) -> list[tuple[str, bool]]:
     """(name, antialiased) of every resampler of :data:`img2kernel.evaluate.resamplers.RESAMPLERS`."""
     from img2kernel.evaluate.resamplers import RESAMPLERS
@@ -228,19 +224,18 @@ def named_model(fitted: ResampleModel, name: str, widened: bool, scale: list[flo
     kernels are on each axis, with the fitted model's convention, normalisation and offsets."""
     from img2kernel.evaluate.resamplers import RESAMPLERS, match_profile
 
-    profiles = []
+    functions = []
     for axis, (knots, taps) in enumerate(((fitted.row_offsets, fitted.row_taps), (fitted.column_offsets, fitted.column_taps))):
         widening = max(1.0, scale[axis]) if widened else 1.0
         centre = match_profile(knots, taps, scale[axis], fitted.normalised, only=(name, widened))["centre"]
-        steps = int(math.ceil((NAMED_REACH * widening + abs(centre)) / NAMED_STEP))
-        offsets = np.arange(-steps, steps + 1) * NAMED_STEP
-        profiles += [offsets, RESAMPLERS[name]((offsets - centre) / widening)]
-    return ResampleModel(*profiles, fitted.factor, fitted.bias, fitted.channels, fitted.convention, fitted.normalised,
-                         fitted.between_passes, fitted.output)
+        functions.append((list(RESAMPLERS).index(name), centre, widening))
+    return ResampleModel.named(functions, fitted.factor, fitted.bias, fitted.channels, fitted.convention,
+                               fitted.normalised, fitted.between_passes, fitted.output)
 
 
 class _NamedGrid:
-    """A named model's knots and convention, where the rest of the fit reads a problem's."""
+    """A named model's knots (its function's, 1/64 pixel apart) and convention, where the rest of the fit
+    reads a problem's."""
 
     def __init__(self, model: ResampleModel):
         self.knots, self.convention = [model.row_offsets, model.column_offsets], model.convention

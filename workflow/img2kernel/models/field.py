@@ -18,6 +18,8 @@ image of the same framing. Blocks say where they lie with a :class:`Location`.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from img2kernel.models.affine import OUTPUT_WORDS, correlate_valid
@@ -77,7 +79,8 @@ def blur_sigma(kernel: np.ndarray) -> float | None:
         return None
     h = kernel.shape[0] // 2
     rows, columns = np.mgrid[-h : h + 1, -h : h + 1]
-    return float(np.sqrt(np.sum(kernel * (rows**2 + columns**2)) / (2 * total)))
+    moment = float(np.sum(kernel * (rows**2 + columns**2)) / (2 * total))
+    return math.sqrt(moment) if moment >= 0 else None  # a near-identity's small negative taps can outweigh it
 
 
 class FieldModel(PlaneModel):

@@ -82,9 +82,10 @@ class ResampleModel(Model):
 
     name = "resample"
     rung = "linear"
-    layout = ("row_offsets (M,), row_taps (M,), column_offsets (N,), column_taps (N,), factor (2,) out/in rows and "
-              "columns, bias (C,), channels (1,), flags (3,) [corner convention, normalised, between passes]; "
-              "out = R(row taps) in C(column taps)^T + bias")
+    layout = ("row_offsets (M,), row_taps (M,), column_offsets (N,), column_taps (N,) (a fitted kernel per axis), or "
+              "row_function (3,), column_function (3,) [index in RESAMPLERS, centre, widening] (a named one), factor (2,) "
+              "out/in rows and columns, bias (C,), channels (1,), flags (3,) [corner convention, normalised, between "
+              "passes]; out = R(row kernel) in C(column kernel)^T + bias")
     resamples = True
 
     def __init__(self, row_offsets, row_taps, column_offsets, column_taps, factor, bias=None, channels: int = 1,
@@ -108,6 +109,30 @@ class ResampleModel(Model):
             raise ValueError(f"bias must hold one offset per channel ({self.channels}), got {self.bias.shape}")
         self.convention, self.normalised, self.between_passes = convention, bool(normalised), between_passes
         self._naming = None
+        self.functions = None  # per axis (index in RESAMPLERS, centre, widening) of a named model (:meth:`named`)
+
+    NAMED_STEP = 1 / 64  # knot spacing of a named function's taps, in input pixels: linear between them is exact to 1e-4
+    NAMED_REACH = 3  # widened pixels a named function's knots reach: the widest's support (Lanczos 3)
+
+    @classmethod
+    def named(cls, functions, factor, bias=None, channels: int = 1, convention: str = "centre", normalised: bool = True,
+              between_passes: str = "none", output: str = "float") -> "ResampleModel":
+        """A resize by catalogue functions: per axis (rows, columns) ``(index in RESAMPLERS, centre,
+        widening)``, the function at offset d being ``RESAMPLERS[index]((d - centre) / widening)``."""
+        from img2kernel.evaluate.resamplers import RESAMPLERS
+
+        catalogue = list(RESAMPLERS.values())
+        profiles = []
+        for index, centre, widening in functions:
+            if not (float(index).is_integer() and 0 <= index < len(catalogue)) or not widening >= 1:
+                raise ValueError(f"a named function is (index 0..{len(catalogue) - 1}, centre, widening >= 1), got "
+                                 f"({index}, {centre}, {widening})")
+            steps = int(np.ceil((cls.NAMED_REACH * widening + abs(centre)) / cls.NAMED_STEP))
+            offsets = np.arange(-steps, steps + 1) * cls.NAMED_STEP
+            profiles += [offsets, catalogue[int(index)]((offsets - centre) / widening)]
+        model = cls(*profiles, factor, bias, channels, convention, normalised, between_passes, output)
+        model.functions = tuple((int(i), float(c), float(w)) for i, c, w in functions)
+        return model
 
     # -- the interface
     @property
@@ -186,9 +211,11 @@ class ResampleModel(Model):
         return stack([output_step(r + b, step).astype(dtype, copy=False) for r, b in zip(resized, self.bias)])
 
     def tensors(self):
-        return {"row_offsets": self.row_offsets, "row_taps": self.row_taps, "column_offsets": self.column_offsets,
-                "column_taps": self.column_taps, "factor": np.array(self.factor), "bias": self.bias,
-                "channels": np.array([float(self.channels)]),
+        kernels = ({"row_function": np.array(self.functions[0], np.float64),
+                    "column_function": np.array(self.functions[1], np.float64)} if self.functions else
+                   {"row_offsets": self.row_offsets, "row_taps": self.row_taps, "column_offsets": self.column_offsets,
+                    "column_taps": self.column_taps})
+        return {**kernels, "factor": np.array(self.factor), "bias": self.bias, "channels": np.array([float(self.channels)]),
                 "flags": np.array([float(self.convention == "corner"), float(self.normalised),
                                    float(BETWEEN_PASSES.index(self.between_passes))])}
 
@@ -197,9 +224,14 @@ class ResampleModel(Model):
         flags = np.asarray(tensors["flags"], np.float64)
         if flags.shape != (3,) or int(flags[2]) not in range(len(BETWEEN_PASSES)):
             raise ValueError(f"flags must be [corner, normalised, between passes 0..2], got {flags!r}")
-        return cls(tensors["row_offsets"], tensors["row_taps"], tensors["column_offsets"], tensors["column_taps"],
-                   tensors["factor"], tensors["bias"], int(np.asarray(tensors["channels"]).ravel()[0]),
-                   CONVENTIONS[int(flags[0])], bool(flags[1]), BETWEEN_PASSES[int(flags[2])], output)
+        rest = (tensors["factor"], tensors["bias"], int(np.asarray(tensors["channels"]).ravel()[0]),
+                CONVENTIONS[int(flags[0])], bool(flags[1]), BETWEEN_PASSES[int(flags[2])], output)
+        if "row_function" in tensors:
+            functions = [np.asarray(tensors[f"{axis}_function"], np.float64) for axis in ("row", "column")]
+            if any(f.shape != (3,) for f in functions):
+                raise ValueError("row_function and column_function must each be (index, centre, widening)")
+            return cls.named([tuple(f) for f in functions], *rest)
+        return cls(tensors["row_offsets"], tensors["row_taps"], tensors["column_offsets"], tensors["column_taps"], *rest)
 
     def with_channels(self, channels: int) -> "ResampleModel":
         bias = np.resize(self.bias, channels)
@@ -208,7 +240,9 @@ class ResampleModel(Model):
 
     @property
     def n_parameters(self) -> int:
-        return int(self.row_taps.size + self.column_taps.size + self.bias.size)
+        """The fitted values: each knot's tap, or a named function's centre per axis; and the offsets."""
+        kernels = 2 if self.functions else self.row_taps.size + self.column_taps.size
+        return int(kernels + self.bias.size)
 
     def naming(self) -> dict:
         """The catalogue resampler that matches each axis's kernel (evaluate.resamplers.match_profile)."""

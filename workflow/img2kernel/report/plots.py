@@ -267,21 +267,23 @@ def summary_figure(table: pd.DataFrame, path: str | Path) -> None:
     fig, axes = plt.subplots(1, len(panels), figsize=(min(sum(widths), SHOWN_WIDTH / DPI), 4), squeeze=False,
                              gridspec_kw={"width_ratios": widths})
     floor = 1e-16  # an exact zero has no place on a log axis
-    for ax, (kind, rows) in zip(axes[0], panels):
+    for ax, (kind, rows), width in zip(axes[0], panels, widths):
+        # a title wrapped to its panel's width (about 11 characters an inch at this size)
+        title = lambda text: ax.set_title(textwrap.fill(text, int(width * 11)))  # noqa: E731
         positions = np.arange(len(rows))
         if kind == "ours":
             ax.bar(positions - 0.2, np.maximum(rows["kernel_max_abs_rel"].astype(float), floor), 0.4, label="learned (trained)")
             ax.bar(positions + 0.2, np.maximum(rows["oracle_max_abs_rel"].astype(float), floor), 0.4, label="least-squares oracle")
             ax.axhline(1e-4, color="red", linestyle="--", linewidth=1, label="1e-4 target")
             ax.set_ylabel("max |learned - true| / max |true|")
-            ax.set_title("Kernel error per filter")
+            title("Kernel error per filter")
         else:
             chosen = rows["model_residual_in_floors"].astype(float).fillna(rows["residual_in_floors"].astype(float))
             ax.bar(positions - 0.2, np.maximum(rows["residual_in_floors"].astype(float), floor), 0.4, label="best kernel")
             ax.bar(positions + 0.2, np.maximum(chosen, floor), 0.4, label="chosen model")
             ax.axhline(LINEAR_FACTOR, color="red", linestyle="--", linewidth=1, label=f"explained up to {LINEAR_FACTOR:g}")
             ax.set_ylabel("held-out RMS / noise floor")
-            ax.set_title("Your pairs: residual of the best kernel and of the chosen model")
+            title("Your pairs: residual of the best kernel and of the chosen model")
         ax.set_yscale("log")
         ax.set_xticks(positions)
         ax.set_xticklabels(rows["filter"], rotation=30, ha="right")
