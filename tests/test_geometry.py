@@ -288,3 +288,16 @@ def test_a_square_photo_padded_alike_on_every_side_is_refused_as_padding(tmp_pat
     with pytest.raises(SystemExit) as exit_info:
         main(["fit", *files, "-o", str(tmp_path / "m.safetensors")])
     assert exit_info.value.code != 0 and not (tmp_path / "m.safetensors").exists()
+
+
+def test_a_colour_jpeg_of_a_resize_is_fitted_through_its_luma_and_named(tmp_path, capsys):
+    """The commonest file of all: a photo resized by 3/4 and saved as a 4:2:0 JPEG."""
+    photos = rgb_photos(3, (96, 128))
+    files = []
+    for i, p in enumerate(photos):
+        files += [str(save(tmp_path / f"in{i}.png", p)), str(tmp_path / f"out{i}.jpg")]
+        Image.fromarray(p).resize((96, 72), Image.LANCZOS).save(files[-1], quality=90)
+    assert main(["fit", *files, "-o", str(tmp_path / "m.safetensors")]) == 0
+    text = printed(capsys)
+    assert "linear, within JPEG q90 compression" in text and "Lanczos 3, antialiased" in text, text
+    assert "the same on each of 3 channels" in text and "resized by 3/4" in text

@@ -274,6 +274,17 @@ def fit_resample(pairs, *, seed: int = 0, floor: float | None = None, started: f
     from img2kernel.fit.pairs import PairsFit
 
     started = time.perf_counter() if started is None else started
+    luma = jpeg.luma_pairs(pairs)
+    if luma is not None:
+        # Colour JPEGs (chroma subsampled): fitted through the files' luma against the inputs', as a
+        # kernel is (fit.pairs.fit_shared_from_luma); a resizer applies one kernel to every channel.
+        found = fit_resample(jpeg.gray_of(luma), seed=seed, floor=floor, started=started)
+        if found.linear:
+            found.model = found.model.with_channels(pairs.c_out)
+            found.border = detect_resample_border(found.model, pairs)
+            found.compression = {**found.compression, "plane": "luma of colour files"}
+            found.seconds = time.perf_counter() - started
+            return found
     held_out = next((s for s in ("val", "test") if any(pairs.usable(i, s).any() for i in range(len(pairs.keys)))), "train")
     value_step = pairs.output_step()
     floor = pairs.noise_floor(value_step) if floor is None else floor

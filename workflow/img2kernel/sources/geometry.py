@@ -356,6 +356,7 @@ def _tried(found: list[Candidate], input_shape, output_shape) -> list[Candidate]
 # standard deviation explains the pairs: a crop of the same sizes is not searched.
 RESIZE_EXPLAINED = 0.02
 COARSE_STEP = 3  # origins searched every third pixel first where a family has many
+COARSE_PIXELS = 512  # of the sampled output pixels, those that score a coarse origin
 
 
 def locate(x, y, input_ref: str = "input", output_ref: str = "output",
@@ -386,6 +387,7 @@ def locate(x, y, input_ref: str = "input", output_ref: str = "output",
     n = min(SEARCH_PIXELS, y.shape[0] * y.shape[1])
     file_rows, file_cols = rng.integers(0, y.shape[0], n), rng.integers(0, y.shape[1], n)
     target = np.asarray(y[file_rows, file_cols], dtype=np.float64).reshape(n, -1).mean(axis=1)
+    x = _channel_mean(x)  # every window fit reads the input's channel mean: computed once
     resize_rms = None if resize is None else _resize_residual(x, y.shape, file_rows, file_cols, target, resize)
     if not found and resize is not None and y.shape[0] > x.shape[0] and y.shape[1] > x.shape[1]:
         # The sizes of a square photo padded alike on every side are a resize's too: the input found
@@ -404,10 +406,10 @@ def locate(x, y, input_ref: str = "input", output_ref: str = "output",
     def scorer(candidate: Candidate):
         cell = np.stack(source_cells(candidate.transform, candidate.sampled, file_rows, file_cols), axis=1)
 
-        def residual(origin: tuple[int, int], radius: int, kernel: bool = False):
-            centre_r = origin[0] + candidate.stride[0] * cell[:, 0]
-            centre_c = origin[1] + candidate.stride[1] * cell[:, 1]
-            rms, theta = _window_fit(x, centre_r, centre_c, target, radius)
+        def residual(origin: tuple[int, int], radius: int, kernel: bool = False, pixels: int | None = None):
+            centre_r = origin[0] + candidate.stride[0] * cell[:pixels, 0]
+            centre_c = origin[1] + candidate.stride[1] * cell[:pixels, 1]
+            rms, theta = _window_fit(x, centre_r, centre_c, target[:pixels], radius)
             return (rms, theta) if kernel else rms
 
         return residual
@@ -418,7 +420,7 @@ def locate(x, y, input_ref: str = "input", output_ref: str = "output",
         radius = max(2, *candidate.stride)
         rows, cols = candidate.origins
         if len(rows) * len(cols) > COARSE_STEP ** 2 * 4:
-            coarse = [(residual((r, c), radius + COARSE_STEP // 2 + 1), (r, c))
+            coarse = [(residual((r, c), radius + COARSE_STEP // 2 + 1, pixels=COARSE_PIXELS), (r, c))
                       for r in rows[COARSE_STEP // 2 :: COARSE_STEP] for c in cols[COARSE_STEP // 2 :: COARSE_STEP]]
             best_r, best_c = min(coarse)[1]
             rows = [r for r in rows if abs(r - best_r) <= COARSE_STEP]
@@ -464,10 +466,18 @@ def _window_fit(image, centre_r, centre_c, target, radius: int):
     rows = centre_r[inside, None, None] + offsets[None, :, None]
     cols = centre_c[inside, None, None] + offsets[None, None, :]
     design = np.asarray(image[rows, cols], dtype=np.float64).reshape(int(inside.sum()), (2 * radius + 1) ** 2, -1)
-    design = np.hstack([design.mean(axis=2), np.ones((design.shape[0], 1))])
+    design = np.hstack([design.mean(axis=2), np.ones((design.shape[0], 1))])  # a channel mean already: one channel
     theta = least_squares(iter([(design, target[inside])]))  # the normal equations: small and many
     rms = float(np.sqrt(np.mean(np.square(design @ theta - target[inside]))))
     return rms, theta[:-1].reshape(2 * radius + 1, 2 * radius + 1)
+
+
+def _channel_mean(x):
+    """(H, W) float32 mean of an (H, W[, C]) image's channels (float64 for a float64 image)."""
+    import numpy as np
+
+    dtype = np.float64 if x.dtype == np.float64 else np.float32
+    return x.astype(dtype, copy=False) if x.ndim == 2 else np.mean(x, axis=2, dtype=dtype)
 
 
 def _resize_residual(x, output_shape, file_rows, file_cols, target, resize: Placement) -> float:
@@ -479,7 +489,7 @@ def _resize_residual(x, output_shape, file_rows, file_cols, target, resize: Plac
     from img2kernel.evaluate.resamplers import RESAMPLERS
     from img2kernel.models.resample import ResampleModel
 
-    mean = np.asarray(x, dtype=np.float64).reshape(x.shape[0], x.shape[1], -1).mean(axis=2)
+    mean = np.asarray(_channel_mean(x), dtype=np.float64)
     widening = [max(1.0, x.shape[a] / output_shape[a]) for a in (0, 1)]
     profiles = []
     for w in widening:
