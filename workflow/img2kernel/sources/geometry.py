@@ -420,8 +420,11 @@ def locate(x, y, input_ref: str = "input", output_ref: str = "output",
         radius = max(2, *candidate.stride)
         rows, cols = candidate.origins
         if len(rows) * len(cols) > COARSE_STEP ** 2 * 4:
+            def every_third(origins):  # an axis of few origins (one, where the sizes agree) is kept whole
+                return origins[COARSE_STEP // 2 :: COARSE_STEP] if len(origins) > 2 * COARSE_STEP else origins
+
             coarse = [(residual((r, c), radius + COARSE_STEP // 2 + 1, pixels=COARSE_PIXELS), (r, c))
-                      for r in rows[COARSE_STEP // 2 :: COARSE_STEP] for c in cols[COARSE_STEP // 2 :: COARSE_STEP]]
+                      for r in every_third(rows) for c in every_third(cols)]
             best_r, best_c = min(coarse)[1]
             rows = [r for r in rows if abs(r - best_r) <= COARSE_STEP]
             cols = [c for c in cols if abs(c - best_c) <= COARSE_STEP]
