@@ -7,6 +7,8 @@ on a photo the fit never saw.
 
 from __future__ import annotations
 
+import subprocess
+import textwrap
 
 import cv2
 import numpy as np
@@ -301,3 +303,30 @@ def test_a_colour_jpeg_of_a_resize_is_fitted_through_its_luma_and_named(tmp_path
     text = printed(capsys)
     assert "linear, within JPEG q90 compression" in text and "Lanczos 3, antialiased" in text, text
     assert "the same on each of 3 channels" in text and "resized by 3/4" in text
+
+
+@pytest.mark.parametrize("make, library", [
+    (lambda p: np.asarray(Image.fromarray(p).resize((p.shape[1] * 3 // 4, p.shape[0] * 3 // 4), Image.LANCZOS)), "pillow"),
+    (lambda p: cv2.resize(p, (p.shape[1] * 2, p.shape[0] * 2), interpolation=cv2.INTER_CUBIC), "opencv"),
+    (lambda p: imagemagick_resize(75)(p), "imagemagick"),
+], ids=["Pillow LANCZOS 3/4", "OpenCV INTER_CUBIC x2", "ImageMagick 75%"])
+def test_a_named_resize_comes_with_the_librarys_own_call_which_makes_the_tools_file(tmp_path, capsys, make, library):
+    import json
+
+    if library == "imagemagick" and imagemagick() is None:
+        pytest.skip("ImageMagick is not installed (apt-get install imagemagick)")
+    photos = gray_photos(3, (128, 128))
+    model = fit(tmp_path, photos, [make(p) for p in photos])
+    reproduce = json.loads(model.with_suffix(".json").read_text())["reproduce"]
+    code, first = reproduce[library], next(iter(reproduce.values()))
+    assert textwrap.indent(first.rstrip(), "    ") in printed(capsys)  # img2kernel fit prints the first
+    unseen = gray_photos(4, (72, 100))[3]
+    if library == "imagemagick":
+        save(tmp_path / "in.png", unseen)
+        subprocess.run(code.replace("convert", imagemagick(), 1), shell=True, check=True, cwd=tmp_path)
+        ours = np.asarray(Image.open(tmp_path / "out.png").convert("L"))
+    else:
+        scope = {"src": unseen}
+        exec(code, scope)
+        ours = scope["out"]
+    assert np.array_equal(ours, make(unseen))

@@ -9,6 +9,9 @@ from pathlib import Path
 import numpy as np
 
 
+LIBRARY_WORDS = {"opencv": "OpenCV", "scipy": "scipy", "torch": "torch", "pillow": "Pillow", "imagemagick": "ImageMagick"}
+
+
 def fit_files(files: list[str], model_path: str | Path, *, ksize: int | None = None, max_ksize: int = 15,
               channels: dict | None = None, holdout: float = 0.3, seed: int = 0) -> str:
     """Fit the pairs (input, output, input, output, ...), write the model, return the printout."""
@@ -93,8 +96,11 @@ def fit_files(files: list[str], model_path: str | Path, *, ksize: int | None = N
         lines.append(f"held-out {held} pixels: PSNR {np.mean([s['psnr'] for s in scores]):.2f} dB, "
                      f"{100 * np.mean([s['identical_fraction'] for s in scores]):.2f}% identical to the tool's file")
     if info["reproduce"]:
-        lines.append(f"the same in OpenCV, src the input as read (scipy and torch: \"reproduce\" in "
-                     f"{Path(model_path).with_suffix('.json')}):\n" + textwrap.indent(info["reproduce"]["opencv"].rstrip(), "    "))
+        library = next(iter(info["reproduce"]))  # OpenCV's call where it has one
+        others = ", ".join(LIBRARY_WORDS.get(k, k) for k in info["reproduce"] if k != library)
+        lines.append(f"the same in {LIBRARY_WORDS.get(library, library)}, src the input as read"
+                     + (f" ({others}: \"reproduce\" in {Path(model_path).with_suffix('.json')})" if others else "")
+                     + ":\n" + textwrap.indent(info["reproduce"][library].rstrip(), "    "))
     lines.append(f"model written to {model_path}, details in {Path(model_path).with_suffix('.json')} "
                  f"(apply it: img2kernel apply {model_path} IN OUT)")
     return "\n".join(lines)

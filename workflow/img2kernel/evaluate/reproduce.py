@@ -1,4 +1,5 @@
-"""The calls that reproduce a linear tool in OpenCV, scipy and torch (docs/pairs.md, "Reproducing it").
+"""The calls that reproduce a linear tool in OpenCV, scipy and torch, or a resize in Pillow, OpenCV
+and ImageMagick (docs/pairs.md, "Reproducing it").
 
 Each snippet reads the kernel and bias from the model file img2kernel wrote (safetensors:
 ``kernel`` (C_out, C_in, K, K) in correlation orientation, ``bias`` (C_out,)), takes ``src``,
@@ -98,9 +99,53 @@ def torch(model, border: str, path: str, output_storage: str) -> str:
 LIBRARIES = {"opencv": opencv, "scipy": scipy, "torch": torch}
 
 
+# The libraries' resizes, by the resampler they apply: (name in RESAMPLERS, whether it widens the
+# support by the factor) -> the library's constant. Pillow and ImageMagick widen it when reducing,
+# and not when enlarging (the factor is then below 1); OpenCV's INTER_LINEAR and INTER_CUBIC never
+# do, and its INTER_AREA is a widened box (at integer factors).
+PILLOW_FILTERS = {"box (area average)": "Image.BOX", "triangle (bilinear)": "Image.BILINEAR",
+                  "Keys cubic a = -0.5 (Catmull-Rom: Pillow's and ImageMagick's bicubic)": "Image.BICUBIC",
+                  "Lanczos 3": "Image.LANCZOS"}
+OPENCV_INTERPOLATIONS = {("triangle (bilinear)", False): "cv2.INTER_LINEAR",
+                         ("Keys cubic a = -0.75 (OpenCV's bicubic)", False): "cv2.INTER_CUBIC",
+                         ("box (area average)", True): "cv2.INTER_AREA"}
+IMAGEMAGICK_FILTERS = {"box (area average)": "Box", "triangle (bilinear)": "Triangle",
+                       "Keys cubic a = -0.5 (Catmull-Rom: Pillow's and ImageMagick's bicubic)": "Catrom",
+                       "Mitchell-Netravali B = C = 1/3": "Mitchell", "Lanczos 2": "Lanczos2", "Lanczos 3": "Lanczos",
+                       "Gaussian sigma 1/2 (ImageMagick's)": "Gaussian"}
+
+
+def resize_snippets(model) -> dict[str, str]:
+    """{library: code} that makes a named resize (:meth:`img2kernel.models.resample.ResampleModel.named`)
+    with a library's own call: both axes the same function, centred on the pixel-centre convention;
+    {} where no library's resize is that. The ImageMagick entry is a shell command on files."""
+    from img2kernel.evaluate.resamplers import RESAMPLERS
+
+    names = list(RESAMPLERS)
+    (row, row_centre, row_widening), (column, column_centre, column_widening) = model.functions
+    if row != column or model.convention != "centre" or max(abs(row_centre), abs(column_centre)) > 0.01:
+        return {}
+    name, widened = names[row], max(row_widening, column_widening) > 1
+    reducing = min(model.factor) < 1
+    size = "(round(src.shape[1] * {1!r}), round(src.shape[0] * {0!r}))".format(*model.factor)
+    found = {}
+    if (name, widened) in OPENCV_INTERPOLATIONS and (reducing or not widened):
+        found["opencv"] = f"import cv2\nout = cv2.resize(src, {size}, interpolation={OPENCV_INTERPOLATIONS[name, widened]})\n"
+    if name in PILLOW_FILTERS and widened == reducing and model.normalised:
+        found["pillow"] = ("import numpy as np\nfrom PIL import Image\n"
+                           f"out = np.asarray(Image.fromarray(src).resize({size}, {PILLOW_FILTERS[name]}))\n")
+    if name in IMAGEMAGICK_FILTERS and widened == reducing and model.normalised:
+        percent = "x".join(dict.fromkeys(f"{100 * f:.6g}%" for f in (model.factor[1], model.factor[0])))
+        found["imagemagick"] = f"convert in.png -filter {IMAGEMAGICK_FILTERS[name]} -resize {percent} out.png\n"
+    return found
+
+
 def snippets(model, border: str, path: str, output_storage: str, placement=None) -> dict[str, str]:
-    """{library: code} for an affine kernel model (anything else: {}); ``placement``
+    """{library: code} for an affine kernel model, or the library calls of a named resize
+    (:func:`resize_snippets`); anything else: {}; ``placement``
     (:class:`img2kernel.sources.geometry.Placement`): the crop, resize or turn that follows."""
+    if getattr(model, "functions", None):
+        return resize_snippets(model)
     if getattr(model, "kernel", None) is None or getattr(model, "bias", None) is None:
         return {}
     ring = _unfiltered(model.halo) if border == "unfiltered" and model.halo else ""

@@ -367,7 +367,7 @@ def fit_resample(pairs, *, seed: int = 0, floor: float | None = None, started: f
             rounding.append({"between_passes": between, **row})
         best = min(rounding, key=lambda r: r["residual_rms"])
         if best["between_passes"] != "none" and not as_good(chosen["residual_rms"], best["residual_rms"], floor):
-            model = _model(problem, taps, bias, pairs, normalised, best["between_passes"])
+            model = model.with_between_passes(best["between_passes"])
             chosen = {**chosen, **{k: best[k] for k in ("train_rms", "heldout_rms", "residual_rms")}}
     for row in rounding:
         row["chosen"] = row["between_passes"] == model.between_passes

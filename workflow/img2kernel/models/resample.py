@@ -233,6 +233,12 @@ class ResampleModel(Model):
             return cls.named([tuple(f) for f in functions], *rest)
         return cls(tensors["row_offsets"], tensors["row_taps"], tensors["column_offsets"], tensors["column_taps"], *rest)
 
+    def with_between_passes(self, between_passes: str) -> "ResampleModel":
+        """The same resize with another 8-bit rounding between its passes (a copy)."""
+        flags = self.tensors()["flags"].copy()
+        flags[2] = BETWEEN_PASSES.index(between_passes)
+        return type(self).from_tensors({**self.tensors(), "flags": flags}, self.output)
+
     def with_channels(self, channels: int) -> "ResampleModel":
         bias = np.resize(self.bias, channels)
         return type(self).from_tensors({**self.tensors(), "bias": bias, "channels": np.array([float(channels)])},
