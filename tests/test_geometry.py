@@ -330,3 +330,24 @@ def test_a_named_resize_comes_with_the_librarys_own_call_which_makes_the_tools_f
         exec(code, scope)
         ours = scope["out"]
     assert np.array_equal(ours, make(unseen))
+
+
+def test_a_resize_then_a_turn_is_said_applied_and_its_call_turns_too(tmp_path, capsys):
+    """A thumbnail turned upright (a camera's orientation): Pillow's 3/4 bicubic, then 90 degrees clockwise."""
+    import json
+
+    def make(p):
+        return np.rot90(np.asarray(Image.fromarray(p).resize((p.shape[1] * 3 // 4, p.shape[0] * 3 // 4), Image.BICUBIC)), -1)
+
+    photos = gray_photos(3, (96, 128))
+    model = fit(tmp_path, photos, [make(p) for p in photos])
+    text = printed(capsys)
+    assert "linear:" in text and "Keys cubic a = -0.5" in text and "then resized by 3/4, then rotated 90 degrees clockwise" in text
+    unseen = gray_photos(4, (72, 100))[3]
+    assert main(["apply", str(model), str(save(tmp_path / "unseen.png", unseen)), str(tmp_path / "ours.png")]) == 0
+    ours = np.asarray(Image.open(tmp_path / "ours.png"))
+    assert ours.shape == make(unseen).shape and psnr(ours, make(unseen)) >= 50
+    reproduce = json.loads(model.with_suffix(".json").read_text())["reproduce"]
+    scope = {"src": unseen}
+    exec(reproduce["pillow"], scope)
+    assert "imagemagick" not in reproduce and np.array_equal(scope["out"], make(unseen))

@@ -115,10 +115,11 @@ IMAGEMAGICK_FILTERS = {"box (area average)": "Box", "triangle (bilinear)": "Tria
                        "Gaussian sigma 1/2 (ImageMagick's)": "Gaussian"}
 
 
-def resize_snippets(model) -> dict[str, str]:
+def resize_snippets(model, placement=None) -> dict[str, str]:
     """{library: code} that makes a named resize (:meth:`img2kernel.models.resample.ResampleModel.named`)
     with a library's own call: both axes the same function, centred on the pixel-centre convention;
-    {} where no library's resize is that. The ImageMagick entry is a shell command on files."""
+    {} where no library's resize is that. The ImageMagick entry is a shell command on files (left
+    out for a turned output); the others end with the numpy line of ``placement``'s turn."""
     from img2kernel.evaluate.resamplers import RESAMPLERS
 
     names = list(RESAMPLERS)
@@ -137,6 +138,10 @@ def resize_snippets(model) -> dict[str, str]:
     if name in IMAGEMAGICK_FILTERS and widened == reducing and model.normalised:
         percent = "x".join(dict.fromkeys(f"{100 * f:.6g}%" for f in (model.factor[1], model.factor[0])))
         found["imagemagick"] = f"convert in.png -filter {IMAGEMAGICK_FILTERS[name]} -resize {percent} out.png\n"
+    turn = placement.numpy_code() if placement is not None else ""
+    if turn:
+        found = {library: code + ("import numpy as np\n" if "numpy" not in code else "") + turn
+                 for library, code in found.items() if library != "imagemagick"}
     return found
 
 
@@ -145,7 +150,7 @@ def snippets(model, border: str, path: str, output_storage: str, placement=None)
     (:func:`resize_snippets`); anything else: {}; ``placement``
     (:class:`img2kernel.sources.geometry.Placement`): the crop, resize or turn that follows."""
     if getattr(model, "functions", None):
-        return resize_snippets(model)
+        return resize_snippets(model, placement)
     if getattr(model, "kernel", None) is None or getattr(model, "bias", None) is None:
         return {}
     ring = _unfiltered(model.halo) if border == "unfiltered" and model.halo else ""

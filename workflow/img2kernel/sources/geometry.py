@@ -187,7 +187,7 @@ class Placement:
     def numpy_code(self, name: str = "out") -> str:
         """A line of numpy that turns the tool's output on the input's grid, ``name``, into its file
         ("" for the plain placement): the reproduction snippets end with it."""
-        if self.plain or self.scale is not None:  # a resize's model writes its own grid
+        if self.plain or (self.scale is not None and self.transform == "none"):  # a resize's model writes its own grid
             return ""
         (r0, c0), (sr, sc), (r1, c1) = self.origin, self.stride, self.end
 
@@ -197,7 +197,7 @@ class Placement:
         def step(s: int) -> str:
             return f":{s}" if s > 1 else ""
 
-        sampled = (name if (r0, c0, r1, c1, sr, sc) == (0, 0, 0, 0, 1, 1) else
+        sampled = (name if (r0, c0, r1, c1, sr, sc) == (0, 0, 0, 0, 1, 1) or self.scale is not None else
                    f"{name}[{r0 or ''}:{bound(r1, 0)}{step(sr)}, {c0 or ''}:{bound(c1, 1)}{step(sc)}]")
         turned = {"none": "{}", "rot90": "np.rot90({}, -1)", "rot180": "{}[::-1, ::-1]", "rot270": "np.rot90({}, 1)",
                   "flip_lr": "{}[:, ::-1]", "flip_ud": "{}[::-1]", "transpose": "{}.swapaxes(0, 1)",
@@ -380,16 +380,17 @@ def locate(x, y, input_ref: str = "input", output_ref: str = "output",
     found = _tried(candidates(x.shape, y.shape), x.shape, y.shape)
     # A resize on its own grid where no integer factor gives the sizes (those are placed on the grid);
     # the pixels then tell it from a crop of the same sizes.
-    resize = None if any(c.stride != (1, 1) for c in found) else resample_placement(x.shape, y.shape)
-    if not found and resize is None:
+    resizable = not any(c.stride != (1, 1) for c in found) and any(
+        resample_placement(x.shape, shape) is not None for shape in (y.shape[:2], y.shape[1::-1]))
+    if not found and not resizable:
         raise ValueError(size_mismatch(input_ref, x.shape[:2], output_ref, y.shape[:2]))
     rng = np.random.default_rng(0)
     n = min(SEARCH_PIXELS, y.shape[0] * y.shape[1])
     file_rows, file_cols = rng.integers(0, y.shape[0], n), rng.integers(0, y.shape[1], n)
     target = np.asarray(y[file_rows, file_cols], dtype=np.float64).reshape(n, -1).mean(axis=1)
     x = _channel_mean(x)  # every window fit reads the input's channel mean: computed once
-    resize_rms = None if resize is None else _resize_residual(x, y.shape, file_rows, file_cols, target, resize)
-    if not found and resize is not None and y.shape[0] > x.shape[0] and y.shape[1] > x.shape[1]:
+    resize, resize_rms = _located_resize(x, y.shape, file_rows, file_cols, target, prefer) if resizable else (None, None)
+    if not found and resize is not None and resize.transform == "none" and y.shape[0] > x.shape[0] and y.shape[1] > x.shape[1]:
         # The sizes of a square photo padded alike on every side are a resize's too: the input found
         # unchanged in the output's middle says padding.
         margin = ((y.shape[0] - x.shape[0]) // 2, (y.shape[1] - x.shape[1]) // 2)
@@ -483,23 +484,47 @@ def _channel_mean(x):
     return x.astype(dtype, copy=False) if x.ndim == 2 else np.mean(x, axis=2, dtype=dtype)
 
 
-def _resize_residual(x, output_shape, file_rows, file_cols, target, resize: Placement) -> float:
-    """The evidence for a resize: the input's channel mean resized to the output's size by an
+def _resize_residual(x, file_rows, file_cols, target, resize: Placement) -> float:
+    """The evidence for a resize: the input's channel mean resized to the placement's grid by an
     antialiased Keys cubic, then the same small-window fit as a placement's, on the same pixels
-    (the window absorbs another resampler's kernel)."""
+    (the window absorbs another resampler's kernel), each file pixel read where its turn puts it."""
     import numpy as np
 
     from img2kernel.evaluate.resamplers import RESAMPLERS
     from img2kernel.models.resample import ResampleModel
 
     mean = np.asarray(_channel_mean(x), dtype=np.float64)
-    widening = [max(1.0, x.shape[a] / output_shape[a]) for a in (0, 1)]
+    sampled = resize.sampled_shape(x.shape)
+    widening = [max(1.0, x.shape[a] / sampled[a]) for a in (0, 1)]
     profiles = []
     for w in widening:
         offsets = np.linspace(-2 * w, 2 * w, int(np.ceil(32 * w)) + 1)
         profiles += [offsets, RESAMPLERS["Keys cubic a = -0.5 (Catmull-Rom: Pillow's and ImageMagick's bicubic)"](offsets / w)]
-    resized = ResampleModel(*profiles, factor=resize.scale).predict(mean, "replicate", size=tuple(output_shape[:2]))
-    return _window_fit(resized, file_rows, file_cols, target, 2)[0]
+    resized = ResampleModel(*profiles, factor=resize.scale).predict(mean, "replicate", size=sampled)
+    rows, cols = source_cells(resize.transform, sampled, file_rows, file_cols)
+    return _window_fit(resized, rows, cols, target, 2)[0]
+
+
+def _located_resize(x, output_shape, file_rows, file_cols, target, prefer: Placement | None):
+    """(placement, residual) of the best resize on the output's own grid, each turn the sizes allow
+    scored by :func:`_resize_residual` (the plain one, or the filter's first pair's turn, kept unless
+    another is :data:`CLEARLY_BETTER`); (None, None) where no resize gives the sizes."""
+    from dataclasses import replace
+
+    scored = []
+    for transform in TRANSFORM_WORDS:
+        sampled = tuple(output_shape[1::-1]) if transform in SWAPS_AXES else tuple(output_shape[:2])
+        resize = resample_placement(x.shape, sampled)
+        if resize is not None:
+            resize = replace(resize, transform=transform)
+            scored.append((_resize_residual(x, file_rows, file_cols, target, resize), resize))
+    if not scored:
+        return None, None
+    kept = next((s for s in scored if s[1].transform == (prefer.transform if prefer is not None and prefer.scale
+                                                          else "none")), None)
+    best = min(scored, key=lambda s: s[0])
+    chosen = kept if kept is not None and not best[0] < CLEARLY_BETTER * kept[0] else best
+    return chosen[1], chosen[0]
 
 
 def _centred_on_kernel(chosen, residual):
