@@ -145,6 +145,9 @@ def match_gaussian(kernel: np.ndarray) -> dict:
             "orientation": "as is (correlation)", "offset": [0, 0], "relative_residual": value}
 
 
+NEAR_IDENTITY = 0.98  # cosine with the identity above which a template is no second term of a sharpening
+
+
 def match_sharpen(kernel: np.ndarray, catalogue: dict[str, np.ndarray]) -> dict:
     """``a * identity + b * named`` (named centred, any orientation), the form of sharpening filters."""
     kernel = np.asarray(kernel, dtype=np.float64)
@@ -165,6 +168,10 @@ def match_sharpen(kernel: np.ndarray, catalogue: dict[str, np.ndarray]) -> dict:
     for name, template in candidates.items():
         for orientation, transform in ORIENTATIONS[:2]:
             placed = next(_placements(transform(np.asarray(template, dtype=np.float64)), size))[2]
+            # A template that is nearly the identity (a Gaussian of sigma 0.25) makes the two terms
+            # collinear: their weights (-271 and +272) would be the noise's, not a sharpening's.
+            if abs(float(placed.ravel() @ identity.ravel())) > NEAR_IDENTITY * (float(np.linalg.norm(placed)) or 1.0):
+                continue
             residual, coeffs = two_terms(placed)
             if residual < best["relative_residual"] - 1e-9:
                 best = {"name": f"{coeffs[0]:.4g} x identity {coeffs[1]:+.4g} x {name}", "identity": float(coeffs[0]),
