@@ -351,3 +351,17 @@ def test_a_resize_then_a_turn_is_said_applied_and_its_call_turns_too(tmp_path, c
     scope = {"src": unseen}
     exec(reproduce["pillow"], scope)
     assert "imagemagick" not in reproduce and np.array_equal(scope["out"], make(unseen))
+
+
+def test_a_resize_of_a_padded_image_is_its_whole_image_prediction():
+    """The model's one arithmetic seen two ways: ``predict`` maps the border by its rule, ``predict_valid``
+    reads a halo already padded by the same rule."""
+    from img2kernel import borders
+
+    photo = gray_photos(1, (61, 83))[0].astype(np.float64)
+    knots = np.linspace(-4, 4, 65)
+    model = ResampleModel(knots, RESAMPLERS["Lanczos 3"](knots / (4 / 3)), knots, RESAMPLERS["Lanczos 3"](knots),
+                          (0.75, 2.0), [0.5])
+    for rule in ("reflect101", "replicate", "wrap"):
+        padded = borders.pad(photo, model.halo, rule)
+        np.testing.assert_allclose(model.predict_valid(padded), model.predict(photo, rule), atol=1e-9)

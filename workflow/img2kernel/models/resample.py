@@ -44,7 +44,10 @@ def output_size(size_in: int, factor: float) -> int:
 
 
 def _border_index(positions: np.ndarray, size: int, rule: str) -> np.ndarray:
-    """Input indices for ``positions`` (any integers) by a border rule; -1 where the rule reads zero."""
+    """Input indices for ``positions`` (any integers) by a border rule; -1 where the rule reads zero.
+    ``padded``: the input already carries its border, so positions are indices as they are."""
+    if rule == "padded":
+        return positions
     if rule in ("zero", "unfiltered"):  # unfiltered has no meaning off the input's grid: nothing is read there
         return np.where((positions >= 0) & (positions < size), positions, -1)
     reach = int(max(0, -positions.min(), positions.max() - size + 1))
@@ -54,24 +57,25 @@ def _border_index(positions: np.ndarray, size: int, rule: str) -> np.ndarray:
 
 
 def axis_matrix(offsets: np.ndarray, taps: np.ndarray, size_in: int, size_out: int, convention: str, normalised: bool,
-                rule: str = "zero"):
-    """The (size_out, size_in) sparse weights of one axis: ``taps`` at knot ``offsets`` (input
-    pixels, increasing), linearly interpolated, at each output pixel's phase; out-of-image taps by
-    ``rule``; each row divided by its sum when ``normalised``."""
+                rule: str = "zero", halo: int = 0):
+    """The (size_out, size_in + 2 halo) sparse weights of one axis: ``taps`` at knot ``offsets``
+    (input pixels, increasing), linearly interpolated, at each output pixel's phase; out-of-image
+    taps by ``rule`` (``padded``: read from the ``halo`` the input carries); each row divided by
+    its sum when ``normalised``."""
     import scipy.sparse
 
     c = centres(size_in, size_out, convention)
     reach = np.arange(int(np.floor(offsets[0])) - 1, int(np.ceil(offsets[-1])) + 2)
     positions = np.floor(c)[:, None].astype(np.int64) + reach[None, :]
     weights = np.interp(positions - c[:, None], offsets, taps, left=0.0, right=0.0)
-    index = _border_index(positions, size_in, rule)
-    weights = np.where(index >= 0, weights, 0.0)
+    index = _border_index(positions, size_in, rule) + halo
+    weights = np.where((index >= 0) & (index < size_in + 2 * halo), weights, 0.0)
     if normalised:
         sums = weights.sum(axis=1, keepdims=True)
         weights = weights / np.where(np.abs(sums) > 1e-12, sums, 1.0)
     rows = np.broadcast_to(np.arange(size_out)[:, None], positions.shape)
-    keep = (index >= 0) & (weights != 0)
-    return scipy.sparse.csr_matrix((weights[keep], (rows[keep], index[keep])), shape=(size_out, size_in))
+    keep = (index >= 0) & (index < size_in + 2 * halo) & (weights != 0)
+    return scipy.sparse.csr_matrix((weights[keep], (rows[keep], index[keep])), shape=(size_out, size_in + 2 * halo))
 
 
 class ResampleModel(Model):
@@ -181,22 +185,11 @@ class ResampleModel(Model):
         halo = self.halo
         inner = (padded[0].shape[0] - 2 * halo, padded[0].shape[1] - 2 * halo)
         size = self.output_size(*inner)
-        rows, columns = self._padded_matrices(inner, size)
+        rows, columns = (axis_matrix(knots, taps, inner[axis], size[axis], self.convention, self.normalised, "padded", halo)
+                         for axis, (knots, taps) in enumerate(((self.row_offsets, self.row_taps),
+                                                               (self.column_offsets, self.column_taps))))
         return [((rows @ np.asarray(p, np.float64)) @ columns.T).astype(dtype, copy=False) + b
                 for p, b in zip(padded, self.bias)]
-
-    def _padded_matrices(self, inner: tuple[int, int], size: tuple[int, int]):
-        import scipy.sparse
-
-        halo = self.halo
-        found = []
-        for axis, (knots, taps) in enumerate(((self.row_offsets, self.row_taps), (self.column_offsets, self.column_taps))):
-            core = axis_matrix(knots, taps, inner[axis], size[axis], self.convention, self.normalised, "replicate")
-            # the same weights read from the padded plane: every column index moves by the halo
-            core = core.tocoo()
-            found.append(scipy.sparse.csr_matrix((core.data, (core.row, core.col + halo)),
-                                                 shape=(size[axis], inner[axis] + 2 * halo)))
-        return found
 
     def predict(self, image, border: str = borders.DEFAULT, dtype: type = np.float64, output: str | None = None,
                 size: tuple[int, int] | None = None):
