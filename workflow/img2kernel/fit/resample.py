@@ -24,7 +24,7 @@ import numpy as np
 from img2kernel.evaluate.resamplers import per_phase_normalised
 from img2kernel.fit import jpeg
 from img2kernel.fit.lstsq import FitSample, least_squares
-from img2kernel.models.resample import BETWEEN_PASSES, CONVENTIONS, ResampleModel, axis_matrix, centres
+from img2kernel.models.resample import BETWEEN_PASSES, CONVENTIONS, ResampleModel, axis_matrix, centres, window
 from img2kernel.thresholds import LINEAR_FACTOR, as_good, size_is_enough
 
 MAX_PHASES = 24  # more distinct phases than this on an axis: dense knots
@@ -62,9 +62,7 @@ def _basis(offsets: np.ndarray, free: np.ndarray, c: np.ndarray, size_in: int):
     for a kernel that is the hat function of knot ``free[m]``."""
     import scipy.sparse
 
-    reach = np.arange(int(np.floor(offsets[0])) - 1, int(np.ceil(offsets[-1])) + 2)
-    positions = np.floor(c)[:, None].astype(np.int64) + reach[None, :]
-    d = positions - c[:, None]
+    positions, d = window(c, offsets)
     rows, cols, values = [], [], []
     for m, k in enumerate(free):
         hat = np.interp(d, offsets, (np.arange(offsets.size) == k).astype(np.float64), left=0.0, right=0.0)

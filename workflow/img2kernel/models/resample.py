@@ -43,6 +43,14 @@ def output_size(size_in: int, factor: float) -> int:
     return max(1, int(round(size_in * factor)))
 
 
+def window(c: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(n, R) input positions that output pixels centred at ``c`` (n,) may read, and their offsets
+    from the centres: every whole pixel within the knots' reach, a pixel more on each side."""
+    reach = np.arange(int(np.floor(offsets[0])) - 1, int(np.ceil(offsets[-1])) + 2)
+    positions = np.floor(c)[:, None].astype(np.int64) + reach[None, :]
+    return positions, positions - c[:, None]
+
+
 def _border_index(positions: np.ndarray, size: int, rule: str) -> np.ndarray:
     """Input indices for ``positions`` (any integers) by a border rule; -1 where the rule reads zero.
     ``padded``: the input already carries its border, so positions are indices as they are."""
@@ -64,10 +72,8 @@ def axis_matrix(offsets: np.ndarray, taps: np.ndarray, size_in: int, size_out: i
     its sum when ``normalised``."""
     import scipy.sparse
 
-    c = centres(size_in, size_out, convention)
-    reach = np.arange(int(np.floor(offsets[0])) - 1, int(np.ceil(offsets[-1])) + 2)
-    positions = np.floor(c)[:, None].astype(np.int64) + reach[None, :]
-    weights = np.interp(positions - c[:, None], offsets, taps, left=0.0, right=0.0)
+    positions, offset = window(centres(size_in, size_out, convention), offsets)
+    weights = np.interp(offset, offsets, taps, left=0.0, right=0.0)
     index = _border_index(positions, size_in, rule) + halo
     weights = np.where((index >= 0) & (index < size_in + 2 * halo), weights, 0.0)
     if normalised:
