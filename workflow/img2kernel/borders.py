@@ -37,6 +37,18 @@ RULES = (*PADDED_RULES, "unfiltered")
 DEFAULT = "reflect101"
 
 
+def best_rule(squares: dict[str, float], count: int) -> dict:
+    """The rule whose predictions of a fit's edge ring are closest, from each rule's sum of squared
+    errors over ``count`` ring values: {rule, rms (per rule), ring_pixels, equivalent (the rules as
+    good: a 3x3 kernel reads one pixel outside, where reflect and replicate agree)}."""
+    import math
+
+    rms = {rule: math.sqrt(value / count) for rule, value in squares.items()}
+    best = min(rms, key=rms.get)
+    equivalent = [rule for rule, value in rms.items() if value <= rms[best] * (1 + 1e-9) + 1e-12]
+    return {"rule": best, "rms": rms, "ring_pixels": count, "equivalent": equivalent}
+
+
 def check_rule(rule: str) -> str:
     if rule not in RULES:
         raise ValueError(f"unknown border rule {rule!r}; known: {', '.join(RULES)}")

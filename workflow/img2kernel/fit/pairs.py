@@ -559,11 +559,7 @@ def detect_border(model: AffineKernel, pairs: Pairs) -> dict:
     if count == 0:
         return {"rule": "valid-mode output", "rms": {}, "ring_pixels": 0, "equivalent": [],
                 "note": "the outputs have no edge ring: every output pixel's window lies inside its input (a valid-mode or cropped output)"}
-    rms = {rule: math.sqrt(value / count) for rule, value in sums.items()}
-    best = min(rms, key=rms.get)
-    # A 3x3 kernel reads one pixel outside: reflect and replicate then give the same ring.
-    equivalent = [rule for rule, value in rms.items() if value <= rms[best] * (1 + 1e-9) + 1e-12]
-    return {"rule": best, "rms": rms, "ring_pixels": count, "equivalent": equivalent}
+    return borders.best_rule(sums, count)
 
 
 def ring_strips(shape: tuple[int, ...], halo: int) -> list[tuple[int, int, int, int]]:

@@ -80,6 +80,13 @@ def _interior(c: np.ndarray, offsets: np.ndarray, size_in: int) -> np.ndarray:
     return (c + offsets[0] >= 0) & (c + offsets[-1] <= size_in - 1)
 
 
+def interior_pixels(model: ResampleModel, input_shape: tuple[int, ...], output_shape: tuple[int, ...]) -> np.ndarray:
+    """(h, w) bool: the output pixels whose whole kernel, on both axes, lies inside the input."""
+    rows, columns = (_interior(centres(input_shape[a], output_shape[a], model.convention), knots, input_shape[a])
+                     for a, knots in enumerate((model.row_offsets, model.column_offsets)))
+    return rows[:, None] & columns[None, :]
+
+
 class _Problem:
     """One axis pair of knot sets on the pairs' sampled interior pixels, for one convention."""
 
@@ -185,9 +192,7 @@ def residuals(model: ResampleModel, pairs, split: str, grids: list | None = None
     file's pixels (fit.jpeg)."""
     total, count = 0.0, 0
     for index, (x, y) in enumerate(zip(pairs.inputs, pairs.outputs)):
-        inner = [_interior(centres(x.shape[a], y.shape[a], model.convention),
-                           model.row_offsets if a == 0 else model.column_offsets, x.shape[a]) for a in (0, 1)]
-        use = pairs.usable(index, split) & inner[0][:, None] & inner[1][None, :]
+        use = pairs.usable(index, split) & interior_pixels(model, x.shape, y.shape)
         if not use.any():
             continue
         prediction = model.predict(x, "replicate", output="float", size=y.shape[:2]).reshape(y.shape)
@@ -241,13 +246,11 @@ class _NamedGrid:
 
 def detect_resample_border(model: ResampleModel, pairs) -> dict:
     """The border rule that reproduces the pixels whose kernel leaves the input, with its RMS there."""
-    from img2kernel.borders import PADDED_RULES
+    from img2kernel.borders import PADDED_RULES, best_rule
 
     sums, count = dict.fromkeys(PADDED_RULES, 0.0), 0
     for index, (x, y) in enumerate(zip(pairs.inputs, pairs.outputs)):
-        inner = [_interior(centres(x.shape[a], y.shape[a], model.convention),
-                           model.row_offsets if a == 0 else model.column_offsets, x.shape[a]) for a in (0, 1)]
-        ring = pairs.usable(index, None) & ~(inner[0][:, None] & inner[1][None, :])
+        ring = pairs.usable(index, None) & ~interior_pixels(model, x.shape, y.shape)
         if not ring.any():
             continue
         target = np.asarray(y[ring], dtype=np.float64)
@@ -258,11 +261,8 @@ def detect_resample_border(model: ResampleModel, pairs) -> dict:
     if count == 0:
         return {"rule": "replicate", "rms": {}, "ring_pixels": 0, "equivalent": [],
                 "note": "no output pixel's kernel leaves its input"}
-    rms = {rule: math.sqrt(value / count) for rule, value in sums.items()}
-    best = min(rms, key=rms.get)
-    equivalent = [rule for rule, value in rms.items() if value <= rms[best] * (1 + 1e-9) + 1e-12]
-    found = {"rule": best, "rms": rms, "ring_pixels": count, "equivalent": equivalent}
-    if best == "zero" and model.normalised:
+    found = best_rule(sums, count)
+    if found["rule"] == "zero" and model.normalised:
         found["note"] = "the kernel cut at the image's edge and its weights renormalised (as Pillow and ImageMagick resize)"
     return found
 
