@@ -135,18 +135,22 @@ def printed(capsys) -> str:
 
 def test_pillow_half_size_resizes_are_linear_named_and_reproduced(tmp_path, capsys):
     """Pillow's antialiased resizes, square and not: the factor and the resampler said, and apply
-    writes the tool's size and pixels on a photo the fit never saw."""
+    writes the tool's size and pixels on a photo the fit never saw. A box average is a 2x2 kernel at
+    every other pixel; the cubic and Lanczos resizes are the resize models of their functions, with
+    Pillow's 8-bit first pass (a kernel at every other pixel reads that rounding as noise)."""
     photos = gray_photos(3, (160, 240))
     unseen = gray_photos(4, (120, 200))[3]
-    for resample, name in ((Image.BOX, "box (area average), antialiased"),
-                           (Image.BICUBIC, "Keys cubic a = -0.5"), (Image.LANCZOS, "Lanczos 3, antialiased")):
+    for resample, name, placed in ((Image.BOX, "box (area average), antialiased", {"stride": [2, 2]}),
+                                   (Image.BICUBIC, "Keys cubic a = -0.5", {"scale": [0.5, 0.5]}),
+                                   (Image.LANCZOS, "Lanczos 3, antialiased", {"scale": [0.5, 0.5]})):
         outputs = [np.asarray(Image.fromarray(p).resize((120, 80), resample)) for p in photos]
         folder = tmp_path / str(resample)
         folder.mkdir()
         model = fit(folder, photos, outputs)
         text = printed(capsys)
         assert "linear:" in text and name in text and "resized by 1/2" in text, text
-        assert load_model(model)[1]["placement"]["stride"] == [2, 2]
+        placement = load_model(model)[1]["placement"]
+        assert all(placement[k] == v for k, v in placed.items()), placement
         assert main(["apply", str(model), str(save(folder / "unseen.png", unseen)), str(folder / "ours.png")]) == 0
         tool = np.asarray(Image.fromarray(unseen).resize((100, 60), resample))
         ours = np.asarray(Image.open(folder / "ours.png"))

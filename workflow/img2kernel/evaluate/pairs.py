@@ -59,8 +59,10 @@ def heldout_metrics(model: Model, border: str, x: np.ndarray, y: np.ndarray, use
 def heldout_scores(model: Model, border: str, pairs, split: str, whole: bool, max_images: int | None = None):
     """(index, metrics, prediction) of each pair with usable pixels in ``split``, at most ``max_images``.
 
-    Clipped pixels count in the metrics: the model writes them as the tool's file does.
+    Clipped pixels count in the metrics: the model writes them as the tool's file does. A resize
+    model is scored on the outputs' own grid (:meth:`img2kernel.fit.pairs.Pairs.on_own_grid`).
     """
+    pairs = pairs.on_own_grid() if model.resamples else pairs
     scored = 0
     for index in range(len(pairs.keys)):
         if not pairs.usable(index, split).any():
@@ -176,6 +178,7 @@ def evaluate_pairs(inputs_folder, outputs_folder, model: Model, metadata: dict, 
     (named in the reproduction snippets of a linear verdict)."""
     info = json.loads(Path(info_path).read_text())
     pairs, manifest = load_pairs(inputs_folder, outputs_folder)
+    pairs = pairs.on_own_grid() if model.resamples else pairs  # a resize's outputs on their own grid, as it was fitted
     affine = isinstance(model, AffineKernel)
     identification = identification_of(model, info, catalogue)
     split = "test"

@@ -112,6 +112,26 @@ class Pairs:
             return self._usable[index].copy()
         return self._usable[index] & (self.splits[index] == SPLIT_CODES[split])
 
+    def on_own_grid(self) -> "Pairs":
+        """These pairs with each output that is every s-th pixel of its input's grid (an integer
+        resize) cut back to those samples, its placement a ``scale``: what a resize model
+        (:mod:`img2kernel.models.resample`) is fitted and scored on; these pairs where none is."""
+        if not any(p.stride != (1, 1) for p in self.placements):
+            return self
+        outputs, splits, placements = [], [], []
+        for x, y, codes, placement in zip(self.inputs, self.outputs, self.splits, self.placements):
+            if placement.stride != (1, 1):
+                rows, cols = placement.sampled_shape(x.shape)
+                (r0, c0), (sr, sc) = placement.origin, placement.stride
+                cut = (slice(r0, r0 + sr * (rows - 1) + 1, sr), slice(c0, c0 + sc * (cols - 1) + 1, sc))
+                y, codes = np.ascontiguousarray(y[cut]), np.ascontiguousarray(codes[cut])
+                placement = Placement(placement.transform, scale=(rows / x.shape[0], cols / x.shape[1]))
+            outputs.append(y)
+            splits.append(codes)
+            placements.append(placement)
+        return Pairs(self.keys, self.inputs, outputs, splits, self.input_storage, self.output_storage, self.output_jpeg,
+                     placements)
+
     def samples(self, split: str | None) -> list[FitSample]:
         return [FitSample(x, y, self.usable(i, split)) for i, (x, y) in enumerate(zip(self.inputs, self.outputs))]
 
@@ -269,9 +289,29 @@ def fit_pairs(pairs: Pairs, *, max_ksize: int = 15, ksize: int | None = None, se
         if first.ksize < FIRST_WINDOW:
             first.size_window = {"searched": FIRST_WINDOW, "max_ksize": max_ksize}
             first.geometry = geometry_of(pairs.placements)
-            return first
+            return resize_if_as_good(pairs, first, seed, floor, started)
     fit = _fit_up_to(pairs, largest, ksize, seed, floor, space, started)
     fit.geometry = geometry_of(pairs.placements)
+    return resize_if_as_good(pairs, fit, seed, floor, started)
+
+
+def resize_if_as_good(pairs: Pairs, fit: PairsFit, seed: int, floor: float | None, started: float) -> PairsFit:
+    """The fit of outputs that are an integer resize of their inputs (every s-th pixel, no crop), or
+    the resize model of the same pairs on their own grid (fit.resample) where it explains them as
+    well and names its resampler: its taps are then exact, and the tool's rounding between its
+    passes is said, not taken for an offset. A tool that filters with a kernel no separable
+    resampler is (a blur, then every other pixel) keeps its kernel."""
+    if not pairs.placements or not all(p.stride != (1, 1) and all(p.origin[a] < p.stride[a] and p.end[a] < p.stride[a]
+                                                                  for a in (0, 1)) for p in pairs.placements):
+        return fit
+    own = pairs.on_own_grid()
+    try:
+        resize = fit_resample(own, seed=seed, floor=floor, started=started)
+    except ValueError:  # images too small for a resize's kernel: the kernel fit stands
+        return fit
+    if resize.linear and resize.model.identifies and as_good(resize.residual_rms, fit.residual_rms, fit.noise_floor):
+        resize.geometry = geometry_of(own.placements)
+        return resize
     return fit
 
 
