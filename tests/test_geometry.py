@@ -282,7 +282,7 @@ def test_a_colour_resize_is_the_same_kernel_on_each_channel(tmp_path, capsys):
     photos = rgb_photos(3, (96, 128))
     fit(tmp_path, photos, [np.asarray(Image.fromarray(p).resize((96, 72), Image.BICUBIC)) for p in photos])
     text = printed(capsys)
-    assert "linear:" in text and "the same on each of 3 channels" in text and "resized by 3/4" in text, text
+    assert "linear:" in text and "the same kernel on each colour channel" in text and "resized by 3/4" in text, text
 
 
 def test_a_square_photo_padded_alike_on_every_side_is_refused_as_padding(tmp_path):
@@ -306,7 +306,7 @@ def test_a_colour_jpeg_of_a_resize_is_fitted_through_its_luma_and_named(tmp_path
     assert main(["fit", *files, "-o", str(tmp_path / "m.safetensors")]) == 0
     text = printed(capsys)
     assert "linear, within JPEG q90 compression" in text and "Lanczos 3, antialiased" in text, text
-    assert "the same on each of 3 channels" in text and "resized by 3/4" in text
+    assert "the same kernel on each colour channel" in text and "resized by 3/4" in text
 
 
 @pytest.mark.parametrize("make, library", [

@@ -122,7 +122,7 @@ def cases() -> list[GeometryCase]:
         GeometryCase("3/4 size, Lanczos", "Pillow resize LANCZOS", _pillow_to(3, 4, Image.LANCZOS),
                      ("resized by 3/4", "Lanczos 3, antialiased", "pixel centres aligned")),
         GeometryCase("3/4 size, bicubic, colour non-square", "Pillow resize BICUBIC", _pillow_to(3, 4, Image.BICUBIC),
-                     ("the same on each of 3 channels", "resized by 3/4", "Keys cubic a = -0.5", "antialiased"),
+                     ("the same kernel on each colour channel", "resized by 3/4", "Keys cubic a = -0.5", "antialiased"),
                      colour=True, size=(192, 256)),
         GeometryCase("3/4 size, bilinear, not antialiased", "cv2.resize INTER_LINEAR", _opencv_to(3, 4, cv2.INTER_LINEAR),
                      ("resized by 3/4", "triangle (bilinear), not antialiased")),

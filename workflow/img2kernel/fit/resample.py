@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 
-from img2kernel.evaluate.resamplers import per_phase_normalised
+from img2kernel.evaluate.resamplers import RESAMPLERS, per_phase_normalised
 from img2kernel.fit import jpeg
 from img2kernel.fit.lstsq import FitSample, least_squares
 from img2kernel.models.resample import BETWEEN_PASSES, CONVENTIONS, ResampleModel, axis_matrix, centres, window
@@ -217,15 +217,13 @@ def _model(problem, taps, bias, pairs, normalised: bool, between: str = "none") 
 
 def named_candidates(scale: list[float]) -> list[tuple[str, bool]]:
     """(name, antialiased) of every resampler of :data:`img2kernel.evaluate.resamplers.RESAMPLERS`."""
-    from img2kernel.evaluate.resamplers import RESAMPLERS
-
     return [(name, widened) for name in RESAMPLERS for widened in sorted({False, max(scale) > 1})]
 
 
 def named_model(fitted: ResampleModel, name: str, widened: bool, scale: list[float]) -> ResampleModel:
     """The resampler ``name`` (widened by the scale where ``antialiased``), centred where the fitted
     kernels are on each axis, with the fitted model's convention, normalisation and offsets."""
-    from img2kernel.evaluate.resamplers import RESAMPLERS, match_profile
+    from img2kernel.evaluate.resamplers import match_profile
 
     functions = []
     for axis, (knots, taps) in enumerate(((fitted.row_offsets, fitted.row_taps), (fitted.column_offsets, fitted.column_taps))):
@@ -348,7 +346,11 @@ def fit_resample(pairs, *, seed: int = 0, floor: float | None = None, started: f
         candidate = named_model(model, name, widened, scale)
         row = {"train_rms": residuals(candidate, pairs, "train", grids), "heldout_rms": residuals(candidate, pairs, held_out, grids)}
         named.append((max(row.values()), name, widened, candidate, row))
-    best_named = min(named, key=lambda n: n[0])
+    # Functions whose taps the pixels cannot tell apart (at a factor of 2, a widened box's and an
+    # unwidened triangle's are the same) go to the earlier in the catalogue, antialiased first.
+    lowest = min(n[0] for n in named)
+    best_named = next(n for n in sorted(named, key=lambda n: (list(RESAMPLERS).index(n[1]), not n[2]))
+                      if as_good(n[0], lowest, floor))
     if as_good(best_named[0], chosen["residual_rms"], floor):
         model = best_named[3]
         taps = [model.row_taps, model.column_taps]

@@ -88,7 +88,7 @@ class ResampleModel(Model):
     """A separable resize: per axis a continuous kernel (``row_taps`` down the rows, ``column_taps``
     along them, at knots ``row_offsets`` and ``column_offsets`` in input pixels), the size
     ``factor`` (rows, columns), the centre convention and normalisation, an optional 8-bit rounding
-    between the passes, and an offset per channel; the same on each of ``channels`` planes."""
+    between the passes, and an offset per channel; the same kernel on each of ``channels`` planes."""
 
     name = "resample"
     rung = "linear"
@@ -283,7 +283,7 @@ class ResampleModel(Model):
         return shown
 
     def describe(self) -> str:
-        channels = "" if self.channels == 1 else f", the same on each of {self.channels} channels"
+        channels = "" if self.channels == 1 else ", the same kernel on each colour channel"
         passes = "" if self.between_passes == "none" else f", rounded to 8 bits after the {self.between_passes.split()[0]} pass"
         offset = "" if not np.any(np.abs(self.bias) > 1e-3) else ", offset " + ", ".join(f"{b:+.3g}" for b in self.bias)
         if self.output in STORAGE_RANGE and np.all(np.abs(self.bias + 0.5) <= TRUNCATION_TOLERANCE):
