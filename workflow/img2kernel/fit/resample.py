@@ -32,6 +32,9 @@ DENSE_STEP = 1 / 8  # knot spacing of a continuous kernel, in input pixels
 SUPPORTS = (1, 2, 3)  # reaches tried, in units of the support's widening (box/triangle, cubics, Lanczos 3)
 SAMPLED = 160  # output rows and columns per pair the alternation reads (its rows: SAMPLED^2 pixels a pair at most)
 ROUNDS = 8  # alternations of the two axes' solves
+# Named resamplers whose residuals are this close (relative) give the pixels the same taps, up to the
+# files' noise: the catalogue's earlier one is said.
+NAMED_TIE = 0.01
 SMOOTHING = 1e-5  # weight of the second differences of dense knots, relative to the mean diagonal of the sums
 
 
@@ -350,7 +353,7 @@ def fit_resample(pairs, *, seed: int = 0, floor: float | None = None, started: f
     # unwidened triangle's are the same) go to the earlier in the catalogue, antialiased first.
     lowest = min(n[0] for n in named)
     best_named = next(n for n in sorted(named, key=lambda n: (list(RESAMPLERS).index(n[1]), not n[2]))
-                      if as_good(n[0], lowest, floor))
+                      if n[0] <= lowest * (1 + NAMED_TIE))
     if as_good(best_named[0], chosen["residual_rms"], floor):
         model = best_named[3]
         taps = [model.row_taps, model.column_taps]
