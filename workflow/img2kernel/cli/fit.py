@@ -97,7 +97,8 @@ def fit_files(files: list[str], model_path: str | Path, *, ksize: int | None = N
                      f"{100 * np.mean([s['identical_fraction'] for s in scores]):.2f}% identical to the tool's file")
     if info["reproduce"]:
         library = next(iter(info["reproduce"]))  # OpenCV's call where it has one
-        others = ", ".join(LIBRARY_WORDS.get(k, k) for k in info["reproduce"] if k != library)
+        others = [LIBRARY_WORDS.get(k, k) for k in info["reproduce"] if k != library]
+        others = " and ".join(others) if len(others) < 3 else ", ".join(others[:-1]) + " and " + others[-1]
         lines.append(f"the same in {LIBRARY_WORDS.get(library, library)}, src the input as read"
                      + (f" ({others}: \"reproduce\" in {Path(model_path).with_suffix('.json')})" if others else "")
                      + ":\n" + textwrap.indent(info["reproduce"][library].rstrip(), "    "))
