@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # As many jobs at once as this machine has CPUs: on 2 cores, 8 at a time ran the first run ~10% slower.
 CORES ?= $(shell nproc 2>/dev/null || echo 8)
 
-.PHONY: run test browser imagemagick bench bench-train bench-pipeline report clean-venv
+.PHONY: run test tools bench bench-train bench-pipeline report clean-venv
 
 $(STAMP): envs/requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,18 +24,17 @@ report: $(STAMP)
 
 # Tools some tests run, Debian's packages installed when missing and this is root on a
 # Debian-like system: Chromium (the report's browser test) and ImageMagick (its resizes, a tool
-# whose files the fit must explain); elsewhere those tests skip and say why.
-browser:
-	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
-	  && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1; } \
-	  || echo "chromium not available: the report's browser test will skip"
+# whose files the fit must explain); elsewhere those tests skip and say why. Each is
+# package:program (/usr/bin/convert: a `convert` elsewhere on the PATH may be no ImageMagick).
+TOOLS := chromium:/usr/bin/chromium imagemagick:/usr/bin/convert
 
-imagemagick:
-	@[ -x /usr/bin/convert ] || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
-	  && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq imagemagick) >/dev/null 2>&1; } \
-	  || echo "ImageMagick not available: its resize tests will skip"
+tools:
+	@for tool in $(TOOLS); do package=$${tool%%:*}; program=$${tool#*:}; \
+	  [ -x "$$program" ] || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+	       && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$package) >/dev/null 2>&1; } \
+	  || echo "$$package not available: the tests that run it will skip"; done
 
-test: $(STAMP) browser imagemagick
+test: $(STAMP) tools
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)

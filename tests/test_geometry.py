@@ -117,12 +117,14 @@ def test_a_symmetric_image_is_not_turned_around():
     assert locate(mirror, mirror)[0].plain
 
 
-def fit(tmp_path, inputs, outputs, *options):
+def fit(tmp_path, inputs, outputs, *options, jpeg_quality: int | None = None):
+    """`img2kernel fit` on the pairs, saved as PNG (the outputs as JPEG at ``jpeg_quality`` where given)."""
     files = []
     for i, (x, y) in enumerate(zip(inputs, outputs)):
         for role, image in (("in", x), ("out", y)):
-            path = tmp_path / f"{role}{i}.png"
-            Image.fromarray(np.ascontiguousarray(image)).save(path)
+            jpeg = role == "out" and jpeg_quality is not None
+            path = tmp_path / f"{role}{i}.{'jpg' if jpeg else 'png'}"
+            Image.fromarray(np.ascontiguousarray(image)).save(path, **({"quality": jpeg_quality} if jpeg else {}))
             files.append(str(path))
     model = tmp_path / "model.safetensors"
     assert main(["fit", *files, "-o", str(model), *options]) == 0
@@ -199,11 +201,7 @@ def test_a_rotated_output_is_said_and_apply_writes_it_rotated(tmp_path, capsys):
 
 def test_a_jpeg_of_a_resize_is_fitted_on_its_pixels_and_says_so(tmp_path, capsys):
     photos = gray_photos(2, (160, 240))
-    files = []
-    for i, p in enumerate(photos):
-        files += [str(save(tmp_path / f"in{i}.png", p)), str(tmp_path / f"out{i}.jpg")]
-        Image.fromarray(p).resize((120, 80), Image.BILINEAR).save(files[-1], quality=95)
-    assert main(["fit", *files, "-o", str(tmp_path / "m.safetensors")]) == 0
+    fit(tmp_path, photos, [np.asarray(Image.fromarray(p).resize((120, 80), Image.BILINEAR)) for p in photos], jpeg_quality=95)
     text = printed(capsys)
     assert "resized by 1/2" in text and "triangle (bilinear), antialiased" in text
 
@@ -299,11 +297,7 @@ def test_a_square_photo_padded_alike_on_every_side_is_refused_as_padding(tmp_pat
 def test_a_colour_jpeg_of_a_resize_is_fitted_through_its_luma_and_named(tmp_path, capsys):
     """The commonest file of all: a photo resized by 3/4 and saved as a 4:2:0 JPEG."""
     photos = rgb_photos(3, (96, 128))
-    files = []
-    for i, p in enumerate(photos):
-        files += [str(save(tmp_path / f"in{i}.png", p)), str(tmp_path / f"out{i}.jpg")]
-        Image.fromarray(p).resize((96, 72), Image.LANCZOS).save(files[-1], quality=90)
-    assert main(["fit", *files, "-o", str(tmp_path / "m.safetensors")]) == 0
+    fit(tmp_path, photos, [np.asarray(Image.fromarray(p).resize((96, 72), Image.LANCZOS)) for p in photos], jpeg_quality=90)
     text = printed(capsys)
     assert "linear, within JPEG q90 compression" in text and "Lanczos 3, antialiased" in text, text
     assert "the same kernel on each colour channel" in text and "resized by 3/4" in text

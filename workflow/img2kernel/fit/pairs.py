@@ -122,8 +122,7 @@ class Pairs:
         for x, y, codes, placement in zip(self.inputs, self.outputs, self.splits, self.placements):
             if placement.stride != (1, 1):
                 rows, cols = placement.sampled_shape(x.shape)
-                (r0, c0), (sr, sc) = placement.origin, placement.stride
-                cut = (slice(r0, r0 + sr * (rows - 1) + 1, sr), slice(c0, c0 + sc * (cols - 1) + 1, sc))
+                cut = placement.cells(x.shape)
                 y, codes = np.ascontiguousarray(y[cut]), np.ascontiguousarray(codes[cut])
                 placement = Placement(placement.transform, scale=(rows / x.shape[0], cols / x.shape[1]))
             outputs.append(y)

@@ -314,7 +314,7 @@ def fit_resample(pairs, *, seed: int = 0, floor: float | None = None, started: f
             taps, bias = _alternate(problem, normalised, widening, SCREEN_ROUNDS)
             model, row = scored(problem, taps, bias, normalised)
             tried.append((row["residual_rms"], convention, normalised, {**row, "parameters": model.n_parameters}))
-            screened[convention, normalised] = (problem.knots, taps)
+            screened[convention, normalised] = (problem, taps)
     if not tried:
         raise ValueError("no output pixel of the pairs has its whole kernel inside its input: the images are too small "
                          "for a resize's kernel")
@@ -329,10 +329,10 @@ def fit_resample(pairs, *, seed: int = 0, floor: float | None = None, started: f
     step = time.perf_counter()
     sizes, fitted = [], {}
     for k in SUPPORTS:
-        reach = tuple(k * w for w in widening)
-        problem = _Problem(pairs, "train", convention, reach, seed)
-        start_knots, start_taps = screened[convention, normalised]
-        start = [np.interp(problem.knots[a], start_knots[a], start_taps[a], left=0.0, right=0.0) for a in (0, 1)]
+        widest_problem, start_taps = screened[convention, normalised]
+        # the widest support's knots and samples are the screening's own
+        problem = widest_problem if k == SUPPORTS[-1] else _Problem(pairs, "train", convention, tuple(k * w for w in widening), seed)
+        start = [np.interp(problem.knots[a], widest_problem.knots[a], start_taps[a], left=0.0, right=0.0) for a in (0, 1)]
         taps, bias = _alternate(problem, normalised, widening, ROUNDS, start)
         model, row = scored(problem, taps, bias, normalised)
         fitted[k] = (problem, taps, bias, model)

@@ -156,14 +156,18 @@ class Placement:
         rows, cols = self.sampled_shape(input_shape)
         return (cols, rows) if self.transform in SWAPS_AXES else (rows, cols)
 
+    def cells(self, input_shape: tuple[int, ...]) -> tuple[slice, slice]:
+        """The (rows, columns) slices of the input's grid that the output samples, before turning."""
+        rows, cols = self.sampled_shape(input_shape)
+        (r0, c0), (sr, sc) = self.origin, self.stride
+        return slice(r0, r0 + sr * (rows - 1) + 1, sr), slice(c0, c0 + sc * (cols - 1) + 1, sc)
+
     def sample(self, full):
         """The file's array from the tool's output on the input's grid (H, W[, C]); a resize's output
         on its own grid is only turned."""
         if self.scale is not None:
             return turn(full, self.transform)
-        rows, cols = self.sampled_shape(full.shape)
-        (r0, c0), (sr, sc) = self.origin, self.stride
-        return turn(full[r0 : r0 + sr * (rows - 1) + 1 : sr, c0 : c0 + sc * (cols - 1) + 1 : sc], self.transform)
+        return turn(full[self.cells(full.shape)], self.transform)
 
     def place(self, output, input_shape: tuple[int, ...]):
         """(H, W, C) float of the input's grid with the file's pixels where the tool wrote them, NaN
@@ -180,8 +184,7 @@ class Placement:
         if self.scale is not None:  # its own grid: every pixel known
             return np.ascontiguousarray(turned_back, dtype=dtype)
         full = np.full(tuple(input_shape[:2]) + turned_back.shape[2:], np.nan, dtype=dtype)
-        (r0, c0), (sr, sc) = self.origin, self.stride
-        full[r0 : r0 + sr * (rows - 1) + 1 : sr, c0 : c0 + sc * (cols - 1) + 1 : sc] = turned_back
+        full[self.cells(input_shape)] = turned_back
         return full
 
     def numpy_code(self, name: str = "out") -> str:
@@ -352,7 +355,7 @@ def _tried(found: list[Candidate], input_shape, output_shape) -> list[Candidate]
     return found
 
 
-# The resize's evidence (sources.geometry._resize_residual) at most this share of the output's
+# The resize's evidence (sources.geometry._located_resize) at most this share of the output's
 # standard deviation explains the pairs: a crop of the same sizes is not searched.
 RESIZE_EXPLAINED = 0.02
 COARSE_STEP = 3  # origins searched every third pixel first where a family has many
@@ -371,7 +374,7 @@ def locate(x, y, input_ref: str = "input", output_ref: str = "output",
     placement (as stored, the output centred), or ``prefer`` where it fits these sizes (the
     placement of the filter's first pair: one tool, one phase), is kept unless another is
     :data:`CLEARLY_BETTER`. Where no integer factor gives the sizes, a resize on the output's own
-    grid (:func:`resample_placement`) is scored too, by :func:`_resize_residual` on the same
+    grid (:func:`resample_placement`) is scored too, by :func:`_located_resize` on the same
     pixels, and is chosen over a crop of the same sizes when the crop's residual is twice its own.
     Returns the placement and its evidence (the residuals).
     """
@@ -484,40 +487,35 @@ def _channel_mean(x):
     return x.astype(dtype, copy=False) if x.ndim == 2 else np.mean(x, axis=2, dtype=dtype)
 
 
-def _resize_residual(x, file_rows, file_cols, target, resize: Placement) -> float:
-    """The evidence for a resize: the input's channel mean resized to the placement's grid by an
-    antialiased Keys cubic, then the same small-window fit as a placement's, on the same pixels
-    (the window absorbs another resampler's kernel), each file pixel read where its turn puts it."""
-    import numpy as np
-
+def _resized(mean, scale: tuple[float, float]):
+    """The input's channel mean (H, W) resized by ``scale`` with an antialiased Keys cubic: the
+    evidence for a resize, whose small-window fit absorbs another resampler's kernel."""
     from img2kernel.evaluate.resamplers import RESAMPLERS
     from img2kernel.models.resample import ResampleModel
 
-    mean = np.asarray(_channel_mean(x), dtype=np.float64)
-    sampled = resize.sampled_shape(x.shape)
-    widening = [max(1.0, x.shape[a] / sampled[a]) for a in (0, 1)]
-    profiles = []
-    for w in widening:
-        offsets = np.linspace(-2 * w, 2 * w, int(np.ceil(32 * w)) + 1)
-        profiles += [offsets, RESAMPLERS["Keys cubic a = -0.5 (Catmull-Rom: Pillow's and ImageMagick's bicubic)"](offsets / w)]
-    resized = ResampleModel(*profiles, factor=resize.scale).predict(mean, "replicate", size=sampled)
-    rows, cols = source_cells(resize.transform, sampled, file_rows, file_cols)
-    return _window_fit(resized, rows, cols, target, 2)[0]
+    keys = list(RESAMPLERS).index("Keys cubic a = -0.5 (Catmull-Rom: Pillow's and ImageMagick's bicubic)")
+    model = ResampleModel.named([(keys, 0.0, max(1.0, 1 / s)) for s in scale], scale)
+    return model.predict(mean, "replicate")
 
 
 def _located_resize(x, output_shape, file_rows, file_cols, target, prefer: Placement | None):
-    """(placement, residual) of the best resize on the output's own grid, each turn the sizes allow
-    scored by :func:`_resize_residual` (the plain one, or the filter's first pair's turn, kept unless
-    another is :data:`CLEARLY_BETTER`); (None, None) where no resize gives the sizes."""
+    """(placement, residual) of the best resize on the output's own grid: each turn the sizes allow
+    scored by the same small-window fit as a placement's, on the input (its channel mean ``x``)
+    resized to that grid (:func:`_resized`), each file pixel read where its turn puts it; the plain
+    one, or the filter's first pair's turn, is kept unless another is :data:`CLEARLY_BETTER`.
+    (None, None) where no resize gives the sizes."""
     from dataclasses import replace
 
-    scored = []
+    scored, resized = [], {}
     for transform in TRANSFORM_WORDS:
         sampled = tuple(output_shape[1::-1]) if transform in SWAPS_AXES else tuple(output_shape[:2])
         resize = resample_placement(x.shape, sampled)
         if resize is not None:
             resize = replace(resize, transform=transform)
-            scored.append((_resize_residual(x, file_rows, file_cols, target, resize), resize))
+            if sampled not in resized:  # the turns that keep the axes share one resized input, those that swap another
+                resized[sampled] = _resized(x, resize.scale)
+            rows, cols = source_cells(transform, sampled, file_rows, file_cols)
+            scored.append((_window_fit(resized[sampled], rows, cols, target, 2)[0], resize))
     if not scored:
         return None, None
     kept = next((s for s in scored if s[1].transform == (prefer.transform if prefer is not None and prefer.scale
